@@ -1,0 +1,11 @@
+//! `mesh.toml`, the one file that describes a mesh: its trust domain, its
+//! services with their addresses and gRPC services, its clients, and the
+//! authorization policy. A bad file is refused with the file, the key and the
+//! reason ([`ConfigError`]).
+
+mod error;
+mod model;
+mod parse;
+
+pub use error::ConfigError;
+pub use model::{AllowRule, Client, MeshConfig, Service, SidecarSpec, spiffe_id};

@@ -1,0 +1,235 @@
+//! Reading `mesh.toml`: syntax and types through serde (with the path of the
+//! offending key), then the rules serde cannot express.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::Deserialize;
+
+use crate::{
+    error::ConfigError,
+    model::{Client, MeshConfig, Service},
+};
+
+/// The file as written, before validation.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMesh {
+    trust_domain: String,
+    #[serde(default = "default_state_dir")]
+    state_dir: PathBuf,
+    #[serde(default = "default_leaf_lifetime", with = "humantime_serde")]
+    leaf_lifetime: Duration,
+    #[serde(default)]
+    services: BTreeMap<String, Service>,
+    #[serde(default)]
+    clients: BTreeMap<String, Client>,
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from(".mesh")
+}
+
+fn default_leaf_lifetime() -> Duration {
+    Duration::from_secs(24 * 60 * 60)
+}
+
+/// Shortest certificate lifetime we accept: renewal needs some room.
+const MIN_LEAF_LIFETIME: Duration = Duration::from_secs(10 * 60);
+
+impl MeshConfig {
+    /// Reads and validates a `mesh.toml`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates `text`; `source` names it in errors, and its folder
+    /// is what a relative `state_dir` is resolved against.
+    pub fn parse(text: &str, source: &Path) -> Result<Self, ConfigError> {
+        let invalid = |key: String, reason: String| ConfigError::Invalid {
+            file: source.to_path_buf(),
+            key,
+            reason,
+        };
+        let deserializer = toml::Deserializer::parse(text).map_err(|e| invalid(String::new(), describe(&e, text)))?;
+        let raw: RawMesh = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            let key = e.path().to_string();
+            invalid(if key == "." { String::new() } else { key }, describe(e.inner(), text))
+        })?;
+
+        let base = source.parent().unwrap_or(Path::new("."));
+        let config = MeshConfig {
+            source: source.to_path_buf(),
+            trust_domain: raw.trust_domain,
+            state_dir: base.join(raw.state_dir),
+            leaf_lifetime: raw.leaf_lifetime,
+            services: raw.services,
+            clients: raw.clients,
+        };
+        validate(&config).map_err(|(key, reason)| invalid(key, reason))?;
+        Ok(config)
+    }
+}
+
+/// A toml error's message with the line it points at, without the multi-line snippet.
+fn describe(error: &toml::de::Error, text: &str) -> String {
+    match error.span() {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            format!("{} (line {line})", error.message().trim_end())
+        }
+        None => error.message().trim_end().to_string(),
+    }
+}
+
+type Invalid = (String, String);
+
+fn validate(config: &MeshConfig) -> Result<(), Invalid> {
+    if !is_dns_like(&config.trust_domain) {
+        return Err((
+            "trust_domain".into(),
+            format!(
+                "'{}' is not a trust domain: use lowercase letters, digits, '-' and '.'",
+                config.trust_domain
+            ),
+        ));
+    }
+    if config.leaf_lifetime < MIN_LEAF_LIFETIME {
+        return Err((
+            "leaf_lifetime".into(),
+            format!(
+                "must be at least {}",
+                humantime_serde::re::humantime::format_duration(MIN_LEAF_LIFETIME)
+            ),
+        ));
+    }
+    if config.services.is_empty() {
+        return Err(("services".into(), "the mesh has no services".into()));
+    }
+
+    // Every listening address must be distinct, and those only the local
+    // machine should reach must be on loopback.
+    let mut addresses: HashMap<SocketAddr, String> = HashMap::new();
+    let mut claim = |key: String, addr: SocketAddr, loopback_only: bool| -> Result<(), Invalid> {
+        if loopback_only && !addr.ip().is_loopback() {
+            return Err((key, format!("{addr} must be a loopback address such as 127.0.0.1")));
+        }
+        if let Some(other) = addresses.insert(addr, key.clone()) {
+            return Err((key, format!("{addr} is already used by {other}")));
+        }
+        Ok(())
+    };
+
+    let mut grpc_owner: HashMap<&str, &str> = HashMap::new();
+    for (name, service) in &config.services {
+        let key = |field: &str| format!("services.{name}.{field}");
+        check_name(name, &format!("services.{name}"))?;
+        claim(key("app"), service.app, true)?;
+        claim(key("inbound"), service.inbound, false)?;
+        claim(key("outbound"), service.outbound, true)?;
+        claim(key("admin"), service.admin, true)?;
+        if service.grpc_services.is_empty() {
+            return Err((
+                key("grpc_services"),
+                "list at least one gRPC service, for example \"shop.cart.v1.CartService\"".into(),
+            ));
+        }
+        for (i, grpc) in service.grpc_services.iter().enumerate() {
+            if !is_grpc_service_name(grpc) {
+                return Err((
+                    format!("services.{name}.grpc_services[{i}]"),
+                    format!("'{grpc}' is not a fully qualified gRPC service name such as \"shop.cart.v1.CartService\""),
+                ));
+            }
+            if let Some(other) = grpc_owner.insert(grpc, name) {
+                return Err((
+                    format!("services.{name}.grpc_services[{i}]"),
+                    format!("'{grpc}' is already served by services.{other}"),
+                ));
+            }
+        }
+    }
+    for (name, client) in &config.clients {
+        check_name(name, &format!("clients.{name}"))?;
+        if config.services.contains_key(name) {
+            return Err((
+                format!("clients.{name}"),
+                format!("'{name}' is also a service; names must be unique"),
+            ));
+        }
+        claim(format!("clients.{name}.outbound"), client.outbound, true)?;
+        claim(format!("clients.{name}.admin"), client.admin, true)?;
+    }
+
+    for (name, service) in &config.services {
+        for (i, rule) in service.allow.iter().flatten().enumerate() {
+            let key = format!("services.{name}.allow[{i}]");
+            if !config.services.contains_key(&rule.from) && !config.clients.contains_key(&rule.from) {
+                return Err((format!("{key}.from"), format!("unknown workload '{}'", rule.from)));
+            }
+            for (j, method) in rule.methods.iter().enumerate() {
+                let ok = match method.split_once('/') {
+                    Some((grpc, m)) => service.grpc_services.iter().any(|g| g == grpc) && is_identifier(m),
+                    None => is_identifier(method),
+                };
+                if !ok {
+                    return Err((
+                        format!("{key}.methods[{j}]"),
+                        format!(
+                            "'{method}' is neither a method name nor 'Service/Method' of one of {:?}",
+                            service.grpc_services
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_name(name: &str, key: &str) -> Result<(), Invalid> {
+    let ok = name.len() <= 63
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err((
+            key.into(),
+            format!(
+                "'{name}' is not a workload name: start with a lowercase letter, then lowercase letters, digits or '-'"
+            ),
+        ))
+    }
+}
+
+fn is_dns_like(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && !label.starts_with('-')
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        })
+}
+
+fn is_identifier(s: &str) -> bool {
+    s.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+fn is_grpc_service_name(s: &str) -> bool {
+    s.contains('.') && s.split('.').all(is_identifier)
+}
