@@ -1,0 +1,154 @@
+//! mesh.toml: the repository's example parses, and each kind of mistake is
+//! refused with the key and a reason that says what is wrong.
+
+use std::path::Path;
+
+use meshwork_config::{ConfigError, MeshConfig};
+
+const VALID: &str = r#"
+trust_domain = "example.test"
+[services.cart]
+app = "127.0.0.1:1001"
+inbound = "127.0.0.1:1002"
+outbound = "127.0.0.1:1003"
+admin = "127.0.0.1:1004"
+grpc_services = ["shop.cart.v1.CartService"]
+[services.payments]
+app = "127.0.0.1:2001"
+inbound = "127.0.0.1:2002"
+outbound = "127.0.0.1:2003"
+admin = "127.0.0.1:2004"
+grpc_services = ["shop.payments.v1.PaymentService"]
+allow = [{ from = "cart", methods = ["Charge", "shop.payments.v1.PaymentService/GetOrder"] }]
+"#;
+
+fn parse(text: &str) -> Result<MeshConfig, ConfigError> {
+    MeshConfig::parse(text, Path::new("/etc/mesh/mesh.toml"))
+}
+
+/// Parses `text`, expects it refused, and returns (key, whole message).
+fn refused(text: &str) -> (String, String) {
+    let err = parse(text).expect_err("config should be refused");
+    (err.key().to_string(), err.to_string())
+}
+
+#[test]
+fn repository_example_is_valid() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../mesh.toml");
+    let config = MeshConfig::load(&path).expect("the example mesh.toml is valid");
+    assert_eq!(config.services.len(), 4);
+    assert!(config.clients.contains_key("demo"));
+    assert_eq!(
+        config.service_serving("shop.catalog.v1.CatalogService").map(|(n, _)| n),
+        Some("catalog")
+    );
+    assert_eq!(config.spiffe_id("cart"), "spiffe://meshwork.local/service/cart");
+    let payments = &config.services["payments"];
+    assert!(payments.permits("cart", "shop.payments.v1.PaymentService", "Charge"));
+    assert!(!payments.permits("demo", "shop.payments.v1.PaymentService", "Charge"));
+    assert!(!payments.permits("users", "shop.payments.v1.PaymentService", "GetOrder"));
+}
+
+#[test]
+fn defaults_and_relative_state_dir() {
+    let config = parse(VALID).expect("valid");
+    assert_eq!(config.state_dir, Path::new("/etc/mesh/.mesh"));
+    assert_eq!(config.leaf_lifetime.as_secs(), 24 * 3600);
+    assert!(config.sidecar("cart").expect("cart sidecar").service.is_some());
+    assert!(config.sidecar("nobody").is_none());
+    // No `allow` key: any mesh identity may call.
+    assert!(config.services["cart"].permits("anyone", "shop.cart.v1.CartService", "Checkout"));
+    let payments = &config.services["payments"];
+    assert!(payments.permits("cart", "shop.payments.v1.PaymentService", "GetOrder"));
+    assert!(!payments.permits("cart", "shop.payments.v1.PaymentService", "Refund"));
+}
+
+#[test]
+fn syntax_error_names_file_and_line() {
+    let (_, message) = refused("trust_domain = \"a\"\n[services.cart\n");
+    assert!(message.starts_with("/etc/mesh/mesh.toml: "), "{message}");
+    assert!(message.contains("line 2"), "{message}");
+}
+
+#[test]
+fn unknown_key_is_refused_with_its_path() {
+    let (key, message) = refused(&VALID.replace("admin = \"127.0.0.1:1004\"", "admn = \"127.0.0.1:1004\""));
+    assert_eq!(key, "services.cart.admn", "{message}");
+    assert!(message.contains("unknown field"), "{message}");
+}
+
+#[test]
+fn bad_address_is_refused_with_its_path() {
+    let (key, message) = refused(&VALID.replace("127.0.0.1:1002", "localhost-ish"));
+    assert_eq!(key, "services.cart.inbound", "{message}");
+}
+
+#[test]
+fn missing_key_is_refused() {
+    let (key, message) = refused(&VALID.replace("inbound = \"127.0.0.1:1002\"\n", ""));
+    assert!(message.contains("missing field `inbound`"), "{message}");
+    assert_eq!(key, "services.cart", "{message}");
+}
+
+#[test]
+fn duplicate_address_names_both_keys() {
+    let (key, message) = refused(&VALID.replace("127.0.0.1:2002", "127.0.0.1:1002"));
+    assert_eq!(key, "services.payments.inbound");
+    assert!(message.contains("already used by services.cart.inbound"), "{message}");
+}
+
+#[test]
+fn app_must_stay_on_loopback() {
+    let (key, message) = refused(&VALID.replace("127.0.0.1:1001", "0.0.0.0:1001"));
+    assert_eq!(key, "services.cart.app");
+    assert!(message.contains("loopback"), "{message}");
+}
+
+#[test]
+fn unknown_caller_in_policy() {
+    let (key, message) = refused(&VALID.replace("from = \"cart\"", "from = \"carts\""));
+    assert_eq!(key, "services.payments.allow[0].from");
+    assert!(message.contains("unknown workload 'carts'"), "{message}");
+}
+
+#[test]
+fn policy_method_of_another_service() {
+    let (key, message) = refused(&VALID.replace(
+        "shop.payments.v1.PaymentService/GetOrder",
+        "shop.cart.v1.CartService/Checkout",
+    ));
+    assert_eq!(key, "services.payments.allow[0].methods[1]", "{message}");
+}
+
+#[test]
+fn grpc_service_served_twice() {
+    let (key, message) = refused(&VALID.replace("shop.payments.v1.PaymentService\"]", "shop.cart.v1.CartService\"]"));
+    assert_eq!(key, "services.payments.grpc_services[0]");
+    assert!(message.contains("already served by services.cart"), "{message}");
+}
+
+#[test]
+fn bad_trust_domain_and_names() {
+    assert_eq!(
+        refused(&VALID.replace("example.test", "Example Test")).0,
+        "trust_domain"
+    );
+    assert_eq!(
+        refused(&VALID.replace("[services.cart]", "[services.Cart]")).0,
+        "services.Cart"
+    );
+    assert_eq!(
+        refused(&format!("leaf_lifetime = \"1m\"\n{VALID}")).0,
+        "leaf_lifetime",
+        "a lifetime too short to renew is refused"
+    );
+}
+
+#[test]
+fn unreadable_file() {
+    let err = MeshConfig::load(Path::new("/nonexistent/mesh.toml")).expect_err("missing file");
+    assert!(
+        err.to_string().starts_with("/nonexistent/mesh.toml: cannot read"),
+        "{err}"
+    );
+}
