@@ -1,1 +1,37 @@
+//! The payments service (`shop.payments.v1.PaymentService`): idempotent charges that
+//! record orders in `payments.db`, order lookups and refunds. There is no real payment
+//! provider: a valid charge is recorded as PAID.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+mod db;
+mod error;
+mod service;
+mod validate;
+
+use std::path::Path;
+
+use meshwork_proto::payments::payment_service_server::PaymentServiceServer;
+use meshwork_service_kit::ServeArgs;
+
+pub use error::Error;
+pub use service::Payments;
+
+/// The service's mesh name.
+pub const NAME: &str = "payments";
+/// The gRPC service it serves.
+pub const GRPC_SERVICE: &str = "shop.payments.v1.PaymentService";
+
+/// Builds the gRPC service over `<data_dir>/payments.db` (created if new).
+/// Payments calls no other service, so it takes no sidecar address.
+pub async fn service(data_dir: &Path) -> anyhow::Result<PaymentServiceServer<Payments>> {
+    Ok(PaymentServiceServer::new(Payments::open(data_dir).await?))
+}
+
+/// Serves payments on `args.listen` until SIGTERM or Ctrl-C.
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    meshwork_service_kit::init_tracing();
+    let service = service(&args.data_dir).await?;
+    meshwork_service_kit::serve(&args, tonic::service::Routes::new(service), &[GRPC_SERVICE]).await?;
+    Ok(())
+}

@@ -1,0 +1,243 @@
+//! Checkout, the one real flow through the mesh: cart -> users (does the buyer exist)
+//! -> catalog (current prices and stock, one batch call) -> payments (charge with a key
+//! derived from the cart's exact contents) -> take the charged items out of the cart.
+//!
+//! Retrying is safe: until the cart is settled its (cart id, version) is unchanged, so
+//! a retried checkout sends the same idempotency key and payments replays the first
+//! charge instead of charging again.
+
+use meshwork_proto::{
+    catalog::Product,
+    common::Money,
+    payments::{ChargeRequest, Order, OrderLine},
+};
+use sha2::{Digest, Sha256};
+use tonic::{Status, metadata::MetadataMap};
+
+use crate::{
+    Error,
+    db::{CartRow, Store},
+    peers::Peers,
+};
+
+pub async fn checkout(store: &Store, peers: &Peers, inbound: &MetadataMap, user_id: String) -> Result<Order, Error> {
+    let cart = store.get(user_id.clone()).await?;
+    if cart.items.is_empty() {
+        return Err(Error::EmptyCart);
+    }
+    peers.user(inbound, &user_id).await?;
+    let ids = cart.items.iter().map(|i| i.product_id.clone()).collect();
+    let products = peers.products(inbound, ids).await?;
+    let charge = charge_request(&cart, &products)?;
+    let response = peers.charge(inbound, charge).await?;
+    let order = response.order.ok_or_else(|| Error::Peer {
+        step: "checkout: charging through payments".into(),
+        status: Status::internal("payments answered without an order"),
+    })?;
+    if response.replayed {
+        tracing::info!(order_id = %order.id, "checkout retried; payments replayed the first charge");
+    }
+    store.settle(user_id, cart.items).await?;
+    tracing::info!(order_id = %order.id, "checked out");
+    Ok(order)
+}
+
+/// The idempotency key of a checkout of exactly this cart: sha256 (hex) of the user,
+/// the cart's random id and its version. Any change to the cart bumps the version,
+/// so new contents get a new key and the same contents the same key.
+pub fn idempotency_key(cart: &CartRow) -> String {
+    let material = format!(
+        "meshwork-cart/checkout/v1\n{}\n{}\n{}",
+        cart.user_id, cart.cart_id, cart.version
+    );
+    hex::encode(Sha256::digest(material.as_bytes()))
+}
+
+/// Prices the cart with the catalog's answer (one product per item, same order) and
+/// checks stock; FAILED_PRECONDITION names the product that is short.
+fn charge_request(cart: &CartRow, products: &[Product]) -> Result<ChargeRequest, Error> {
+    let catalog_error = |why: String| Error::Peer {
+        step: "checkout: pricing the cart with the catalog".into(),
+        status: Status::internal(why),
+    };
+    if products.len() != cart.items.len() {
+        return Err(catalog_error(format!(
+            "asked for {} products, got {}",
+            cart.items.len(),
+            products.len()
+        )));
+    }
+    let mut currency: Option<&str> = None;
+    let mut total: i64 = 0;
+    let mut lines = Vec::with_capacity(products.len());
+    for (item, product) in cart.items.iter().zip(products) {
+        if product.id != item.product_id {
+            return Err(catalog_error(format!(
+                "asked for '{}', got '{}'",
+                item.product_id, product.id
+            )));
+        }
+        let price = product
+            .price
+            .as_ref()
+            .ok_or_else(|| catalog_error(format!("no price for '{}'", product.id)))?;
+        if product.stock < item.quantity {
+            return Err(Error::Precondition(format!(
+                "not enough stock of '{}' ({}): {} wanted, {} left",
+                product.name, product.id, item.quantity, product.stock
+            )));
+        }
+        match currency {
+            None => currency = Some(&price.currency_code),
+            Some(c) if c != price.currency_code => {
+                return Err(Error::Precondition(format!(
+                    "the cart mixes currencies ({c} and {}); one currency per order",
+                    price.currency_code
+                )));
+            }
+            Some(_) => {}
+        }
+        total = price
+            .amount_minor
+            .checked_mul(i64::from(item.quantity))
+            .and_then(|amount| total.checked_add(amount))
+            .ok_or_else(|| Error::Precondition("the cart's total is too large".into()))?;
+        lines.push(OrderLine {
+            product_id: product.id.clone(),
+            name: product.name.clone(),
+            quantity: item.quantity,
+            unit_price: Some(price.clone()),
+        });
+    }
+    Ok(ChargeRequest {
+        idempotency_key: idempotency_key(cart),
+        user_id: cart.user_id.clone(),
+        lines,
+        total: Some(Money {
+            amount_minor: total,
+            currency_code: currency.unwrap_or("USD").to_owned(),
+        }),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::Item;
+
+    fn cart(version: i64) -> CartRow {
+        CartRow {
+            user_id: "u1".into(),
+            cart_id: "c1".into(),
+            version,
+            items: vec![
+                Item {
+                    product_id: "a".into(),
+                    quantity: 2,
+                },
+                Item {
+                    product_id: "b".into(),
+                    quantity: 1,
+                },
+            ],
+        }
+    }
+
+    fn product(id: &str, price: i64, currency: &str, stock: i32) -> Product {
+        Product {
+            id: id.into(),
+            name: id.to_uppercase(),
+            price: Some(Money {
+                amount_minor: price,
+                currency_code: currency.into(),
+            }),
+            stock,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn keys_follow_the_cart_version() {
+        assert_eq!(idempotency_key(&cart(3)), idempotency_key(&cart(3)));
+        assert_ne!(idempotency_key(&cart(3)), idempotency_key(&cart(4)));
+        let mut other = cart(3);
+        other.cart_id = "c2".into();
+        assert_ne!(idempotency_key(&cart(3)), idempotency_key(&other));
+        assert_eq!(idempotency_key(&cart(3)).len(), 64);
+    }
+
+    #[test]
+    fn prices_and_checks_stock() {
+        let req = charge_request(&cart(1), &[product("a", 250, "USD", 5), product("b", 100, "USD", 1)]).unwrap();
+        assert_eq!(
+            req.total,
+            Some(Money {
+                amount_minor: 600,
+                currency_code: "USD".into()
+            })
+        );
+        assert_eq!(req.lines.len(), 2);
+
+        let err = charge_request(&cart(1), &[product("a", 250, "USD", 1), product("b", 100, "USD", 1)]).unwrap_err();
+        assert!(
+            matches!(&err, Error::Precondition(m) if m.contains("'A' (a): 2 wanted, 1 left")),
+            "{err}"
+        );
+        let err = charge_request(&cart(1), &[product("a", 250, "USD", 5), product("b", 100, "EUR", 1)]).unwrap_err();
+        assert!(
+            matches!(&err, Error::Precondition(m) if m.contains("currencies")),
+            "{err}"
+        );
+        let err = charge_request(&cart(1), &[product("a", 250, "USD", 5)]).unwrap_err();
+        assert!(matches!(err, Error::Peer { .. }));
+    }
+
+    #[tokio::test]
+    async fn a_retry_after_the_charge_committed_replays_it() {
+        use meshwork_proto::{payments::ListOrdersRequest, users::RegisterRequest};
+        use meshwork_service_kit::testing::TestServer;
+
+        let dir = tempfile::tempdir().unwrap();
+        let routes = tonic::service::Routes::new(meshwork_users::service(dir.path()).await.unwrap())
+            .add_service(meshwork_catalog::service(dir.path()).await.unwrap())
+            .add_service(meshwork_payments::service(dir.path()).await.unwrap());
+        let mesh = TestServer::start(routes, &[]).await.unwrap();
+        let peers = Peers::new(mesh.channel());
+        let store = Store::open(&dir.path().join("cart.db")).await.unwrap();
+        let md = MetadataMap::new();
+        let user = meshwork_proto::users::user_service_client::UserServiceClient::new(mesh.channel())
+            .register(RegisterRequest {
+                email: "c@example.com".into(),
+                password: "password1".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .user
+            .unwrap()
+            .id;
+        store.add(user.clone(), "book-ddia".into(), 1).await.unwrap();
+
+        // A first attempt charged, then died before it could settle the cart.
+        let cart = store.get(user.clone()).await.unwrap();
+        let products = peers.products(&md, vec!["book-ddia".into()]).await.unwrap();
+        let first = peers
+            .charge(&md, charge_request(&cart, &products).unwrap())
+            .await
+            .unwrap();
+        assert!(!first.replayed);
+
+        // The retry replays that charge instead of making a second order.
+        let order = checkout(&store, &peers, &md, user.clone()).await.unwrap();
+        assert_eq!(Some(&order), first.order.as_ref());
+        assert!(store.get(user.clone()).await.unwrap().items.is_empty());
+        let orders = meshwork_proto::payments::payment_service_client::PaymentServiceClient::new(mesh.channel())
+            .list_orders(ListOrdersRequest { user_id: user })
+            .await
+            .unwrap()
+            .into_inner()
+            .orders;
+        assert_eq!(orders.len(), 1);
+    }
+}

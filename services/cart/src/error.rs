@@ -1,0 +1,48 @@
+//! What can go wrong in the cart, and the gRPC status each maps to. Errors from peer
+//! services keep their code and say which step failed.
+
+use meshwork_service_kit::db::{Closed, rusqlite};
+use tonic::{Code, Status};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A request field is missing or malformed; the message names the field.
+    #[error("{field} {reason}")]
+    Invalid { field: &'static str, reason: String },
+    #[error("unknown product '{0}'")]
+    UnknownProduct(String),
+    #[error("cart is empty")]
+    EmptyCart,
+    /// The cart cannot be checked out as it is (stock, currencies).
+    #[error("{0}")]
+    Precondition(String),
+    /// A peer answered with an error at `step`.
+    #[error("{step}: {}", status.message())]
+    Peer { step: String, status: Status },
+    #[error("database: {0}")]
+    Db(#[from] rusqlite::Error),
+    #[error(transparent)]
+    Closed(#[from] Closed),
+}
+
+impl Error {
+    pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+        Error::Invalid {
+            field,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl From<Error> for Status {
+    fn from(e: Error) -> Self {
+        let code = match &e {
+            Error::Invalid { .. } => Code::InvalidArgument,
+            Error::UnknownProduct(_) => Code::NotFound,
+            Error::EmptyCart | Error::Precondition(_) => Code::FailedPrecondition,
+            Error::Peer { status, .. } => status.code(),
+            Error::Db(_) | Error::Closed(_) => return meshwork_service_kit::internal(e),
+        };
+        Status::new(code, e.to_string())
+    }
+}

@@ -1,0 +1,87 @@
+//! The gRPC face of the cart: validates requests, calls the store and (through the
+//! sidecar) the catalog, and runs checkouts one at a time per user.
+
+use std::{net::SocketAddr, path::Path, sync::Arc};
+
+use meshwork_proto::cart::{
+    AddItemRequest, Cart as CartMessage, CartItem, CheckoutRequest, CheckoutResponse, GetCartRequest,
+    RemoveItemRequest, cart_service_server::CartService,
+};
+use tonic::{Request, Response, Status};
+
+use crate::{
+    NAME, checkout,
+    db::{CartRow, Store},
+    locks::KeyedLocks,
+    peers::Peers,
+    validate,
+};
+
+/// The cart service over its store and the sidecar channel.
+#[derive(Debug, Clone)]
+pub struct Cart {
+    store: Store,
+    peers: Peers,
+    checkouts: Arc<KeyedLocks>,
+}
+
+impl Cart {
+    /// Opens (or creates) `cart.db` in `data_dir`; peers are reached through `sidecar`.
+    pub async fn open(data_dir: &Path, sidecar: SocketAddr) -> anyhow::Result<Self> {
+        Ok(Cart {
+            store: Store::open(&meshwork_service_kit::db_path(data_dir, NAME)).await?,
+            peers: Peers::new(meshwork_service_kit::sidecar_channel(sidecar)),
+            checkouts: Arc::default(),
+        })
+    }
+}
+
+fn to_proto(cart: CartRow) -> CartMessage {
+    CartMessage {
+        user_id: cart.user_id,
+        items: cart
+            .items
+            .into_iter()
+            .map(|i| CartItem {
+                product_id: i.product_id,
+                quantity: i.quantity,
+            })
+            .collect(),
+    }
+}
+
+#[tonic::async_trait]
+impl CartService for Cart {
+    async fn add_item(&self, request: Request<AddItemRequest>) -> Result<Response<CartMessage>, Status> {
+        let (metadata, _, req) = request.into_parts();
+        validate::quantity(req.quantity)?;
+        validate::required("user_id", &req.user_id)?;
+        validate::required("product_id", &req.product_id)?;
+        self.peers.product(&metadata, &req.product_id).await?;
+        let cart = self.store.add(req.user_id, req.product_id, req.quantity).await?;
+        Ok(Response::new(to_proto(cart)))
+    }
+
+    async fn remove_item(&self, request: Request<RemoveItemRequest>) -> Result<Response<CartMessage>, Status> {
+        let req = request.into_inner();
+        validate::required("user_id", &req.user_id)?;
+        validate::required("product_id", &req.product_id)?;
+        Ok(Response::new(to_proto(
+            self.store.remove(req.user_id, req.product_id).await?,
+        )))
+    }
+
+    async fn get_cart(&self, request: Request<GetCartRequest>) -> Result<Response<CartMessage>, Status> {
+        let user_id = request.into_inner().user_id;
+        validate::required("user_id", &user_id)?;
+        Ok(Response::new(to_proto(self.store.get(user_id).await?)))
+    }
+
+    async fn checkout(&self, request: Request<CheckoutRequest>) -> Result<Response<CheckoutResponse>, Status> {
+        let (metadata, _, req) = request.into_parts();
+        validate::required("user_id", &req.user_id)?;
+        let _one_at_a_time = self.checkouts.lock(&req.user_id).await;
+        let order = checkout::checkout(&self.store, &self.peers, &metadata, req.user_id).await?;
+        Ok(Response::new(CheckoutResponse { order: Some(order) }))
+    }
+}

@@ -1,0 +1,131 @@
+//! The gRPC face of the catalog: validates requests, calls the store, and maps rows
+//! to messages.
+
+use std::path::Path;
+
+use meshwork_proto::{
+    catalog::{
+        BatchGetProductsRequest, BatchGetProductsResponse, GetProductRequest, ListProductsRequest,
+        ListProductsResponse, Product, UpdateProductRequest, WatchProductsRequest,
+        catalog_service_server::CatalogService,
+    },
+    common::Money,
+};
+use meshwork_service_kit::time::timestamp;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::{
+    Error, NAME,
+    db::{ProductRow, Store, Update},
+    validate, watch,
+};
+
+/// The catalog service over its store.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    store: Store,
+}
+
+impl Catalog {
+    /// Opens (creating and seeding if new) `catalog.db` in `data_dir`.
+    pub async fn open(data_dir: &Path) -> anyhow::Result<Self> {
+        Ok(Catalog {
+            store: Store::open(&meshwork_service_kit::db_path(data_dir, NAME)).await?,
+        })
+    }
+}
+
+pub(crate) fn to_proto(p: ProductRow) -> Product {
+    Product {
+        id: p.id,
+        name: p.name,
+        description: p.description,
+        category: p.category,
+        price: Some(Money {
+            amount_minor: p.price_minor,
+            currency_code: p.currency,
+        }),
+        stock: p.stock,
+        updated_at: Some(timestamp(p.updated_at_ms)),
+    }
+}
+
+#[tonic::async_trait]
+impl CatalogService for Catalog {
+    async fn list_products(
+        &self,
+        request: Request<ListProductsRequest>,
+    ) -> Result<Response<ListProductsResponse>, Status> {
+        let req = request.into_inner();
+        let page_size = validate::page_size(req.page_size)?;
+        let after = validate::decode_page_token(&req.page_token)?;
+        // One row more than the page tells whether there is a next page.
+        let mut rows = self.store.list(after, req.category, page_size + 1).await?;
+        let next_page_token = if rows.len() > page_size {
+            rows.truncate(page_size);
+            rows.last()
+                .map(|p| validate::encode_page_token(&p.id))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(ListProductsResponse {
+            products: rows.into_iter().map(to_proto).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn get_product(&self, request: Request<GetProductRequest>) -> Result<Response<Product>, Status> {
+        let id = request.into_inner().product_id;
+        validate::product_id(&id)?;
+        let mut rows = self.store.get_many(vec![id]).await?;
+        let row = rows.pop().ok_or_else(|| Status::internal("internal error"))?;
+        Ok(Response::new(to_proto(row)))
+    }
+
+    async fn batch_get_products(
+        &self,
+        request: Request<BatchGetProductsRequest>,
+    ) -> Result<Response<BatchGetProductsResponse>, Status> {
+        let ids = request.into_inner().product_ids;
+        validate::product_ids(&ids)?;
+        let rows = self.store.get_many(ids).await?;
+        Ok(Response::new(BatchGetProductsResponse {
+            products: rows.into_iter().map(to_proto).collect(),
+        }))
+    }
+
+    type WatchProductsStream = ReceiverStream<Result<meshwork_proto::catalog::ProductUpdate, Status>>;
+
+    async fn watch_products(
+        &self,
+        request: Request<WatchProductsRequest>,
+    ) -> Result<Response<Self::WatchProductsStream>, Status> {
+        let ids = request.into_inner().product_ids;
+        validate::product_ids(&ids)?;
+        let updates = watch::start(&self.store, ids).await?;
+        Ok(Response::new(ReceiverStream::new(updates)))
+    }
+
+    async fn update_product(&self, request: Request<UpdateProductRequest>) -> Result<Response<Product>, Status> {
+        let req = request.into_inner();
+        validate::product_id(&req.product_id)?;
+        if req.price.is_none() && req.stock.is_none() {
+            return Err(Error::invalid("update", "must set price, stock or both").into());
+        }
+        if let Some(price) = &req.price {
+            validate::price(price.amount_minor, &price.currency_code)?;
+        }
+        if let Some(stock) = req.stock {
+            validate::stock(stock)?;
+        }
+        let update = Update {
+            price: req.price.map(|m| (m.amount_minor, m.currency_code)),
+            stock: req.stock,
+        };
+        let row = self.store.update(req.product_id, update).await?;
+        tracing::info!(product_id = %row.id, price = row.price_minor, stock = row.stock, "product updated");
+        Ok(Response::new(to_proto(row)))
+    }
+}

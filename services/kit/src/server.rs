@@ -1,0 +1,150 @@
+//! Serving a service's routes with gRPC health and reflection beside them, and
+//! shutting down gracefully: health turns NOT_SERVING first, then in-flight calls get
+//! a bounded time to finish.
+
+use std::{future::Future, io, net::SocketAddr, time::Duration};
+
+use tokio::{net::TcpListener, sync::oneshot};
+use tokio_stream::{StreamExt, wrappers::TcpListenerStream};
+use tonic::{service::Routes, transport::Server};
+use tonic_health::ServingStatus;
+
+use crate::ServeArgs;
+
+/// How long in-flight calls may run on after a shutdown signal. Server streams (such as
+/// a product watch or a health watch) never end by themselves, so the drain must be
+/// bounded or shutdown would wait forever.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The name gRPC health checks use for the health service itself.
+const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
+
+/// Why a service could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("invalid arguments: {0}")]
+    Args(String),
+    #[error("address {addr} is already in use (is another copy of the service running?)")]
+    AddrInUse { addr: SocketAddr },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: io::Error },
+    #[error("cannot build the reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Binds `addr`, with an error that names the address.
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr).await.map_err(|source| match source.kind() {
+        io::ErrorKind::AddrInUse => ServeError::AddrInUse { addr },
+        _ => ServeError::Bind { addr, source },
+    })
+}
+
+/// Validates `args`, binds `args.listen` and serves `routes` until SIGTERM or Ctrl-C.
+/// `grpc_services` are the full names (`pkg.Service`) of what `routes` holds; health
+/// reports them and reflection describes them.
+pub async fn serve(args: &ServeArgs, routes: Routes, grpc_services: &[&str]) -> Result<(), ServeError> {
+    args.validate().map_err(ServeError::Args)?;
+    let listener = bind(args.listen).await?;
+    serve_on(listener, routes, grpc_services, shutdown_signal()).await
+}
+
+/// Serves `routes` plus health and reflection (v1 and v1alpha) on an already bound
+/// listener until `shutdown` completes, then drains for at most [`DRAIN_TIMEOUT`].
+pub async fn serve_on(
+    listener: TcpListener,
+    routes: Routes,
+    grpc_services: &[&str],
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let reflection = || {
+        let mut builder = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(meshwork_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .with_service_name(HEALTH_SERVICE);
+        for name in grpc_services {
+            builder = builder.with_service_name(*name);
+        }
+        builder
+    };
+    let router = Server::builder()
+        .add_routes(routes)
+        .add_service(health_service)
+        .add_service(reflection().build_v1()?)
+        .add_service(reflection().build_v1alpha()?);
+
+    let set_all = |status: ServingStatus| {
+        let health = health.clone();
+        async move {
+            for name in grpc_services.iter().copied().chain([""]) {
+                health.set_service_status(name, status).await;
+            }
+        }
+    };
+
+    let local = listener.local_addr().ok();
+    let (stop, stopped) = oneshot::channel::<()>();
+    // Without TCP_NODELAY, Nagle's algorithm and delayed ACKs add ~40 ms to small
+    // responses; tonic sets it only on listeners it binds itself.
+    let incoming = TcpListenerStream::new(listener).map(|conn| {
+        let conn = conn?;
+        conn.set_nodelay(true)?;
+        Ok::<_, io::Error>(conn)
+    });
+    let server = router.serve_with_incoming_shutdown(incoming, async {
+        // An Err means the sender is gone, which also means: stop.
+        let _ = stopped.await;
+    });
+    tokio::pin!(server);
+    // The listener is bound and the server polls it from the first await below, so
+    // callers connecting now are queued, not refused: it is fair to say SERVING.
+    set_all(ServingStatus::Serving).await;
+    tracing::info!(addr = ?local, services = ?grpc_services, "serving");
+
+    tokio::select! {
+        result = &mut server => return result.map_err(ServeError::from),
+        () = shutdown => {}
+    }
+    tracing::info!(addr = ?local, "shutting down");
+    set_all(ServingStatus::NotServing).await;
+    let _ = stop.send(());
+    match tokio::time::timeout(DRAIN_TIMEOUT, server).await {
+        Ok(result) => result?,
+        Err(_) => tracing::warn!(?DRAIN_TIMEOUT, "calls still open after the drain time; closing them"),
+    }
+    tracing::info!(addr = ?local, "stopped");
+    Ok(())
+}
+
+/// Completes on SIGTERM (how Kubernetes and the `mesh` launcher stop a process) or
+/// Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

@@ -1,0 +1,106 @@
+//! The gRPC face of payments: validates requests, calls the store, and maps orders to
+//! messages.
+
+use std::path::Path;
+
+use meshwork_proto::{
+    common::Money,
+    payments::{
+        ChargeRequest, ChargeResponse, GetOrderRequest, ListOrdersRequest, ListOrdersResponse, Order, OrderLine,
+        OrderStatus, RefundRequest, payment_service_server::PaymentService,
+    },
+};
+use meshwork_service_kit::time::timestamp;
+use tonic::{Request, Response, Status};
+
+use crate::{
+    NAME,
+    db::{self, OrderRow, Store},
+    validate,
+};
+
+/// The payments service over its store.
+#[derive(Debug, Clone)]
+pub struct Payments {
+    store: Store,
+}
+
+impl Payments {
+    /// Opens (or creates) `payments.db` in `data_dir`.
+    pub async fn open(data_dir: &Path) -> anyhow::Result<Self> {
+        Ok(Payments {
+            store: Store::open(&meshwork_service_kit::db_path(data_dir, NAME)).await?,
+        })
+    }
+}
+
+fn to_proto(o: OrderRow) -> Order {
+    let money = |amount_minor| {
+        Some(Money {
+            amount_minor,
+            currency_code: o.currency.clone(),
+        })
+    };
+    Order {
+        lines: o
+            .lines
+            .iter()
+            .map(|l| OrderLine {
+                product_id: l.product_id.clone(),
+                name: l.name.clone(),
+                quantity: l.quantity,
+                unit_price: money(l.unit_price_minor),
+            })
+            .collect(),
+        total: money(o.total_minor),
+        status: match o.status {
+            db::Status::Paid => OrderStatus::Paid,
+            db::Status::Refunded => OrderStatus::Refunded,
+        } as i32,
+        created_at: Some(timestamp(o.created_at_ms)),
+        refunded_at: o.refunded_at_ms.map(timestamp),
+        id: o.id,
+        user_id: o.user_id,
+        idempotency_key: o.idempotency_key,
+    }
+}
+
+#[tonic::async_trait]
+impl PaymentService for Payments {
+    async fn charge(&self, request: Request<ChargeRequest>) -> Result<Response<ChargeResponse>, Status> {
+        let charge = validate::charge(request.into_inner())?;
+        let (order, replayed) = self.store.charge(charge).await?;
+        if replayed {
+            tracing::info!(order_id = %order.id, "charge replayed; returning the first result");
+        } else {
+            tracing::info!(order_id = %order.id, total = order.total_minor, currency = %order.currency, "charged");
+        }
+        Ok(Response::new(ChargeResponse {
+            order: Some(to_proto(order)),
+            replayed,
+        }))
+    }
+
+    async fn get_order(&self, request: Request<GetOrderRequest>) -> Result<Response<Order>, Status> {
+        let id = request.into_inner().order_id;
+        validate::required("order_id", &id)?;
+        Ok(Response::new(to_proto(self.store.get(id).await?)))
+    }
+
+    async fn list_orders(&self, request: Request<ListOrdersRequest>) -> Result<Response<ListOrdersResponse>, Status> {
+        let user_id = request.into_inner().user_id;
+        validate::required("user_id", &user_id)?;
+        let orders = self.store.list(user_id).await?;
+        Ok(Response::new(ListOrdersResponse {
+            orders: orders.into_iter().map(to_proto).collect(),
+        }))
+    }
+
+    async fn refund(&self, request: Request<RefundRequest>) -> Result<Response<Order>, Status> {
+        let id = request.into_inner().order_id;
+        validate::required("order_id", &id)?;
+        let order = self.store.refund(id).await?;
+        tracing::info!(order_id = %order.id, "refunded");
+        Ok(Response::new(to_proto(order)))
+    }
+}

@@ -1,0 +1,52 @@
+//! What can go wrong in the users service, and the gRPC status each maps to.
+
+use meshwork_service_kit::db::{Closed, rusqlite};
+use tonic::{Code, Status};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A request field is missing or malformed; the message names the field.
+    #[error("{field} {reason}")]
+    Invalid { field: &'static str, reason: String },
+    #[error("a user with email '{0}' already exists")]
+    EmailTaken(String),
+    /// Deliberately says neither which of the two was wrong.
+    #[error("wrong email or password")]
+    BadCredentials,
+    #[error("user '{0}' not found")]
+    NotFound(String),
+    #[error("database: {0}")]
+    Db(#[from] rusqlite::Error),
+    #[error(transparent)]
+    Closed(#[from] Closed),
+    #[error("password hashing: {0}")]
+    Hash(String),
+    #[error("signing key: {0}")]
+    Key(String),
+    #[error("token signing: {0}")]
+    Token(#[from] jsonwebtoken::errors::Error),
+}
+
+impl Error {
+    pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+        Error::Invalid {
+            field,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl From<Error> for Status {
+    fn from(e: Error) -> Self {
+        let code = match &e {
+            Error::Invalid { .. } => Code::InvalidArgument,
+            Error::EmailTaken(_) => Code::AlreadyExists,
+            Error::BadCredentials => Code::Unauthenticated,
+            Error::NotFound(_) => Code::NotFound,
+            Error::Db(_) | Error::Closed(_) | Error::Hash(_) | Error::Key(_) | Error::Token(_) => {
+                return meshwork_service_kit::internal(e);
+            }
+        };
+        Status::new(code, e.to_string())
+    }
+}

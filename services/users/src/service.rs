@@ -1,0 +1,117 @@
+//! The gRPC face of the users service: validates requests, calls the store, the
+//! password hasher and the token signer, and maps the results to messages.
+
+use std::{path::Path, sync::Arc};
+
+use meshwork_proto::users::{
+    GetUserRequest, LoginRequest, LoginResponse, Preferences, RegisterRequest, RegisterResponse,
+    UpdatePreferencesRequest, User, user_service_server::UserService,
+};
+use meshwork_service_kit::time::{now_millis, timestamp};
+use tonic::{Request, Response, Status};
+
+use crate::{
+    Error, NAME,
+    db::{NewUser, Store, UserRow},
+    keys::Signer,
+    password, validate,
+};
+
+/// The users service over its store and signing key.
+#[derive(Debug, Clone)]
+pub struct Users {
+    store: Store,
+    signer: Arc<Signer>,
+}
+
+impl Users {
+    /// Opens (or creates) `users.db` and the signing key in `data_dir`.
+    pub async fn open(data_dir: &Path) -> anyhow::Result<Self> {
+        let store = Store::open(&meshwork_service_kit::db_path(data_dir, NAME)).await?;
+        let signer = Signer::load_or_create(data_dir).await?;
+        Ok(Users {
+            store,
+            signer: Arc::new(signer),
+        })
+    }
+}
+
+fn to_proto(u: UserRow) -> User {
+    User {
+        id: u.id,
+        email: u.email,
+        display_name: u.display_name,
+        preferences: Some(Preferences {
+            locale: u.locale,
+            currency: u.currency,
+        }),
+        created_at: Some(timestamp(u.created_at_ms)),
+    }
+}
+
+#[tonic::async_trait]
+impl UserService for Users {
+    async fn register(&self, request: Request<RegisterRequest>) -> Result<Response<RegisterResponse>, Status> {
+        let req = request.into_inner();
+        let email = validate::email(&req.email)?;
+        validate::password(&req.password)?;
+        let display_name = validate::display_name(&req.display_name)?;
+        let password_hash = password::hash(req.password).await?;
+        let user = self
+            .store
+            .insert(NewUser {
+                id: uuid::Uuid::now_v7().to_string(),
+                email,
+                display_name,
+                password_hash,
+                created_at_ms: now_millis(),
+            })
+            .await?;
+        tracing::info!(user_id = %user.id, "registered");
+        Ok(Response::new(RegisterResponse {
+            user: Some(to_proto(user)),
+        }))
+    }
+
+    async fn login(&self, request: Request<LoginRequest>) -> Result<Response<LoginResponse>, Status> {
+        let req = request.into_inner();
+        // A malformed email cannot have an account; answer as for any unknown email.
+        let found = match validate::email(&req.email) {
+            Ok(email) => self.store.by_email(email).await?,
+            Err(_) => None,
+        };
+        let (user, hash) = match found {
+            Some((user, hash)) => (Some(user), Some(hash)),
+            None => (None, None),
+        };
+        let ok = password::verify(req.password, hash).await?;
+        let user = match user {
+            Some(user) if ok => user,
+            _ => return Err(Error::BadCredentials.into()),
+        };
+        let (access_token, exp) = self.signer.sign(&user.id, now_millis() / 1000)?;
+        Ok(Response::new(LoginResponse {
+            access_token,
+            expires_at: Some(prost_types::Timestamp { seconds: exp, nanos: 0 }),
+            user: Some(to_proto(user)),
+        }))
+    }
+
+    async fn get_user(&self, request: Request<GetUserRequest>) -> Result<Response<User>, Status> {
+        let id = request.into_inner().user_id;
+        validate::user_id(&id)?;
+        Ok(Response::new(to_proto(self.store.get(id).await?)))
+    }
+
+    async fn update_preferences(&self, request: Request<UpdatePreferencesRequest>) -> Result<Response<User>, Status> {
+        let req = request.into_inner();
+        validate::user_id(&req.user_id)?;
+        let prefs = req
+            .preferences
+            .ok_or_else(|| Error::invalid("preferences", "is required"))?;
+        let locale = validate::locale(&prefs.locale)?;
+        validate::currency(&prefs.currency)?;
+        let user = self.store.set_preferences(req.user_id, locale, prefs.currency).await?;
+        Ok(Response::new(to_proto(user)))
+    }
+}
