@@ -45,7 +45,9 @@ pub mod meshwork {
 }
 
 pub use meshwork::echo::v1 as echo;
-pub use shop::{cart::v1 as cart, catalog::v1 as catalog, common::v1 as common, payments::v1 as payments, users::v1 as users};
+pub use shop::{
+    cart::v1 as cart, catalog::v1 as catalog, common::v1 as common, payments::v1 as payments, users::v1 as users,
+};
 
 #[cfg(test)]
 mod tests {
