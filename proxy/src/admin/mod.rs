@@ -1,0 +1,84 @@
+//! The admin listener (HTTP/1.1, loopback): `/live` while the process runs,
+//! `/ready` once the sidecar can carry traffic, `/metrics` for Prometheus.
+
+mod ready;
+
+use std::{convert::Infallible, net::SocketAddr, sync::Arc};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header::CONTENT_TYPE};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::{
+    rt::{TokioIo, TokioTimer},
+    server::graceful::Watcher,
+};
+use tokio::net::{TcpListener, TcpStream};
+
+pub use ready::{Readiness, probe};
+
+use crate::{options::Settings, serve::serve, shutdown::Shutdown};
+
+/// Admin connections are few (probes, scrapes); a small bound suffices.
+const MAX_ADMIN_CONNECTIONS: usize = 64;
+
+pub async fn run(sidecar: &str, listener: TcpListener, readiness: Readiness, settings: &Settings, shutdown: Shutdown) {
+    let label: Arc<str> = format!("{sidecar} admin").into();
+    serve(
+        label,
+        listener,
+        MAX_ADMIN_CONNECTIONS,
+        settings.drain_grace,
+        shutdown,
+        move |stream, peer, watcher| connection(readiness.clone(), stream, peer, watcher),
+    )
+    .await;
+}
+
+async fn connection(readiness: Readiness, stream: TcpStream, peer: SocketAddr, watcher: Watcher) {
+    let service = hyper::service::service_fn(move |req| {
+        let rsp = answer(&readiness, &req);
+        async move { Ok::<_, Infallible>(rsp) }
+    });
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        // Slow or stuck clients must not hold a connection forever.
+        .header_read_timeout(std::time::Duration::from_secs(10))
+        .serve_connection(TokioIo::new(stream), service);
+    if let Err(error) = watcher.watch(connection).await {
+        tracing::debug!(%peer, %error, "admin connection ended with an error");
+    }
+}
+
+fn answer(readiness: &Readiness, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n".into());
+    }
+    match req.uri().path() {
+        "/live" => text(StatusCode::OK, "live\n".into()),
+        "/ready" => match readiness.state() {
+            Ok(()) => text(StatusCode::OK, "ready\n".into()),
+            Err(reason) => text(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {reason}\n")),
+        },
+        // Issue 3 fills this with Prometheus metrics.
+        "/metrics" => {
+            let mut rsp = text(StatusCode::OK, String::new());
+            rsp.headers_mut().insert(
+                CONTENT_TYPE,
+                http::HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            rsp
+        }
+        _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
+    }
+}
+
+fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut rsp = Response::new(Full::new(Bytes::from(body)));
+    *rsp.status_mut() = status;
+    rsp.headers_mut().insert(
+        CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    rsp
+}

@@ -1,0 +1,43 @@
+//! Why a sidecar cannot start, naming the sidecar and what it was doing.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use crate::identity::IdentityError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("{}: no service or client named '{name}'", config.display())]
+    UnknownWorkload { name: String, config: PathBuf },
+    #[error("{sidecar} sidecar: cannot bind {listener} {addr}: {reason}")]
+    Bind {
+        sidecar: String,
+        listener: &'static str,
+        addr: SocketAddr,
+        reason: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{sidecar} sidecar: no listener was given for {listener}")]
+    MissingListener { sidecar: String, listener: &'static str },
+    #[error("{sidecar} sidecar: {source}")]
+    Identity {
+        sidecar: String,
+        #[source]
+        source: IdentityError,
+    },
+}
+
+/// A short, stable wording for the usual bind failures ("address in use"),
+/// the OS text otherwise.
+pub(crate) fn io_reason(error: &std::io::Error) -> String {
+    use std::io::ErrorKind::*;
+    match error.kind() {
+        AddrInUse => "address in use".into(),
+        AddrNotAvailable => "address not available on this machine".into(),
+        PermissionDenied => "permission denied".into(),
+        ConnectionRefused => "connection refused".into(),
+        ConnectionReset => "connection reset".into(),
+        TimedOut => "timed out".into(),
+        _ => error.to_string(),
+    }
+}

@@ -1,0 +1,210 @@
+//! Authorization: may this caller call this method? Health checks and
+//! reflection are open to every mesh identity (probes and tooling need
+//! them); everything else follows the service's `allow` rules. A refused
+//! call is answered `PERMISSION_DENIED` naming the caller and the method,
+//! and logged, and never reaches the app.
+
+use std::{
+    convert::Infallible,
+    future::{Ready, ready},
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use futures::future::Either;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use meshwork_config::Service as ServiceConfig;
+use tower::{Layer, Service};
+
+use crate::{
+    body::ProxyBody,
+    grpc::{Code, GrpcPath, status},
+    param::Param,
+};
+
+/// The verified workload name of the connection's peer.
+#[derive(Debug, Clone)]
+pub struct Caller(Arc<str>);
+
+impl Caller {
+    pub fn new(name: &str) -> Self {
+        Caller(name.into())
+    }
+
+    pub fn name(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Who may call the service behind this sidecar.
+#[derive(Debug, Clone)]
+pub struct Policy(Arc<ServiceConfig>);
+
+/// The outcome for one call.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decision {
+    Allow,
+    /// The message to answer with.
+    Deny(String),
+    NotGrpc,
+}
+
+impl Policy {
+    pub fn new(service: ServiceConfig) -> Self {
+        Policy(Arc::new(service))
+    }
+
+    pub fn decide(&self, caller: &str, path: &str) -> Decision {
+        let Some(GrpcPath { service, method }) = GrpcPath::parse(path) else {
+            return Decision::NotGrpc;
+        };
+        if always_open(service) || self.0.permits(caller, service, method) {
+            Decision::Allow
+        } else {
+            Decision::Deny(format!("{caller} may not call {service}/{method}"))
+        }
+    }
+}
+
+/// Services any mesh identity may call: health and reflection.
+fn always_open(service: &str) -> bool {
+    service == "grpc.health.v1.Health" || service.starts_with("grpc.reflection.")
+}
+
+#[derive(Clone)]
+pub struct AuthorizeLayer {
+    caller: Caller,
+    policy: Policy,
+}
+
+impl AuthorizeLayer {
+    pub fn new<T: Param<Caller> + Param<Policy>>(target: &T) -> Self {
+        AuthorizeLayer {
+            caller: target.param(),
+            policy: target.param(),
+        }
+    }
+}
+
+impl<S> Layer<S> for AuthorizeLayer {
+    type Service = Authorize<S>;
+
+    fn layer(&self, inner: S) -> Authorize<S> {
+        Authorize {
+            inner,
+            caller: self.caller.clone(),
+            policy: self.policy.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Authorize<S> {
+    inner: S,
+    caller: Caller,
+    policy: Policy,
+}
+
+type Answer = Ready<Result<Response<ProxyBody>, Infallible>>;
+
+impl<S> Service<Request<Incoming>> for Authorize<S>
+where
+    S: Service<Request<Incoming>, Response = Response<ProxyBody>, Error = Infallible>,
+{
+    type Response = Response<ProxyBody>;
+    type Error = Infallible;
+    type Future = Either<S::Future, Answer>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+        match self.policy.decide(self.caller.name(), req.uri().path()) {
+            Decision::Allow => Either::Left(self.inner.call(req)),
+            Decision::Deny(message) => {
+                tracing::warn!(caller = %self.caller.name(), path = %req.uri().path(), "denied call");
+                Either::Right(ready(Ok(status::response(Code::PermissionDenied, &message))))
+            }
+            Decision::NotGrpc => Either::Right(ready(Ok(status::response(
+                Code::Unimplemented,
+                &format!("'{}' is not a gRPC method path", req.uri().path()),
+            )))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(toml_allow: &str) -> Policy {
+        let text = format!(
+            r#"
+            trust_domain = "t.local"
+            [services.payments]
+            app = "127.0.0.1:1"
+            inbound = "127.0.0.1:2"
+            outbound = "127.0.0.1:3"
+            admin = "127.0.0.1:4"
+            grpc_services = ["shop.payments.v1.PaymentService"]
+            {toml_allow}
+            [services.cart]
+            app = "127.0.0.1:11"
+            inbound = "127.0.0.1:12"
+            outbound = "127.0.0.1:13"
+            admin = "127.0.0.1:14"
+            grpc_services = ["shop.cart.v1.CartService"]
+            [clients.demo]
+            outbound = "127.0.0.1:20"
+            admin = "127.0.0.1:21"
+            "#
+        );
+        let config = meshwork_config::MeshConfig::parse(&text, std::path::Path::new("mesh.toml")).expect("config");
+        Policy::new(config.services["payments"].clone())
+    }
+
+    const CHARGE: &str = "/shop.payments.v1.PaymentService/Charge";
+    const REFUND: &str = "/shop.payments.v1.PaymentService/Refund";
+
+    #[test]
+    fn follows_allow_rules() {
+        let p = policy(r#"allow = [{ from = "cart", methods = ["Charge"] }, { from = "demo", methods = ["Refund"] }]"#);
+        assert_eq!(p.decide("cart", CHARGE), Decision::Allow);
+        assert_eq!(p.decide("demo", REFUND), Decision::Allow);
+        assert_eq!(
+            p.decide("demo", CHARGE),
+            Decision::Deny("demo may not call shop.payments.v1.PaymentService/Charge".into())
+        );
+        assert!(matches!(p.decide("cart", REFUND), Decision::Deny(_)));
+    }
+
+    #[test]
+    fn health_and_reflection_are_open() {
+        let p = policy("allow = []");
+        assert!(matches!(p.decide("demo", CHARGE), Decision::Deny(_)));
+        assert_eq!(p.decide("demo", "/grpc.health.v1.Health/Check"), Decision::Allow);
+        assert_eq!(
+            p.decide("demo", "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"),
+            Decision::Allow
+        );
+        assert_eq!(
+            p.decide("demo", "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"),
+            Decision::Allow
+        );
+    }
+
+    #[test]
+    fn no_rules_means_any_mesh_identity() {
+        let p = policy("");
+        assert_eq!(p.decide("anyone", CHARGE), Decision::Allow);
+    }
+
+    #[test]
+    fn non_grpc_paths_are_refused() {
+        let p = policy("");
+        assert_eq!(p.decide("cart", "/"), Decision::NotGrpc);
+        assert_eq!(p.decide("cart", "/index.html"), Decision::NotGrpc);
+    }
+}

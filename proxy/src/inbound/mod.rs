@@ -1,0 +1,119 @@
+//! The inbound side: peers' sidecars connect here over mTLS. A connection is
+//! accepted only with a client certificate from the mesh CA carrying a
+//! SPIFFE ID of our trust domain; its calls then go through the inbound stack
+//! (authorize, forward to the app).
+
+mod app;
+mod authorize;
+mod stack;
+
+use std::{net::SocketAddr, sync::Arc};
+
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::graceful::Watcher,
+    service::TowerToHyperService,
+};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::{TlsAcceptor, server::TlsStream};
+
+pub use authorize::Caller;
+pub use stack::InboundStack;
+
+use crate::{
+    identity::{Identity, workload_of},
+    options::Settings,
+    serve::serve,
+    shutdown::Shutdown,
+};
+
+/// Serves the inbound listener until shutdown.
+pub async fn run(
+    sidecar: &str,
+    listener: TcpListener,
+    identity: &Identity,
+    stack: InboundStack,
+    settings: &Settings,
+    shutdown: Shutdown,
+) {
+    let acceptor = match crate::identity::server_config(identity) {
+        Ok(config) => TlsAcceptor::from(config),
+        Err(error) => {
+            // Built from a configuration that already loaded; cannot happen
+            // short of a rustls bug, but must not panic either.
+            tracing::error!(%error, "cannot serve inbound");
+            return;
+        }
+    };
+    let label: Arc<str> = format!("{sidecar} inbound").into();
+    let shared = Arc::new(Shared {
+        acceptor,
+        trust_domain: identity.trust_domain.clone(),
+        stack,
+        settings: settings.clone(),
+    });
+    serve(
+        label,
+        listener,
+        settings.max_connections,
+        settings.drain_grace,
+        shutdown,
+        move |stream, peer, watcher| shared.clone().connection(stream, peer, watcher),
+    )
+    .await;
+}
+
+struct Shared {
+    acceptor: TlsAcceptor,
+    trust_domain: Arc<str>,
+    stack: InboundStack,
+    settings: Settings,
+}
+
+impl Shared {
+    async fn connection(self: Arc<Self>, stream: TcpStream, peer: SocketAddr, watcher: Watcher) {
+        let _ = stream.set_nodelay(true);
+        let tls = match tokio::time::timeout(self.settings.handshake_timeout, self.acceptor.accept(stream)).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(error)) => {
+                tracing::warn!(%peer, reason = %error, "refused TLS connection");
+                return;
+            }
+            Err(_) => {
+                tracing::warn!(%peer, reason = "handshake timed out", "refused TLS connection");
+                return;
+            }
+        };
+        let caller = match self.caller_of(&tls) {
+            Ok(caller) => caller,
+            Err(reason) => {
+                tracing::warn!(%peer, %reason, "refused TLS connection");
+                return;
+            }
+        };
+        tracing::debug!(%peer, caller = %caller.name(), "accepted connection");
+        let service = TowerToHyperService::new(self.stack.for_connection(caller));
+        let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(self.settings.max_concurrent_streams)
+            .keep_alive_interval(Some(self.settings.keepalive_interval))
+            .serve_connection(TokioIo::new(tls), service);
+        if let Err(error) = watcher.watch(connection).await {
+            tracing::debug!(%peer, %error, "inbound connection ended with an error");
+        }
+    }
+
+    /// The workload on the other end, from its verified certificate.
+    fn caller_of(&self, tls: &TlsStream<TcpStream>) -> Result<Caller, String> {
+        let cert = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|certs| certs.first())
+            .ok_or("no client certificate")?;
+        let id = meshwork_certs::spiffe_id_of(cert).ok_or("client certificate has no SPIFFE ID")?;
+        let name = workload_of(&id, &self.trust_domain)
+            .ok_or_else(|| format!("{id} is not a workload of trust domain {}", self.trust_domain))?;
+        Ok(Caller::new(name))
+    }
+}

@@ -1,0 +1,90 @@
+//! What a sidecar is started with: the mesh, which workload it stands
+//! beside, its certificate files, and its limits and timeouts.
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use meshwork_certs::CertPaths;
+use meshwork_config::MeshConfig;
+
+use crate::error::ProxyError;
+
+#[derive(Debug, Clone)]
+pub struct SidecarOptions {
+    pub config: Arc<MeshConfig>,
+    /// The workload (service or client) this sidecar serves.
+    pub name: String,
+    pub ca_cert: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub settings: Settings,
+}
+
+impl SidecarOptions {
+    /// Options for `name` with the certificates the launcher keeps in
+    /// `<state_dir>/certs`, and default settings.
+    pub fn new(config: Arc<MeshConfig>, name: &str) -> Self {
+        let paths = CertPaths::new(&config.state_dir.join("certs"));
+        SidecarOptions {
+            ca_cert: paths.ca_cert(),
+            cert: paths.leaf_cert(name),
+            key: paths.leaf_key(name),
+            name: name.to_string(),
+            config,
+            settings: Settings::default(),
+        }
+    }
+
+    /// Like [`SidecarOptions::new`], refusing a name that is neither a
+    /// service nor a client of the mesh.
+    pub fn from_config(config: impl Into<Arc<MeshConfig>>, name: &str) -> Result<Self, ProxyError> {
+        let config = config.into();
+        if config.sidecar(name).is_none() {
+            return Err(ProxyError::UnknownWorkload {
+                name: name.to_string(),
+                config: config.source.clone(),
+            });
+        }
+        Ok(SidecarOptions::new(config, name))
+    }
+}
+
+/// Limits and timeouts. Every wait the proxy does is bounded by one of these.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// TCP connect to a peer sidecar or to the app.
+    pub connect_timeout: Duration,
+    /// A TLS handshake, either side.
+    pub handshake_timeout: Duration,
+    /// Open connections per listener. At the limit the listener stops
+    /// accepting, and new connections wait in the kernel's backlog: pushing
+    /// back is better than accepting work we cannot serve.
+    pub max_connections: usize,
+    /// Concurrent HTTP/2 streams per connection we accept.
+    pub max_concurrent_streams: u32,
+    /// HTTP/2 PING interval, to find dead peers on idle pooled connections.
+    pub keepalive_interval: Duration,
+    /// How long a pooled connection may sit idle before it is closed.
+    pub pool_idle_timeout: Duration,
+    /// On shutdown, how long in-flight streams get to finish.
+    pub drain_grace: Duration,
+    /// How often the certificate files are checked for changes.
+    pub reload_interval: Duration,
+    /// How often the app's health is probed for `/ready`.
+    pub probe_interval: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            connect_timeout: Duration::from_secs(2),
+            handshake_timeout: Duration::from_secs(5),
+            max_connections: 4096,
+            max_concurrent_streams: 1024,
+            keepalive_interval: Duration::from_secs(20),
+            pool_idle_timeout: Duration::from_secs(90),
+            drain_grace: Duration::from_secs(10),
+            reload_interval: Duration::from_secs(2),
+            probe_interval: Duration::from_secs(1),
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! Starting and stopping a sidecar: load the identity, build the stacks,
+//! bind (or take) the listeners, serve until shutdown, then drain.
+
+use std::{future::Future, net::SocketAddr};
+
+use tokio::net::TcpListener;
+
+use crate::{
+    admin::{self, Readiness},
+    error::{ProxyError, io_reason},
+    identity::Identity,
+    inbound::{self, InboundStack},
+    options::SidecarOptions,
+    outbound, shutdown,
+};
+
+/// The sidecar's listening sockets. `inbound` is only for services (a client
+/// sidecar has no app to protect).
+#[derive(Debug)]
+pub struct Listeners {
+    pub inbound: Option<TcpListener>,
+    pub outbound: TcpListener,
+    pub admin: TcpListener,
+}
+
+/// Binds the sidecar's listeners at the addresses in the configuration.
+pub async fn bind(opts: &SidecarOptions) -> Result<Listeners, ProxyError> {
+    let spec = opts.config.sidecar(&opts.name).ok_or_else(|| unknown(opts))?;
+    let bind_one = |listener: &'static str, addr: SocketAddr| async move {
+        TcpListener::bind(addr).await.map_err(|source| ProxyError::Bind {
+            sidecar: opts.name.clone(),
+            listener,
+            addr,
+            reason: io_reason(&source),
+            source,
+        })
+    };
+    let inbound = match spec.service {
+        Some(service) => Some(bind_one("inbound", service.inbound).await?),
+        None => None,
+    };
+    Ok(Listeners {
+        inbound,
+        outbound: bind_one("outbound", spec.outbound).await?,
+        admin: bind_one("admin", spec.admin).await?,
+    })
+}
+
+/// Runs the sidecar on the configured addresses until `shutdown` resolves,
+/// then drains in-flight calls (bounded by `settings.drain_grace`).
+pub async fn run(opts: SidecarOptions, shutdown: impl Future<Output = ()>) -> Result<(), ProxyError> {
+    // Load the identity first: a sidecar without certificates should fail
+    // before it takes its ports.
+    load_identity(&opts)?;
+    let listeners = bind(&opts).await?;
+    run_with_listeners(opts, listeners, shutdown).await
+}
+
+/// Like [`run`], on listeners the caller bound (tests bind port 0 first).
+pub async fn run_with_listeners(
+    opts: SidecarOptions,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ProxyError> {
+    let name = opts.name.as_str();
+    let spec = opts.config.sidecar(name).ok_or_else(|| unknown(&opts))?;
+    let settings = &opts.settings;
+    let identity = load_identity(&opts)?;
+    let identity_error = |source| ProxyError::Identity {
+        sidecar: name.to_string(),
+        source,
+    };
+    let outbound_stack = outbound::build(&opts.config, &identity, settings).map_err(identity_error)?;
+
+    let (trigger, stop) = shutdown::channel();
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(identity.reload(settings.reload_interval, stop.clone()));
+
+    let readiness = match spec.service {
+        Some(service) => {
+            let readiness = Readiness::new(Err(format!("{name} app at {} not probed yet", service.app)));
+            tasks.spawn(admin::probe(
+                readiness.clone(),
+                name.to_string(),
+                service.app,
+                settings.probe_interval,
+                stop.clone(),
+            ));
+            let listener = listeners.inbound.ok_or_else(|| ProxyError::MissingListener {
+                sidecar: name.to_string(),
+                listener: "inbound",
+            })?;
+            let stack = InboundStack::new(name, service, settings);
+            let (sidecar, identity, settings, stop) =
+                (name.to_string(), identity.clone(), settings.clone(), stop.clone());
+            tasks.spawn(async move { inbound::run(&sidecar, listener, &identity, stack, &settings, stop).await });
+            readiness
+        }
+        None => Readiness::new(Ok(())),
+    };
+    {
+        let (sidecar, settings, stop) = (name.to_string(), settings.clone(), stop.clone());
+        let listener = listeners.outbound;
+        tasks.spawn(async move { outbound::run(&sidecar, listener, outbound_stack, &settings, stop).await });
+    }
+    {
+        let (sidecar, settings, stop, readiness) =
+            (name.to_string(), settings.clone(), stop.clone(), readiness.clone());
+        let listener = listeners.admin;
+        tasks.spawn(async move { admin::run(&sidecar, listener, readiness, &settings, stop).await });
+    }
+    tracing::info!(sidecar = name, "sidecar running");
+
+    shutdown.await;
+    tracing::info!(sidecar = name, "shutting down: draining in-flight calls");
+    readiness.set(Err("shutting down".into()));
+    trigger.trigger();
+    while let Some(result) = tasks.join_next().await {
+        if let Err(error) = result {
+            tracing::error!(sidecar = name, %error, "a sidecar task failed");
+        }
+    }
+    Ok(())
+}
+
+fn unknown(opts: &SidecarOptions) -> ProxyError {
+    ProxyError::UnknownWorkload {
+        name: opts.name.clone(),
+        config: opts.config.source.clone(),
+    }
+}
+
+fn load_identity(opts: &SidecarOptions) -> Result<Identity, ProxyError> {
+    let config = &opts.config;
+    Identity::load(
+        &config.trust_domain,
+        &config.spiffe_id(&opts.name),
+        &opts.ca_cert,
+        &opts.cert,
+        &opts.key,
+    )
+    .map_err(|source| ProxyError::Identity {
+        sidecar: opts.name.clone(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use meshwork_config::MeshConfig;
+
+    use super::*;
+
+    fn config(outbound: SocketAddr) -> Arc<MeshConfig> {
+        let text = format!(
+            r#"
+            trust_domain = "t.local"
+            [services.cart]
+            app = "127.0.0.1:1"
+            inbound = "127.0.0.1:0"
+            outbound = "{outbound}"
+            admin = "127.0.0.1:3"
+            grpc_services = ["shop.cart.v1.CartService"]
+            "#
+        );
+        Arc::new(MeshConfig::parse(&text, std::path::Path::new("/m/mesh.toml")).expect("config"))
+    }
+
+    #[tokio::test]
+    async fn bind_names_the_listener_in_use() {
+        let taken = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = taken.local_addr().expect("addr");
+        let opts = SidecarOptions::new(config(addr), "cart");
+        let error = bind(&opts).await.expect_err("port in use");
+        assert_eq!(
+            error.to_string(),
+            format!("cart sidecar: cannot bind outbound {addr}: address in use")
+        );
+    }
+
+    #[test]
+    fn unknown_workload_is_refused() {
+        let error =
+            SidecarOptions::from_config(config("127.0.0.1:2".parse().expect("addr")), "nobody").expect_err("unknown");
+        assert_eq!(error.to_string(), "/m/mesh.toml: no service or client named 'nobody'");
+    }
+
+    #[test]
+    fn certificates_come_from_the_state_dir() {
+        let opts = SidecarOptions::new(config("127.0.0.1:2".parse().expect("addr")), "cart");
+        assert_eq!(opts.cert, std::path::Path::new("/m/.mesh/certs/cart.pem"));
+        assert_eq!(opts.key, std::path::Path::new("/m/.mesh/certs/cart-key.pem"));
+        assert_eq!(opts.ca_cert, std::path::Path::new("/m/.mesh/certs/ca.pem"));
+    }
+}
