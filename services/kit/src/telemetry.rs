@@ -1,6 +1,8 @@
 //! Logging and tracing set-up for the services: the one place a later OpenTelemetry
 //! exporter will be added.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
 /// Installs a `fmt` subscriber filtered by `RUST_LOG` (default `info`).
@@ -12,7 +14,13 @@ pub fn init_tracing() {
     // try_init fails only when a global subscriber is already set, which is fine.
     let _ = tracing_subscriber::registry()
         .with(filter)
-        .with(fmt::layer())
+        // Colour only on a terminal: under `mesh up` the output is piped and
+        // prefixed, and escape codes would end up in log files.
+        .with(
+            fmt::layer()
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_writer(std::io::stderr),
+        )
         .try_init();
 }
 
