@@ -6,6 +6,8 @@
 mod error;
 mod model;
 mod parse;
+mod policy;
 
 pub use error::ConfigError;
-pub use model::{AllowRule, Client, MeshConfig, Service, SidecarSpec, spiffe_id};
+pub use model::{AllowRule, Client, MeshConfig, Replica, Service, SidecarSpec, spiffe_id};
+pub use policy::{Abort, Delay, Fault, GrpcCode, MethodPolicy, RetryPolicy, Telemetry, method_matches};

@@ -5,8 +5,10 @@ use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration}
 
 use serde::Deserialize;
 
+use crate::policy::{Fault, MethodPolicy, RetryPolicy, Telemetry, method_matches};
+
 /// The whole mesh, as described by one `mesh.toml`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct MeshConfig {
     /// The file this was read from (for messages), or a name given by the caller.
     pub source: PathBuf,
@@ -20,10 +22,15 @@ pub struct MeshConfig {
     pub services: BTreeMap<String, Service>,
     /// Clients: an identity and an outbound sidecar, without an app.
     pub clients: BTreeMap<String, Client>,
+    /// Replica `k` of a service listens on each of its ports plus `k` times this.
+    pub replica_port_step: u16,
+    /// Retry limits for every destination.
+    pub retry: RetryPolicy,
+    pub telemetry: Telemetry,
 }
 
 /// One mesh service: an app on `app` and its sidecar's three listeners.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Service {
     /// Where the app serves plain HTTP/2 (loopback only).
@@ -40,6 +47,37 @@ pub struct Service {
     /// call; an empty list lets nobody.
     #[serde(default)]
     pub allow: Option<Vec<AllowRule>>,
+    /// How many copies of the app (each with its own sidecar) run. The
+    /// addresses above are replica 0's; see `MeshConfig::replica_port_step`.
+    #[serde(default = "one")]
+    pub replicas: u16,
+    /// Deadline cap for calls to this service: a caller's longer (or absent)
+    /// `grpc-timeout` is cut to this.
+    #[serde(default, with = "humantime_serde::option")]
+    pub timeout: Option<Duration>,
+    /// Statuses, besides UNAVAILABLE, on which an idempotent call is retried.
+    #[serde(default)]
+    pub retry_on: Vec<crate::GrpcCode>,
+    /// Per-method overrides, keyed `Method` or `pkg.Service/Method`.
+    #[serde(default)]
+    pub methods: BTreeMap<String, MethodPolicy>,
+    /// Faults injected into calls to this service.
+    #[serde(default)]
+    pub faults: Vec<Fault>,
+}
+
+fn one() -> u16 {
+    1
+}
+
+/// The four addresses of one replica of a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Replica {
+    pub index: u16,
+    pub app: SocketAddr,
+    pub inbound: SocketAddr,
+    pub outbound: SocketAddr,
+    pub admin: SocketAddr,
 }
 
 /// An identity that only calls out: an outbound sidecar with no app behind it.
@@ -65,15 +103,49 @@ impl AllowRule {
     /// Whether this rule lets `caller` call `grpc_service`/`method`.
     pub fn permits(&self, caller: &str, grpc_service: &str, method: &str) -> bool {
         self.from == caller
-            && (self.methods.is_empty()
-                || self.methods.iter().any(|m| match m.split_once('/') {
-                    Some((service, name)) => service == grpc_service && name == method,
-                    None => m == method,
-                }))
+            && (self.methods.is_empty() || self.methods.iter().any(|m| method_matches(m, grpc_service, method)))
     }
 }
 
 impl Service {
+    /// Replica `index`'s addresses: replica 0's ports shifted by `index * step`.
+    /// `None` when a port would pass 65535 (validation refuses such a file).
+    pub fn replica(&self, index: u16, step: u16) -> Option<Replica> {
+        let shift = |addr: SocketAddr| -> Option<SocketAddr> {
+            let port = u32::from(addr.port()) + u32::from(index) * u32::from(step);
+            Some(SocketAddr::new(addr.ip(), u16::try_from(port).ok()?))
+        };
+        Some(Replica {
+            index,
+            app: shift(self.app)?,
+            inbound: shift(self.inbound)?,
+            outbound: shift(self.outbound)?,
+            admin: shift(self.admin)?,
+        })
+    }
+
+    /// Every replica's addresses, in index order.
+    pub fn replica_set(&self, step: u16) -> impl Iterator<Item = Replica> + '_ {
+        (0..self.replicas).filter_map(move |i| self.replica(i, step))
+    }
+
+    /// The override for `grpc_service`/`method`, if mesh.toml has one.
+    /// A `pkg.Service/Method` key wins over a bare `Method` key.
+    pub fn method_policy(&self, grpc_service: &str, method: &str) -> Option<&MethodPolicy> {
+        let qualified = self
+            .methods
+            .iter()
+            .find(|(k, _)| k.contains('/') && method_matches(k, grpc_service, method));
+        qualified.or_else(|| self.methods.get_key_value(method)).map(|(_, p)| p)
+    }
+
+    /// The faults that apply to `grpc_service`/`method`.
+    pub fn faults_for<'a>(&'a self, grpc_service: &'a str, method: &'a str) -> impl Iterator<Item = &'a Fault> + 'a {
+        self.faults
+            .iter()
+            .filter(move |f| f.methods.is_empty() || f.methods.iter().any(|m| method_matches(m, grpc_service, method)))
+    }
+
     /// Whether the policy lets `caller` call `grpc_service`/`method` on this service.
     pub fn permits(&self, caller: &str, grpc_service: &str, method: &str) -> bool {
         match &self.allow {
@@ -84,13 +156,18 @@ impl Service {
 }
 
 /// What one sidecar needs to know about its own workload.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SidecarSpec<'a> {
     pub name: &'a str,
+    /// Which replica of the service (0 for a client).
+    pub replica: u16,
     pub outbound: SocketAddr,
     pub admin: SocketAddr,
     /// The service behind the sidecar; `None` for a client.
     pub service: Option<&'a Service>,
+    /// This replica's app and inbound addresses; `None` for a client.
+    pub app: Option<SocketAddr>,
+    pub inbound: Option<SocketAddr>,
 }
 
 impl MeshConfig {
@@ -104,22 +181,49 @@ impl MeshConfig {
         self.services.keys().chain(self.clients.keys()).map(String::as_str)
     }
 
-    /// The sidecar of a workload, service or client.
+    /// The sidecar of a workload (replica 0 of a service, or a client).
     pub fn sidecar(&self, name: &str) -> Option<SidecarSpec<'_>> {
+        self.sidecar_replica(name, 0)
+    }
+
+    /// The sidecar of replica `replica` of a service (a client has only replica 0).
+    pub fn sidecar_replica(&self, name: &str, replica: u16) -> Option<SidecarSpec<'_>> {
         if let Some((name, service)) = self.services.get_key_value(name) {
+            if replica >= service.replicas {
+                return None;
+            }
+            let r = service.replica(replica, self.replica_port_step)?;
             return Some(SidecarSpec {
                 name,
-                outbound: service.outbound,
-                admin: service.admin,
+                replica,
+                outbound: r.outbound,
+                admin: r.admin,
                 service: Some(service),
+                app: Some(r.app),
+                inbound: Some(r.inbound),
             });
+        }
+        if replica != 0 {
+            return None;
         }
         self.clients.get_key_value(name).map(|(name, client)| SidecarSpec {
             name,
+            replica,
             outbound: client.outbound,
             admin: client.admin,
             service: None,
+            app: None,
+            inbound: None,
         })
+    }
+
+    /// Every sidecar of the mesh: each replica of each service, then each client.
+    pub fn sidecars(&self) -> impl Iterator<Item = SidecarSpec<'_>> {
+        let services = self
+            .services
+            .iter()
+            .flat_map(move |(name, s)| (0..s.replicas).filter_map(move |r| self.sidecar_replica(name, r)));
+        services.chain(self.clients.keys().filter_map(move |name| self.sidecar(name)))
     }
 
     /// The mesh service that serves a fully qualified gRPC service.

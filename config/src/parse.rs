@@ -13,6 +13,7 @@ use serde::Deserialize;
 use crate::{
     error::ConfigError,
     model::{Client, MeshConfig, Service},
+    policy::{Fault, RetryPolicy, Telemetry},
 };
 
 /// The file as written, before validation.
@@ -28,7 +29,20 @@ struct RawMesh {
     services: BTreeMap<String, Service>,
     #[serde(default)]
     clients: BTreeMap<String, Client>,
+    #[serde(default = "default_replica_port_step")]
+    replica_port_step: u16,
+    #[serde(default)]
+    retry: RetryPolicy,
+    #[serde(default)]
+    telemetry: Telemetry,
 }
+
+fn default_replica_port_step() -> u16 {
+    1000
+}
+
+/// Most replicas of one service on one machine.
+const MAX_REPLICAS: u16 = 64;
 
 fn default_state_dir() -> PathBuf {
     PathBuf::from(".mesh")
@@ -73,6 +87,9 @@ impl MeshConfig {
             leaf_lifetime: raw.leaf_lifetime,
             services: raw.services,
             clients: raw.clients,
+            replica_port_step: raw.replica_port_step,
+            retry: raw.retry,
+            telemetry: raw.telemetry,
         };
         validate(&config).map_err(|(key, reason)| invalid(key, reason))?;
         Ok(config)
@@ -132,10 +149,52 @@ fn validate(config: &MeshConfig) -> Result<(), Invalid> {
     for (name, service) in &config.services {
         let key = |field: &str| format!("services.{name}.{field}");
         check_name(name, &format!("services.{name}"))?;
-        claim(key("app"), service.app, true)?;
-        claim(key("inbound"), service.inbound, false)?;
-        claim(key("outbound"), service.outbound, true)?;
-        claim(key("admin"), service.admin, true)?;
+        if !(1..=MAX_REPLICAS).contains(&service.replicas) {
+            return Err((
+                key("replicas"),
+                format!("must be from 1 to {MAX_REPLICAS}, got {}", service.replicas),
+            ));
+        }
+        if service.replicas > 1 && config.replica_port_step == 0 {
+            return Err((
+                "replica_port_step".into(),
+                "must be above 0 when a service has replicas".into(),
+            ));
+        }
+        for index in 0..service.replicas {
+            let Some(r) = service.replica(index, config.replica_port_step) else {
+                return Err((
+                    key("replicas"),
+                    format!(
+                        "replica {index}'s ports would pass 65535 (replica_port_step {})",
+                        config.replica_port_step
+                    ),
+                ));
+            };
+            // Replica 0 is what the keys name; the others are derived from them.
+            let key = |field: &str| match index {
+                0 => format!("services.{name}.{field}"),
+                _ => format!("services.{name}.{field} (replica {index})"),
+            };
+            claim(key("app"), r.app, true)?;
+            claim(key("inbound"), r.inbound, false)?;
+            claim(key("outbound"), r.outbound, true)?;
+            claim(key("admin"), r.admin, true)?;
+        }
+        if service.timeout.is_some_and(|t| t.is_zero()) {
+            return Err((key("timeout"), "must be above 0".into()));
+        }
+        for (method, policy) in &service.methods {
+            let method_key = format!("services.{name}.methods.\"{method}\"");
+            check_method_pattern(method, service).map_err(|reason| (method_key.clone(), reason))?;
+            if policy.timeout.is_some_and(|t| t.is_zero()) {
+                return Err((format!("{method_key}.timeout"), "must be above 0".into()));
+            }
+        }
+        for (i, fault) in service.faults.iter().enumerate() {
+            check_fault(fault, service)
+                .map_err(|(field, reason)| (format!("services.{name}.faults[{i}]{field}"), reason))?;
+        }
         if service.grpc_services.is_empty() {
             return Err((
                 key("grpc_services"),
@@ -176,21 +235,66 @@ fn validate(config: &MeshConfig) -> Result<(), Invalid> {
                 return Err((format!("{key}.from"), format!("unknown workload '{}'", rule.from)));
             }
             for (j, method) in rule.methods.iter().enumerate() {
-                let ok = match method.split_once('/') {
-                    Some((grpc, m)) => service.grpc_services.iter().any(|g| g == grpc) && is_identifier(m),
-                    None => is_identifier(method),
-                };
-                if !ok {
-                    return Err((
-                        format!("{key}.methods[{j}]"),
-                        format!(
-                            "'{method}' is neither a method name nor 'Service/Method' of one of {:?}",
-                            service.grpc_services
-                        ),
-                    ));
-                }
+                check_method_pattern(method, service).map_err(|reason| (format!("{key}.methods[{j}]"), reason))?;
             }
         }
+    }
+    check_retry(&config.retry)
+}
+
+fn check_method_pattern(method: &str, service: &Service) -> Result<(), String> {
+    let ok = match method.split_once('/') {
+        Some((grpc, m)) => service.grpc_services.iter().any(|g| g == grpc) && is_identifier(m),
+        None => is_identifier(method),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "'{method}' is neither a method name nor 'Service/Method' of one of {:?}",
+            service.grpc_services
+        ))
+    }
+}
+
+fn check_fault(fault: &Fault, service: &Service) -> Result<(), Invalid> {
+    for (j, method) in fault.methods.iter().enumerate() {
+        check_method_pattern(method, service).map_err(|reason| (format!(".methods[{j}]"), reason))?;
+    }
+    let percent_ok = |p: f64| (0.0..=100.0).contains(&p);
+    match (&fault.abort, &fault.delay) {
+        (None, None) => Err((String::new(), "give an abort, a delay, or both".into())),
+        (Some(abort), _) if !percent_ok(abort.percent) => Err((
+            ".abort.percent".into(),
+            format!("must be from 0 to 100, got {}", abort.percent),
+        )),
+        (Some(abort), _) if abort.status == crate::GrpcCode::Ok => {
+            Err((".abort.status".into(), "an abort needs an error status, not OK".into()))
+        }
+        (_, Some(delay)) if !percent_ok(delay.percent) => Err((
+            ".delay.percent".into(),
+            format!("must be from 0 to 100, got {}", delay.percent),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn check_retry(retry: &RetryPolicy) -> Result<(), Invalid> {
+    let key = |field: &str| format!("retry.{field}");
+    if !(0.0..=1.0).contains(&retry.budget_ratio) {
+        return Err((
+            key("budget_ratio"),
+            format!("must be from 0 to 1, got {}", retry.budget_ratio),
+        ));
+    }
+    if !(1..=10).contains(&retry.max_attempts) {
+        return Err((
+            key("max_attempts"),
+            format!("must be from 1 to 10, got {}", retry.max_attempts),
+        ));
+    }
+    if retry.backoff_base > retry.backoff_max {
+        return Err((key("backoff_base"), "must not exceed retry.backoff_max".into()));
     }
     Ok(())
 }

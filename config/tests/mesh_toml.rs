@@ -152,3 +152,92 @@ fn unreadable_file() {
         "{err}"
     );
 }
+
+#[test]
+fn replicas_get_shifted_ports_and_every_sidecar_is_listed() {
+    let text = VALID.replace(
+        "grpc_services = [\"shop.cart.v1.CartService\"]",
+        "grpc_services = [\"shop.cart.v1.CartService\"]\nreplicas = 3",
+    );
+    let config = parse(&format!("replica_port_step = 10\n{text}")).expect("valid");
+    let cart = &config.services["cart"];
+    let replicas: Vec<_> = cart.replica_set(config.replica_port_step).collect();
+    assert_eq!(replicas.len(), 3);
+    assert_eq!(replicas[2].inbound.port(), 1022);
+    assert_eq!(replicas[1].app.port(), 1011);
+    let spec = config.sidecar_replica("cart", 2).expect("replica 2");
+    assert_eq!(spec.admin.port(), 1024);
+    assert_eq!(spec.inbound.map(|a| a.port()), Some(1022));
+    assert!(config.sidecar_replica("cart", 3).is_none());
+    assert_eq!(config.sidecars().count(), 4, "three cart replicas and one payments");
+}
+
+#[test]
+fn replica_ports_that_collide_are_refused() {
+    // cart's replica 1 would take payments' app port 2001.
+    let text = VALID.replace(
+        "grpc_services = [\"shop.cart.v1.CartService\"]",
+        "grpc_services = [\"shop.cart.v1.CartService\"]\nreplicas = 2",
+    );
+    let (key, message) = refused(&text);
+    assert_eq!(key, "services.payments.app", "{message}");
+    assert!(
+        message.contains("already used by services.cart.app (replica 1)"),
+        "{message}"
+    );
+    let (key, _) = refused(&format!("replica_port_step = 65000\n{text}"));
+    assert_eq!(key, "services.cart.replicas");
+}
+
+#[test]
+fn traffic_policy_parses_and_resolves_per_method() {
+    let text = format!(
+        "{VALID}{}",
+        r#"
+timeout = "2s"
+retry_on = ["RESOURCE_EXHAUSTED"]
+[services.payments.methods.Charge]
+timeout = "500ms"
+[services.payments.methods."shop.payments.v1.PaymentService/Refund"]
+idempotent = false
+[[services.payments.faults]]
+methods = ["Charge"]
+abort = { percent = 100, status = "UNAVAILABLE", after_response = true }
+[[services.payments.faults]]
+delay = { percent = 50, duration = "1s" }
+"#
+    );
+    let config = parse(&text).expect("valid");
+    let payments = &config.services["payments"];
+    let svc = "shop.payments.v1.PaymentService";
+    assert_eq!(payments.timeout, Some(std::time::Duration::from_secs(2)));
+    assert_eq!(payments.retry_on, vec![meshwork_config::GrpcCode::ResourceExhausted]);
+    assert_eq!(
+        payments.method_policy(svc, "Charge").and_then(|p| p.timeout),
+        Some(std::time::Duration::from_millis(500))
+    );
+    assert_eq!(
+        payments.method_policy(svc, "Refund").and_then(|p| p.idempotent),
+        Some(false)
+    );
+    assert!(payments.method_policy(svc, "GetOrder").is_none());
+    assert_eq!(payments.faults_for(svc, "Charge").count(), 2);
+    assert_eq!(payments.faults_for(svc, "GetOrder").count(), 1);
+    assert_eq!(config.retry.max_replay_bytes, 64 * 1024, "defaults apply");
+}
+
+#[test]
+fn bad_traffic_policy_is_refused() {
+    let with = |extra: &str| refused(&format!("{VALID}{extra}"));
+    let (key, message) = with("[[services.payments.faults]]\nabort = { percent = 150, status = \"UNAVAILABLE\" }\n");
+    assert_eq!(key, "services.payments.faults[0].abort.percent", "{message}");
+    let (key, message) = with("[[services.payments.faults]]\nabort = { percent = 10, status = \"BROKEN\" }\n");
+    assert!(key.starts_with("services.payments.faults[0].abort"), "{key}: {message}");
+    assert!(message.contains("unknown variant `BROKEN`"), "{message}");
+    let (key, _) = with("[[services.payments.faults]]\nmethods = [\"Charge\"]\n");
+    assert_eq!(key, "services.payments.faults[0]");
+    let (key, _) = with("[services.payments.methods.\"x.Y/Charge\"]\nidempotent = true\n");
+    assert_eq!(key, "services.payments.methods.\"x.Y/Charge\"");
+    let (key, _) = with("[retry]\nbudget_ratio = 2.0\n");
+    assert_eq!(key, "retry.budget_ratio");
+}
