@@ -149,7 +149,8 @@ impl Store {
 }
 
 fn seed_if_empty(c: &mut rusqlite::Connection) -> Result<usize, Error> {
-    let tx = c.transaction()?;
+    // IMMEDIATE: replicas starting together must not both find the table empty.
+    let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let count: i64 = tx.query_row("SELECT COUNT(*) FROM products", [], |r| r.get(0))?;
     if count > 0 {
         return Ok(0);

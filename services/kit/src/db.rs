@@ -94,7 +94,18 @@ fn migrate(c: &mut rusqlite::Connection, path: &Path, migrations: &[&str]) -> Re
     c.pragma_update(None, "foreign_keys", "ON").map_err(open_err)?;
     c.busy_timeout(std::time::Duration::from_secs(5)).map_err(open_err)?;
 
-    let found: i64 = c
+    // Replicas of a service share its database and may start at the same
+    // moment: the IMMEDIATE transaction takes the write lock before reading the
+    // version, so exactly one of them migrates and the others see it done.
+    let migrate_err = |version, source| OpenError::Migrate {
+        path: path.to_path_buf(),
+        version,
+        source,
+    };
+    let tx = c
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(open_err)?;
+    let found: i64 = tx
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .map_err(open_err)?;
     let found = usize::try_from(found).unwrap_or(usize::MAX);
@@ -107,19 +118,12 @@ fn migrate(c: &mut rusqlite::Connection, path: &Path, migrations: &[&str]) -> Re
     }
     for (i, sql) in migrations.iter().enumerate().skip(found) {
         let version = i + 1;
-        let step = |c: &mut rusqlite::Connection| -> rusqlite::Result<()> {
-            let tx = c.transaction()?;
-            tx.execute_batch(sql)?;
-            tx.pragma_update(None, "user_version", version as i64)?;
-            tx.commit()
-        };
-        step(c).map_err(|source| OpenError::Migrate {
-            path: path.to_path_buf(),
-            version,
-            source,
-        })?;
+        tx.execute_batch(sql).map_err(|e| migrate_err(version, e))?;
+        tx.pragma_update(None, "user_version", version as i64)
+            .map_err(|e| migrate_err(version, e))?;
         tracing::info!(db = %path.display(), version, "migrated database schema");
     }
+    tx.commit().map_err(|e| migrate_err(migrations.len(), e))?;
     Ok(())
 }
 
@@ -179,5 +183,15 @@ mod tests {
         let err = open(&path, V1).await.expect_err("newer schema refused");
         assert!(matches!(err, OpenError::TooNew { found: 2, known: 1, .. }), "{err}");
         let _ = E::Closed;
+    }
+
+    #[tokio::test]
+    async fn replicas_opening_one_database_together_migrate_it_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("shared.db");
+        let (a, b, c, d) = tokio::join!(open(&path, V2), open(&path, V2), open(&path, V2), open(&path, V2));
+        for db in [a, b, c, d] {
+            assert_eq!(version(&db.expect("every replica opens it")).await, 2);
+        }
     }
 }
