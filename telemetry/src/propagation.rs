@@ -1,0 +1,182 @@
+//! Trace context on the wire. Meshwork speaks W3C Trace Context
+//! (`traceparent`, `tracestate`) and passes `baggage` on; from outside the
+//! mesh it also accepts B3 (Zipkin's single `b3` header or the multi-header
+//! `X-B3-*` form), used only when there is no valid `traceparent`.
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+use opentelemetry::{
+    Context,
+    propagation::{Extractor, Injector, TextMapCompositePropagator, TextMapPropagator},
+    trace::{SpanContext, TraceContextExt},
+};
+use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
+
+use crate::b3;
+
+pub const TRACEPARENT: &str = "traceparent";
+pub const TRACESTATE: &str = "tracestate";
+pub const BAGGAGE: &str = "baggage";
+
+/// Reads header values for a propagator.
+pub struct HeaderExtractor<'a>(pub &'a HeaderMap);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|value| value.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(HeaderName::as_str).collect()
+    }
+}
+
+/// Writes header values for a propagator (values that are not valid header
+/// text are skipped).
+pub struct HeaderInjector<'a>(pub &'a mut HeaderMap);
+
+impl Injector for HeaderInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(name), Ok(value)) = (HeaderName::try_from(key), HeaderValue::try_from(value)) {
+            self.0.insert(name, value);
+        }
+    }
+}
+
+/// W3C Trace Context and Baggage together: what Meshwork injects.
+pub fn composite() -> TextMapCompositePropagator {
+    TextMapCompositePropagator::new(vec![
+        Box::new(TraceContextPropagator::new()),
+        Box::new(BaggagePropagator::new()),
+    ])
+}
+
+/// The caller's span context from `headers`: W3C if present and valid, else
+/// B3 (single header, then multi-header). An empty context if neither.
+pub fn extract(headers: &HeaderMap) -> Context {
+    let cx = TraceContextPropagator::new().extract(&HeaderExtractor(headers));
+    if cx.span().span_context().is_valid() {
+        return cx;
+    }
+    match b3::extract(headers) {
+        Some(span_context) => Context::new().with_remote_span_context(span_context),
+        None => cx,
+    }
+}
+
+/// Injects `cx`'s span context and baggage (the composite propagator).
+pub fn inject(cx: &Context, headers: &mut HeaderMap) {
+    composite().inject_context(cx, &mut HeaderInjector(headers));
+}
+
+/// Sets `traceparent` (and `tracestate` when there is one) to `span`, the
+/// quick way for the proxy's hot path: one small string, no propagator.
+/// `baggage` is left as it is, to pass on untouched.
+pub fn set_trace_headers(span: &SpanContext, headers: &mut HeaderMap) {
+    if !span.is_valid() {
+        return;
+    }
+    let flags = span.trace_flags().to_u8() & 1;
+    let traceparent = format!("00-{}-{}-{flags:02x}", span.trace_id(), span.span_id());
+    if let Ok(value) = HeaderValue::try_from(traceparent) {
+        headers.insert(TRACEPARENT, value);
+    }
+    let state = span.trace_state().header();
+    if state.is_empty() {
+        headers.remove(TRACESTATE);
+    } else if let Ok(value) = HeaderValue::try_from(state) {
+        headers.insert(TRACESTATE, value);
+    }
+}
+
+/// Removes B3 headers: once a call carries `traceparent`, stale B3 headers
+/// naming an older parent would only confuse whoever reads them next.
+pub fn remove_b3(headers: &mut HeaderMap) {
+    for name in b3::HEADERS {
+        headers.remove(*name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry::trace::{SpanId, TraceFlags, TraceId, TraceState};
+
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(k, v)| (HeaderName::from_static(k), HeaderValue::from_static(v)))
+            .collect()
+    }
+
+    const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+
+    #[test]
+    fn w3c_wins_over_b3() {
+        let h = headers(&[
+            ("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+            ("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1"),
+        ]);
+        let cx = extract(&h);
+        assert_eq!(cx.span().span_context().trace_id().to_string(), TRACE);
+    }
+
+    #[test]
+    fn b3_when_no_traceparent() {
+        let cx = extract(&headers(&[(
+            "b3",
+            "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1",
+        )]));
+        let sc = cx.span().span_context().clone();
+        assert_eq!(sc.trace_id().to_string(), "80f198ee56343ba864fe8b2a57d3eff7");
+        assert_eq!(sc.span_id().to_string(), "e457b5a2e4d86bd1");
+        assert!(sc.is_sampled() && sc.is_remote());
+    }
+
+    #[test]
+    fn nothing_gives_an_empty_context() {
+        assert!(!extract(&HeaderMap::new()).span().span_context().is_valid());
+        let bad = headers(&[("traceparent", "00-zz-yy-01")]);
+        assert!(!extract(&bad).span().span_context().is_valid());
+    }
+
+    #[test]
+    fn sets_traceparent_and_tracestate() {
+        let sc = SpanContext::new(
+            TraceId::from_hex(TRACE).expect("id"),
+            SpanId::from_hex("00f067aa0ba902b7").expect("id"),
+            TraceFlags::SAMPLED,
+            false,
+            TraceState::from_key_value([("k", "v")]).expect("state"),
+        );
+        let mut h = headers(&[("tracestate", "old=1"), ("baggage", "user=ada")]);
+        set_trace_headers(&sc, &mut h);
+        assert_eq!(
+            h["traceparent"],
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        );
+        assert_eq!(h["tracestate"], "k=v");
+        assert_eq!(h["baggage"], "user=ada");
+        // What we write, we read back.
+        assert_eq!(extract(&h).span().span_context().span_id(), sc.span_id());
+    }
+
+    #[test]
+    fn composite_injects_trace_and_baggage() {
+        use opentelemetry::{KeyValue, baggage::BaggageExt};
+        let sc = SpanContext::new(
+            TraceId::from_hex(TRACE).expect("id"),
+            SpanId::from_hex("00f067aa0ba902b7").expect("id"),
+            TraceFlags::SAMPLED,
+            true,
+            TraceState::default(),
+        );
+        let cx = Context::new()
+            .with_remote_span_context(sc)
+            .with_baggage(vec![KeyValue::new("user", "ada")]);
+        let mut h = HeaderMap::new();
+        inject(&cx, &mut h);
+        assert!(h["traceparent"].to_str().expect("text").contains(TRACE));
+        assert_eq!(h["baggage"], "user=ada");
+    }
+}
