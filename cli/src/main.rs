@@ -45,6 +45,9 @@ struct ProxyArgs {
     /// The workload (service or client) whose sidecar this is.
     #[arg(long)]
     name: String,
+    /// Which replica of the service.
+    #[arg(long, default_value_t = 0)]
+    replica: u16,
 }
 
 fn main() -> ExitCode {
@@ -75,9 +78,10 @@ fn main() -> ExitCode {
 }
 
 async fn run_proxy(args: ProxyArgs) -> Result<()> {
-    meshwork_service_kit::init_tracing();
+    // Spans are flushed when the guard drops, after the sidecar has drained.
+    let _telemetry = meshwork_telemetry::init(&format!("{}-proxy", args.name));
     let config = meshwork_config::MeshConfig::load(&args.config)?;
-    let options = meshwork_proxy::SidecarOptions::from_config(config, &args.name)?;
+    let options = meshwork_proxy::SidecarOptions::from_config(config, &args.name, args.replica)?;
     meshwork_proxy::run(options, signals::terminated()).await?;
     Ok(())
 }

@@ -22,12 +22,25 @@ enum ServiceName {
 }
 
 pub async fn run(command: ServeCommand) -> Result<()> {
-    meshwork_service_kit::init_tracing();
+    // Spans are flushed when the guard drops, after the service has stopped.
+    let _telemetry = meshwork_service_kit::init_telemetry(command.service.name());
     match command.service {
         ServiceName::Users => meshwork_users::run(command.args).await,
         ServiceName::Catalog => meshwork_catalog::run(command.args).await,
         ServiceName::Cart => meshwork_cart::run(command.args).await,
         ServiceName::Payments => meshwork_payments::run(command.args).await,
+    }
+}
+
+impl ServiceName {
+    /// The OpenTelemetry `service.name`, as mesh.toml names the service.
+    fn name(self) -> &'static str {
+        match self {
+            ServiceName::Users => "users",
+            ServiceName::Catalog => "catalog",
+            ServiceName::Cart => "cart",
+            ServiceName::Payments => "payments",
+        }
     }
 }
 

@@ -1,13 +1,91 @@
 //! The one response body type every layer returns: either the peer's body,
-//! streamed through untouched, or an empty body for a status the proxy
-//! answers itself. An enum rather than a boxed body: no allocation per call.
+//! streamed through untouched, or a body the proxy holds itself ([`Held`]):
+//! empty for a status the proxy answers, or a response the retry layer read
+//! ahead (up to its cap) to find its `grpc-status` before letting it go.
+//! An enum rather than a boxed body: no allocation per call.
+
+use std::{
+    pin::Pin,
+    task::{Context, Poll},
+};
 
 use bytes::Bytes;
-use http_body_util::{Either, Empty};
+use http::HeaderMap;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::Either;
 use hyper::body::Incoming;
 
-pub type ProxyBody = Either<Incoming, Empty<Bytes>>;
+pub type ProxyBody = Either<Incoming, Held>;
 
 pub fn empty() -> ProxyBody {
-    Either::Right(Empty::new())
+    Either::Right(Held::default())
+}
+
+/// What was read ahead of a response, then the rest of it: `data`, then
+/// `rest` (if the read stopped early), then `trailers` (if the read reached
+/// them). Empty by default.
+#[derive(Debug, Default)]
+pub struct Held {
+    data: Option<Bytes>,
+    rest: Option<Incoming>,
+    trailers: Option<HeaderMap>,
+}
+
+impl Held {
+    /// A body read to its end: its data and its trailers.
+    pub fn complete(data: Option<Bytes>, trailers: Option<HeaderMap>) -> Self {
+        Held {
+            data,
+            rest: None,
+            trailers,
+        }
+    }
+
+    /// The start of a body already read, followed by the rest still unread.
+    pub fn partial(data: Option<Bytes>, rest: Incoming) -> Self {
+        Held {
+            data,
+            rest: Some(rest),
+            trailers: None,
+        }
+    }
+}
+
+impl Body for Held {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        if let Some(data) = this.data.take() {
+            return Poll::Ready(Some(Ok(Frame::data(data))));
+        }
+        if let Some(rest) = this.rest.as_mut() {
+            match Pin::new(rest).poll_frame(cx) {
+                Poll::Ready(None) => this.rest = None,
+                other => return other,
+            }
+        }
+        Poll::Ready(this.trailers.take().map(|t| Ok(Frame::trailers(t))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.is_none() && self.trailers.is_none() && self.rest.as_ref().is_none_or(Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let held = self.data.as_ref().map_or(0, |d| d.len() as u64);
+        match &self.rest {
+            Some(rest) => {
+                let inner = rest.size_hint();
+                let mut hint = SizeHint::new();
+                hint.set_lower(inner.lower() + held);
+                if let Some(upper) = inner.upper() {
+                    hint.set_upper(upper + held);
+                }
+                hint
+            }
+            None => SizeHint::with_exact(held),
+        }
+    }
 }

@@ -8,6 +8,13 @@ use crate::identity::IdentityError;
 pub enum ProxyError {
     #[error("{}: no service or client named '{name}'", config.display())]
     UnknownWorkload { name: String, config: PathBuf },
+    #[error("{}: service '{name}' has no replica {replica} (it has {replicas})", config.display())]
+    UnknownReplica {
+        name: String,
+        replica: u16,
+        replicas: u16,
+        config: PathBuf,
+    },
     #[error("{sidecar} sidecar: cannot bind {listener} {addr}: {reason}")]
     Bind {
         sidecar: String,

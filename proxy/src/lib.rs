@@ -15,6 +15,7 @@
 
 mod admin;
 mod body;
+mod config_watch;
 mod error;
 mod forward;
 mod grpc;
@@ -26,8 +27,11 @@ mod param;
 mod serve;
 mod shutdown;
 mod sidecar;
+mod telemetry;
 
 pub use error::ProxyError;
 pub use identity::IdentityError;
 pub use options::{Settings, SidecarOptions};
+/// Response extension: the attempts an outbound call took, when it was retried.
+pub use outbound::Attempts;
 pub use sidecar::{Listeners, bind, run, run_with_listeners};

@@ -13,6 +13,9 @@ pub struct SidecarOptions {
     pub config: Arc<MeshConfig>,
     /// The workload (service or client) this sidecar serves.
     pub name: String,
+    /// Which replica of the service (0 for a client). Replicas share the
+    /// service's certificate and SPIFFE ID; each has its own addresses.
+    pub replica: u16,
     pub ca_cert: PathBuf,
     pub cert: PathBuf,
     pub key: PathBuf,
@@ -20,23 +23,29 @@ pub struct SidecarOptions {
 }
 
 impl SidecarOptions {
-    /// Options for `name` with the certificates the launcher keeps in
-    /// `<state_dir>/certs`, and default settings.
+    /// Options for replica 0 of `name` with the certificates the launcher
+    /// keeps in `<state_dir>/certs`, and default settings.
     pub fn new(config: Arc<MeshConfig>, name: &str) -> Self {
+        Self::replica(config, name, 0)
+    }
+
+    /// Like [`SidecarOptions::new`], for replica `replica`.
+    pub fn replica(config: Arc<MeshConfig>, name: &str, replica: u16) -> Self {
         let paths = CertPaths::new(&config.state_dir.join("certs"));
         SidecarOptions {
             ca_cert: paths.ca_cert(),
             cert: paths.leaf_cert(name),
             key: paths.leaf_key(name),
             name: name.to_string(),
+            replica,
             config,
             settings: Settings::default(),
         }
     }
 
-    /// Like [`SidecarOptions::new`], refusing a name that is neither a
-    /// service nor a client of the mesh.
-    pub fn from_config(config: impl Into<Arc<MeshConfig>>, name: &str) -> Result<Self, ProxyError> {
+    /// Like [`SidecarOptions::replica`], refusing a name that is neither a
+    /// service nor a client of the mesh, or a replica it does not have.
+    pub fn from_config(config: impl Into<Arc<MeshConfig>>, name: &str, replica: u16) -> Result<Self, ProxyError> {
         let config = config.into();
         if config.sidecar(name).is_none() {
             return Err(ProxyError::UnknownWorkload {
@@ -44,7 +53,15 @@ impl SidecarOptions {
                 config: config.source.clone(),
             });
         }
-        Ok(SidecarOptions::new(config, name))
+        if config.sidecar_replica(name, replica).is_none() {
+            return Err(ProxyError::UnknownReplica {
+                name: name.to_string(),
+                replica,
+                replicas: config.services.get(name).map_or(1, |s| s.replicas),
+                config: config.source.clone(),
+            });
+        }
+        Ok(SidecarOptions::replica(config, name, replica))
     }
 }
 
@@ -69,6 +86,8 @@ pub struct Settings {
     pub drain_grace: Duration,
     /// How often the certificate files are checked for changes.
     pub reload_interval: Duration,
+    /// How often mesh.toml is checked for changes (replicas, policy).
+    pub config_poll_interval: Duration,
     /// How often the app's health is probed for `/ready`.
     pub probe_interval: Duration,
 }
@@ -84,6 +103,7 @@ impl Default for Settings {
             pool_idle_timeout: Duration::from_secs(90),
             drain_grace: Duration::from_secs(10),
             reload_interval: Duration::from_secs(2),
+            config_poll_interval: Duration::from_secs(1),
             probe_interval: Duration::from_secs(1),
         }
     }

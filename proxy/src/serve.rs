@@ -6,6 +6,7 @@
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::{
     net::{TcpListener, TcpStream},
     sync::Semaphore,
@@ -14,13 +15,15 @@ use tokio::{
 use crate::shutdown::Shutdown;
 
 /// Accepts connections on `listener` and runs `handle` for each in its own
-/// task until shutdown; then drains. `label` names the listener in logs.
+/// task until shutdown; then drains. `label` names the listener in logs;
+/// `open`, if given, counts the open connections.
 pub async fn serve<H, F>(
     label: Arc<str>,
     listener: TcpListener,
     max_connections: usize,
     grace: Duration,
     mut shutdown: Shutdown,
+    open: Option<Gauge>,
     handle: H,
 ) where
     H: Fn(TcpStream, SocketAddr, Watcher) -> F,
@@ -45,8 +48,15 @@ pub async fn serve<H, F>(
         match accepted {
             Ok((stream, peer)) => {
                 let connection = handle(stream, peer, graceful.watcher());
+                let open = open.clone();
+                if let Some(open) = &open {
+                    open.inc();
+                }
                 tokio::spawn(async move {
                     connection.await;
+                    if let Some(open) = open {
+                        open.dec();
+                    }
                     drop(slot);
                 });
             }

@@ -3,15 +3,18 @@
 
 use std::{future::Future, net::SocketAddr};
 
-use tokio::net::TcpListener;
+use prometheus_client::registry::Registry;
+use tokio::{net::TcpListener, sync::watch};
 
 use crate::{
     admin::{self, Readiness},
+    config_watch,
     error::{ProxyError, io_reason},
     identity::Identity,
     inbound::{self, InboundStack},
     options::SidecarOptions,
     outbound, shutdown,
+    telemetry::{Direction, Telemetry},
 };
 
 /// The sidecar's listening sockets. `inbound` is only for services (a client
@@ -25,7 +28,10 @@ pub struct Listeners {
 
 /// Binds the sidecar's listeners at the addresses in the configuration.
 pub async fn bind(opts: &SidecarOptions) -> Result<Listeners, ProxyError> {
-    let spec = opts.config.sidecar(&opts.name).ok_or_else(|| unknown(opts))?;
+    let spec = opts
+        .config
+        .sidecar_replica(&opts.name, opts.replica)
+        .ok_or_else(|| unknown(opts))?;
     let bind_one = |listener: &'static str, addr: SocketAddr| async move {
         TcpListener::bind(addr).await.map_err(|source| ProxyError::Bind {
             sidecar: opts.name.clone(),
@@ -35,8 +41,8 @@ pub async fn bind(opts: &SidecarOptions) -> Result<Listeners, ProxyError> {
             source,
         })
     };
-    let inbound = match spec.service {
-        Some(service) => Some(bind_one("inbound", service.inbound).await?),
+    let inbound = match spec.inbound {
+        Some(addr) => Some(bind_one("inbound", addr).await?),
         None => None,
     };
     Ok(Listeners {
@@ -63,26 +69,44 @@ pub async fn run_with_listeners(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ProxyError> {
     let name = opts.name.as_str();
-    let spec = opts.config.sidecar(name).ok_or_else(|| unknown(&opts))?;
+    let spec = opts
+        .config
+        .sidecar_replica(name, opts.replica)
+        .ok_or_else(|| unknown(&opts))?;
     let settings = &opts.settings;
     let identity = load_identity(&opts)?;
     let identity_error = |source| ProxyError::Identity {
         sidecar: name.to_string(),
         source,
     };
-    let outbound_stack = outbound::build(&opts.config, &identity, settings).map_err(identity_error)?;
-
+    // One registry for the whole sidecar: each component registers its own
+    // metric families while the stacks are built, then /metrics serves it.
+    let mut registry = Registry::default();
+    let telemetry = Telemetry::new(name, &opts.config, &mut registry);
     let (trigger, stop) = shutdown::channel();
     let mut tasks = tokio::task::JoinSet::new();
+    // mesh.toml is followed while running: replicas and policy changes
+    // reach the outbound stack through this watch.
+    let (config_updates, updates) = watch::channel(opts.config.clone());
+    let outbound_stack = outbound::build(&opts.config, updates, &identity, settings, &mut registry, &telemetry)
+        .map_err(identity_error)?;
+    tasks.spawn(config_watch::poll(
+        opts.config.source.clone(),
+        settings.config_poll_interval,
+        config_updates,
+        stop.clone(),
+    ));
     tasks.spawn(identity.reload(settings.reload_interval, stop.clone()));
 
-    let readiness = match spec.service {
-        Some(service) => {
-            let readiness = Readiness::new(Err(format!("{name} app at {} not probed yet", service.app)));
+    let readiness = match (spec.service, spec.app) {
+        (Some(service), Some(app)) => {
+            // This replica's own app (the service's `app` is replica 0's).
+            let service = &meshwork_config::Service { app, ..service.clone() };
+            let readiness = Readiness::new(Err(format!("{name} app at {app} not probed yet")));
             tasks.spawn(admin::probe(
                 readiness.clone(),
                 name.to_string(),
-                service.app,
+                app,
                 settings.probe_interval,
                 stop.clone(),
             ));
@@ -90,24 +114,26 @@ pub async fn run_with_listeners(
                 sidecar: name.to_string(),
                 listener: "inbound",
             })?;
-            let stack = InboundStack::new(name, service, settings);
+            let stack = InboundStack::new(name, service, settings, &mut registry, &telemetry);
             let (sidecar, identity, settings, stop) =
                 (name.to_string(), identity.clone(), settings.clone(), stop.clone());
             tasks.spawn(async move { inbound::run(&sidecar, listener, &identity, stack, &settings, stop).await });
             readiness
         }
-        None => Readiness::new(Ok(())),
+        _ => Readiness::new(Ok(())),
     };
     {
         let (sidecar, settings, stop) = (name.to_string(), settings.clone(), stop.clone());
         let listener = listeners.outbound;
-        tasks.spawn(async move { outbound::run(&sidecar, listener, outbound_stack, &settings, stop).await });
+        let open = telemetry.open_connections(Direction::Outbound);
+        tasks.spawn(async move { outbound::run(&sidecar, listener, outbound_stack, open, &settings, stop).await });
     }
     {
         let (sidecar, settings, stop, readiness) =
             (name.to_string(), settings.clone(), stop.clone(), readiness.clone());
         let listener = listeners.admin;
-        tasks.spawn(async move { admin::run(&sidecar, listener, readiness, &settings, stop).await });
+        let registry = std::sync::Arc::new(registry);
+        tasks.spawn(async move { admin::run(&sidecar, listener, readiness, registry, &settings, stop).await });
     }
     tracing::info!(sidecar = name, "sidecar running");
 
@@ -182,9 +208,17 @@ mod tests {
 
     #[test]
     fn unknown_workload_is_refused() {
-        let error =
-            SidecarOptions::from_config(config("127.0.0.1:2".parse().expect("addr")), "nobody").expect_err("unknown");
+        let error = SidecarOptions::from_config(config("127.0.0.1:2".parse().expect("addr")), "nobody", 0)
+            .expect_err("unknown");
         assert_eq!(error.to_string(), "/m/mesh.toml: no service or client named 'nobody'");
+        let error =
+            SidecarOptions::from_config(config("127.0.0.1:2".parse().expect("addr")), "cart", 1).expect_err("replica");
+        assert_eq!(
+            error.to_string(),
+            "/m/mesh.toml: service 'cart' has no replica 1 (it has 1)"
+        );
+        let opts = SidecarOptions::from_config(config("127.0.0.1:2".parse().expect("addr")), "cart", 0).expect("known");
+        assert_eq!(opts.replica, 0);
     }
 
     #[test]

@@ -1,6 +1,10 @@
 //! Meshwork's integration tests: real processes, real sockets, real TLS.
 
+mod balancing;
 mod mesh_cli;
+mod metrics;
 mod mtls;
+mod retries;
 mod sidecar_pair;
 mod support;
+mod tracing;

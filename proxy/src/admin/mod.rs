@@ -1,6 +1,7 @@
 //! The admin listener (HTTP/1.1, loopback): `/live` while the process runs,
 //! `/ready` once the sidecar can carry traffic, `/metrics` for Prometheus.
 
+mod metrics;
 mod ready;
 
 use std::{convert::Infallible, net::SocketAddr, sync::Arc};
@@ -13,6 +14,7 @@ use hyper_util::{
     rt::{TokioIo, TokioTimer},
     server::graceful::Watcher,
 };
+use prometheus_client::registry::Registry;
 use tokio::net::{TcpListener, TcpStream};
 
 pub use ready::{Readiness, probe};
@@ -22,22 +24,38 @@ use crate::{options::Settings, serve::serve, shutdown::Shutdown};
 /// Admin connections are few (probes, scrapes); a small bound suffices.
 const MAX_ADMIN_CONNECTIONS: usize = 64;
 
-pub async fn run(sidecar: &str, listener: TcpListener, readiness: Readiness, settings: &Settings, shutdown: Shutdown) {
+/// What the admin endpoints report on.
+struct State {
+    readiness: Readiness,
+    /// Every metric family of the sidecar, registered while it started.
+    registry: Arc<Registry>,
+}
+
+pub async fn run(
+    sidecar: &str,
+    listener: TcpListener,
+    readiness: Readiness,
+    registry: Arc<Registry>,
+    settings: &Settings,
+    shutdown: Shutdown,
+) {
     let label: Arc<str> = format!("{sidecar} admin").into();
+    let state = Arc::new(State { readiness, registry });
     serve(
         label,
         listener,
         MAX_ADMIN_CONNECTIONS,
         settings.drain_grace,
         shutdown,
-        move |stream, peer, watcher| connection(readiness.clone(), stream, peer, watcher),
+        None,
+        move |stream, peer, watcher| connection(state.clone(), stream, peer, watcher),
     )
     .await;
 }
 
-async fn connection(readiness: Readiness, stream: TcpStream, peer: SocketAddr, watcher: Watcher) {
+async fn connection(state: Arc<State>, stream: TcpStream, peer: SocketAddr, watcher: Watcher) {
     let service = hyper::service::service_fn(move |req| {
-        let rsp = answer(&readiness, &req);
+        let rsp = answer(&state, &req);
         async move { Ok::<_, Infallible>(rsp) }
     });
     let connection = hyper::server::conn::http1::Builder::new()
@@ -50,25 +68,17 @@ async fn connection(readiness: Readiness, stream: TcpStream, peer: SocketAddr, w
     }
 }
 
-fn answer(readiness: &Readiness, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+fn answer(state: &State, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n".into());
     }
     match req.uri().path() {
         "/live" => text(StatusCode::OK, "live\n".into()),
-        "/ready" => match readiness.state() {
+        "/ready" => match state.readiness.state() {
             Ok(()) => text(StatusCode::OK, "ready\n".into()),
             Err(reason) => text(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {reason}\n")),
         },
-        // Issue 3 fills this with Prometheus metrics.
-        "/metrics" => {
-            let mut rsp = text(StatusCode::OK, String::new());
-            rsp.headers_mut().insert(
-                CONTENT_TYPE,
-                http::HeaderValue::from_static("text/plain; version=0.0.4"),
-            );
-            rsp
-        }
+        "/metrics" => metrics::answer(&state.registry),
         _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
     }
 }

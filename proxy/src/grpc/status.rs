@@ -7,10 +7,12 @@ use http::{HeaderValue, Response, StatusCode, header::CONTENT_TYPE};
 
 use crate::body::{ProxyBody, empty};
 
-/// The gRPC status codes the proxy answers with (more come with deadlines
-/// and retries).
+/// The gRPC status codes the proxy answers with itself (faults answer
+/// with any code, through [`response_for`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Code {
+    InvalidArgument = 3,
+    DeadlineExceeded = 4,
     PermissionDenied = 7,
     Unimplemented = 12,
     Internal = 13,
@@ -20,6 +22,8 @@ pub enum Code {
 impl Code {
     fn header_value(self) -> HeaderValue {
         HeaderValue::from_static(match self {
+            Code::InvalidArgument => "3",
+            Code::DeadlineExceeded => "4",
             Code::PermissionDenied => "7",
             Code::Unimplemented => "12",
             Code::Internal => "13",
@@ -30,11 +34,27 @@ impl Code {
 
 /// A trailers-only gRPC response with `code` and `message`.
 pub fn response(code: Code, message: &str) -> Response<ProxyBody> {
+    with_status(code.header_value(), message)
+}
+
+/// Like [`response`], for any status a configuration names (fault injection).
+pub fn response_for(code: meshwork_config::GrpcCode, message: &str) -> Response<ProxyBody> {
+    const VALUES: [&str; 17] = [
+        "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16",
+    ];
+    let value = usize::try_from(code.as_i32())
+        .ok()
+        .and_then(|i| VALUES.get(i))
+        .unwrap_or(&"2");
+    with_status(HeaderValue::from_static(value), message)
+}
+
+fn with_status(status: HeaderValue, message: &str) -> Response<ProxyBody> {
     let mut rsp = Response::new(empty());
     *rsp.status_mut() = StatusCode::OK;
     let headers = rsp.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
-    headers.insert("grpc-status", code.header_value());
+    headers.insert("grpc-status", status);
     if let Ok(value) = HeaderValue::try_from(percent_encode(message)) {
         headers.insert("grpc-message", value);
     }
@@ -84,6 +104,8 @@ mod tests {
     #[test]
     fn codes_match_the_spec() {
         for (code, n) in [
+            (Code::InvalidArgument, 3),
+            (Code::DeadlineExceeded, 4),
             (Code::PermissionDenied, 7),
             (Code::Unimplemented, 12),
             (Code::Internal, 13),
@@ -92,5 +114,7 @@ mod tests {
             assert_eq!(code as i32, n);
             assert_eq!(code.header_value(), n.to_string().as_str());
         }
+        let rsp = response_for(meshwork_config::GrpcCode::ResourceExhausted, "x");
+        assert_eq!(rsp.headers()["grpc-status"], "8");
     }
 }

@@ -2,7 +2,8 @@
 //! reflection are open to every mesh identity (probes and tooling need
 //! them); everything else follows the service's `allow` rules. A refused
 //! call is answered `PERMISSION_DENIED` naming the caller and the method,
-//! and logged, and never reaches the app.
+//! logged and counted (`meshwork_authz_denied_total`), and never reaches
+//! the app.
 
 use std::{
     convert::Infallible,
@@ -21,19 +22,31 @@ use crate::{
     body::ProxyBody,
     grpc::{Code, GrpcPath, status},
     param::Param,
+    telemetry::Telemetry,
 };
 
-/// The verified workload name of the connection's peer.
+/// The verified workload of the connection's peer: its name and the SPIFFE
+/// ID its certificate carries.
 #[derive(Debug, Clone)]
-pub struct Caller(Arc<str>);
+pub struct Caller {
+    name: Arc<str>,
+    spiffe_id: Arc<str>,
+}
 
 impl Caller {
-    pub fn new(name: &str) -> Self {
-        Caller(name.into())
+    pub fn new(name: &str, spiffe_id: &str) -> Self {
+        Caller {
+            name: name.into(),
+            spiffe_id: spiffe_id.into(),
+        }
     }
 
     pub fn name(&self) -> &str {
-        &self.0
+        &self.name
+    }
+
+    pub fn spiffe_id(&self) -> &str {
+        &self.spiffe_id
     }
 }
 
@@ -76,13 +89,15 @@ fn always_open(service: &str) -> bool {
 pub struct AuthorizeLayer {
     caller: Caller,
     policy: Policy,
+    telemetry: Telemetry,
 }
 
 impl AuthorizeLayer {
-    pub fn new<T: Param<Caller> + Param<Policy>>(target: &T) -> Self {
+    pub fn new<T: Param<Caller> + Param<Policy> + Param<Telemetry>>(target: &T) -> Self {
         AuthorizeLayer {
             caller: target.param(),
             policy: target.param(),
+            telemetry: target.param(),
         }
     }
 }
@@ -95,6 +110,7 @@ impl<S> Layer<S> for AuthorizeLayer {
             inner,
             caller: self.caller.clone(),
             policy: self.policy.clone(),
+            telemetry: self.telemetry.clone(),
         }
     }
 }
@@ -104,6 +120,7 @@ pub struct Authorize<S> {
     inner: S,
     caller: Caller,
     policy: Policy,
+    telemetry: Telemetry,
 }
 
 type Answer = Ready<Result<Response<ProxyBody>, Infallible>>;
@@ -125,6 +142,7 @@ where
             Decision::Allow => Either::Left(self.inner.call(req)),
             Decision::Deny(message) => {
                 tracing::warn!(caller = %self.caller.name(), path = %req.uri().path(), "denied call");
+                self.telemetry.authz_denied(self.caller.name(), req.uri().path());
                 Either::Right(ready(Ok(status::response(Code::PermissionDenied, &message))))
             }
             Decision::NotGrpc => Either::Right(ready(Ok(status::response(

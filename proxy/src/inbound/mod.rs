@@ -1,7 +1,8 @@
 //! The inbound side: peers' sidecars connect here over mTLS. A connection is
 //! accepted only with a client certificate from the mesh CA carrying a
 //! SPIFFE ID of our trust domain; its calls then go through the inbound stack
-//! (authorize, forward to the app).
+//! (server span and metrics, authorize, forward to the app). Refused
+//! handshakes are counted by reason in `meshwork_tls_handshake_failures_total`.
 
 mod app;
 mod authorize;
@@ -25,6 +26,7 @@ use crate::{
     options::Settings,
     serve::serve,
     shutdown::Shutdown,
+    telemetry::Direction,
 };
 
 /// Serves the inbound listener until shutdown.
@@ -46,6 +48,7 @@ pub async fn run(
         }
     };
     let label: Arc<str> = format!("{sidecar} inbound").into();
+    let open = stack.telemetry().open_connections(Direction::Inbound);
     let shared = Arc::new(Shared {
         acceptor,
         trust_domain: identity.trust_domain.clone(),
@@ -58,6 +61,7 @@ pub async fn run(
         settings.max_connections,
         settings.drain_grace,
         shutdown,
+        Some(open),
         move |stream, peer, watcher| shared.clone().connection(stream, peer, watcher),
     )
     .await;
@@ -77,17 +81,20 @@ impl Shared {
             Ok(Ok(tls)) => tls,
             Ok(Err(error)) => {
                 tracing::warn!(%peer, reason = %error, "refused TLS connection");
+                self.tls_failure(handshake_reason(&error));
                 return;
             }
             Err(_) => {
                 tracing::warn!(%peer, reason = "handshake timed out", "refused TLS connection");
+                self.tls_failure("timeout");
                 return;
             }
         };
         let caller = match self.caller_of(&tls) {
             Ok(caller) => caller,
-            Err(reason) => {
+            Err((kind, reason)) => {
                 tracing::warn!(%peer, %reason, "refused TLS connection");
+                self.tls_failure(kind);
                 return;
             }
         };
@@ -103,17 +110,41 @@ impl Shared {
         }
     }
 
-    /// The workload on the other end, from its verified certificate.
-    fn caller_of(&self, tls: &TlsStream<TcpStream>) -> Result<Caller, String> {
+    fn tls_failure(&self, reason: &'static str) {
+        self.stack.telemetry().tls_failure(Direction::Inbound, reason);
+    }
+
+    /// The workload on the other end, from its verified certificate; else
+    /// the metric's reason and the words for the log.
+    fn caller_of(&self, tls: &TlsStream<TcpStream>) -> Result<Caller, (&'static str, String)> {
         let cert = tls
             .get_ref()
             .1
             .peer_certificates()
             .and_then(|certs| certs.first())
-            .ok_or("no client certificate")?;
-        let id = meshwork_certs::spiffe_id_of(cert).ok_or("client certificate has no SPIFFE ID")?;
-        let name = workload_of(&id, &self.trust_domain)
-            .ok_or_else(|| format!("{id} is not a workload of trust domain {}", self.trust_domain))?;
-        Ok(Caller::new(name))
+            .ok_or(("no_client_certificate", "no client certificate".to_string()))?;
+        let id = meshwork_certs::spiffe_id_of(cert)
+            .ok_or(("no_spiffe_id", "client certificate has no SPIFFE ID".to_string()))?;
+        let name = workload_of(&id, &self.trust_domain).ok_or_else(|| {
+            let reason = format!("{id} is not a workload of trust domain {}", self.trust_domain);
+            ("foreign_identity", reason)
+        })?;
+        Ok(Caller::new(name, &id))
+    }
+}
+
+/// A bounded word for why a handshake failed, for the metric's label.
+fn handshake_reason(error: &std::io::Error) -> &'static str {
+    use rustls::{CertificateError, Error};
+    match error.get_ref().and_then(|e| e.downcast_ref::<Error>()) {
+        Some(Error::NoCertificatesPresented) => "no_client_certificate",
+        Some(Error::InvalidCertificate(CertificateError::Expired | CertificateError::ExpiredContext { .. })) => {
+            "certificate_expired"
+        }
+        Some(Error::InvalidCertificate(_)) => "bad_certificate",
+        Some(Error::AlertReceived(_)) => "alert_received",
+        Some(Error::NoApplicationProtocol) => "no_application_protocol",
+        Some(_) => "protocol_error",
+        None => "io_error",
     }
 }

@@ -1,28 +1,38 @@
 //! The inbound stack, composed in one place, top to bottom in the order a
-//! call goes through it. Built once per accepted connection, because the
-//! caller's identity belongs to the connection.
+//! call goes through it: the server span and metrics (on top, so refused
+//! calls are seen too), authorize, forward to the app. Built once per
+//! accepted connection, because the caller's identity belongs to the
+//! connection.
 
 use std::net::SocketAddr;
 
+use prometheus_client::registry::Registry;
 use tower::ServiceBuilder;
 
 use super::{
     app::ToApp,
     authorize::{AuthorizeLayer, Caller, Policy},
 };
-use crate::{options::Settings, param::Param};
+use crate::{
+    body::ProxyBody,
+    options::Settings,
+    param::Param,
+    telemetry::{ObserveLayer, Observed, Telemetry},
+};
 
 /// What is shared by every connection's stack.
 #[derive(Clone)]
 pub struct InboundStack {
     policy: Policy,
     app: ToApp,
+    telemetry: Telemetry,
 }
 
 /// The target one connection's stack is built for.
 struct Connection {
     caller: Caller,
     policy: Policy,
+    telemetry: Telemetry,
 }
 
 impl Param<Caller> for Connection {
@@ -37,13 +47,32 @@ impl Param<Policy> for Connection {
     }
 }
 
+impl Param<Telemetry> for Connection {
+    fn param(&self) -> Telemetry {
+        self.telemetry.clone()
+    }
+}
+
 impl InboundStack {
-    pub fn new(service_name: &str, service: &meshwork_config::Service, settings: &Settings) -> Self {
+    /// `registry` is the sidecar's metrics registry (the inbound layers'
+    /// families are in `telemetry`).
+    pub fn new(
+        service_name: &str,
+        service: &meshwork_config::Service,
+        settings: &Settings,
+        _registry: &mut Registry,
+        telemetry: &Telemetry,
+    ) -> Self {
         let app: SocketAddr = service.app;
         InboundStack {
             policy: Policy::new(service.clone()),
             app: ToApp::new(service_name, app, settings),
+            telemetry: telemetry.clone(),
         }
+    }
+
+    pub fn telemetry(&self) -> &Telemetry {
+        &self.telemetry
     }
 
     pub fn for_connection(
@@ -51,20 +80,21 @@ impl InboundStack {
         caller: Caller,
     ) -> impl tower::Service<
         http::Request<hyper::body::Incoming>,
-        Response = http::Response<crate::body::ProxyBody>,
+        Response = http::Response<Observed<ProxyBody>>,
         Error = std::convert::Infallible,
         Future: Send,
     > + Clone
     + Send
     + 'static {
+        let observe = ObserveLayer::inbound(&self.telemetry, caller.name(), caller.spiffe_id());
         let target = Connection {
             caller,
             policy: self.policy.clone(),
+            telemetry: self.telemetry.clone(),
         };
         ServiceBuilder::new()
-            // (issue 3: server span)
+            .layer(observe)
             .layer(AuthorizeLayer::new(&target))
-            // (issue 3: metrics)
             .service(self.app.clone())
     }
 }

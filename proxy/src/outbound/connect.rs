@@ -42,8 +42,12 @@ pub enum ConnectError {
     NotHttp2,
 }
 
+/// Cloned with every clone of the client that owns it (once per call), so
+/// its parts sit behind one `Arc`.
 #[derive(Clone)]
-pub struct MtlsConnector {
+pub struct MtlsConnector(Arc<Inner>);
+
+struct Inner {
     addr: SocketAddr,
     server_name: ServerName<'static>,
     tls: TlsConnector,
@@ -64,24 +68,25 @@ impl MtlsConnector {
         // checks the SPIFFE ID, not this name.
         let server_name = ServerName::try_from(name.to_string())
             .unwrap_or(ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()));
-        MtlsConnector {
+        MtlsConnector(Arc::new(Inner {
             addr: destination.param(),
             server_name,
             tls: TlsConnector::from(tls),
             connect_timeout,
             handshake_timeout,
-        }
+        }))
     }
 
     async fn connect(self) -> Result<MeshStream, ConnectError> {
-        let tcp = tokio::time::timeout(self.connect_timeout, TcpStream::connect(self.addr))
+        let this = &*self.0;
+        let tcp = tokio::time::timeout(this.connect_timeout, TcpStream::connect(this.addr))
             .await
-            .map_err(|_| ConnectError::ConnectTimeout(self.connect_timeout))?
+            .map_err(|_| ConnectError::ConnectTimeout(this.connect_timeout))?
             .map_err(ConnectError::Tcp)?;
         let _ = tcp.set_nodelay(true);
-        let tls = tokio::time::timeout(self.handshake_timeout, self.tls.connect(self.server_name, tcp))
+        let tls = tokio::time::timeout(this.handshake_timeout, this.tls.connect(this.server_name.clone(), tcp))
             .await
-            .map_err(|_| ConnectError::HandshakeTimeout(self.handshake_timeout))?
+            .map_err(|_| ConnectError::HandshakeTimeout(this.handshake_timeout))?
             .map_err(|e| ConnectError::Tls(tls_reason(&e)))?;
         if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
             return Err(ConnectError::NotHttp2);

@@ -1,5 +1,6 @@
-//! The last outbound step: send the call to the destination's sidecar over
-//! its pooled mTLS HTTP/2 connection.
+//! The last outbound step: send the call to one endpoint (a replica's
+//! sidecar) over its pooled mTLS HTTP/2 connection. Each endpoint has its
+//! own client, so its pool holds connections to that replica only.
 
 use std::{
     convert::Infallible,
@@ -8,17 +9,17 @@ use std::{
 };
 
 use http::{Request, Response, Uri, uri::Authority, uri::Scheme};
-use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower::Service;
 
 use super::{
     connect::MtlsConnector,
     destination::{Destination, ServiceName},
+    replay::ReplayBody,
 };
 use crate::{
     body::ProxyBody,
-    forward::{Client, ForwardFuture},
+    forward::ForwardFuture,
     grpc::{Code, status},
     options::Settings,
     param::Param,
@@ -26,7 +27,8 @@ use crate::{
 
 #[derive(Clone)]
 pub struct Forward {
-    client: Client<MtlsConnector>,
+    /// Cheap to clone (its parts are shared): the balancer clones it per call.
+    client: hyper_util::client::legacy::Client<MtlsConnector, ReplayBody>,
     /// `:authority` of forwarded calls: the destination's name, which is
     /// also the pool key.
     authority: Authority,
@@ -52,7 +54,7 @@ impl Forward {
     }
 }
 
-impl Service<Request<Incoming>> for Forward {
+impl Service<Request<ReplayBody>> for Forward {
     type Response = Response<ProxyBody>;
     type Error = Infallible;
     type Future = futures::future::Either<ForwardFuture, std::future::Ready<Result<Response<ProxyBody>, Infallible>>>;
@@ -61,7 +63,7 @@ impl Service<Request<Incoming>> for Forward {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, mut req: Request<Incoming>) -> Self::Future {
+    fn call(&mut self, mut req: Request<ReplayBody>) -> Self::Future {
         let mut parts = std::mem::take(req.uri_mut()).into_parts();
         parts.scheme = Some(Scheme::HTTPS);
         parts.authority = Some(self.authority.clone());
@@ -74,6 +76,9 @@ impl Service<Request<Incoming>> for Forward {
                 ))));
             }
         }
-        futures::future::Either::Left(ForwardFuture::new(self.client.request(req), self.upstream.clone()))
+        futures::future::Either::Left(ForwardFuture::to_sidecar(
+            self.client.request(req),
+            self.upstream.clone(),
+        ))
     }
 }

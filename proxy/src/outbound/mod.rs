@@ -1,11 +1,27 @@
 //! The outbound side: the app's plaintext HTTP/2 calls arrive here on
-//! loopback and go through the outbound stack (route, forward over mTLS).
+//! loopback and go through the outbound stack (route, deadline, retry,
+//! faults, balance, failure accrual, forward over mTLS; see `stack.rs`).
 
+mod accrual;
+mod backoff;
+mod balance;
+mod budget;
 mod connect;
+mod contracts;
+mod deadline;
 mod destination;
+mod discover;
+mod ewma;
+mod fault;
 mod forward;
+mod metrics;
+mod policy;
+mod replay;
+mod retry;
 mod route;
 mod stack;
+mod trailers;
+mod warm;
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -14,15 +30,25 @@ use hyper_util::{
     server::graceful::Watcher,
     service::TowerToHyperService,
 };
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::{TcpListener, TcpStream};
 
 pub use connect::ConnectError;
+pub use retry::Attempts;
 pub use stack::{Outbound, build};
 
 use crate::{options::Settings, serve::serve, shutdown::Shutdown};
 
 /// Serves the outbound listener until shutdown.
-pub async fn run(sidecar: &str, listener: TcpListener, stack: Outbound, settings: &Settings, shutdown: Shutdown) {
+/// `open` counts the open connections.
+pub async fn run(
+    sidecar: &str,
+    listener: TcpListener,
+    stack: Outbound,
+    open: Gauge,
+    settings: &Settings,
+    shutdown: Shutdown,
+) {
     let label: Arc<str> = format!("{sidecar} outbound").into();
     let shared = Arc::new((stack, settings.clone()));
     serve(
@@ -31,6 +57,7 @@ pub async fn run(sidecar: &str, listener: TcpListener, stack: Outbound, settings
         settings.max_connections,
         settings.drain_grace,
         shutdown,
+        Some(open),
         move |stream, peer, watcher| connection(shared.clone(), stream, peer, watcher),
     )
     .await;

@@ -74,7 +74,7 @@ impl<S> Route<S> {
     pub fn new<E>(
         config: &MeshConfig,
         destinations: &[Destination],
-        new_endpoint: impl Fn(&Destination) -> Result<S, E>,
+        new_endpoint: impl FnMut(&Destination) -> Result<S, E>,
     ) -> Result<Self, E> {
         let endpoints = destinations.iter().map(new_endpoint).collect::<Result<Vec<S>, E>>()?;
         Ok(Route {

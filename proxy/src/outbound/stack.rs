@@ -1,36 +1,139 @@
 //! The outbound stack, composed in one place, top to bottom in the order a
-//! call goes through it: route by gRPC service, then (per destination)
-//! forward over pooled mTLS HTTP/2. Later steps (deadlines, retries, load
-//! balancing, failure accrual) slot in per destination, between route and
-//! forward, in the order DESIGN.md lists them.
+//! call goes through it:
+//!
+//! observe (trace context, client span) → route by gRPC service → per
+//! destination: deadline → retry (budget, backoff) → fault injection →
+//! balance (P2C over peak-EWMA) → per endpoint: failure accrual → forward
+//! over the endpoint's pooled mTLS HTTP/2 connection.
+//!
+//! Discovery keeps each destination's endpoint set and policy up to date
+//! from the watched mesh.toml (`discover.rs`).
+
+use std::{net::SocketAddr, sync::Arc};
 
 use meshwork_config::MeshConfig;
+use prometheus_client::registry::Registry;
+use tokio::sync::watch;
 use tower::ServiceBuilder;
 
 use super::{
+    accrual::{self, Accrual, AccrualLayer, AccrualState},
+    balance::{Balance, Endpoint, EndpointSet},
     connect::MtlsConnector,
+    contracts::Contracts,
+    deadline::{DeadlineLayer, Deadlines},
     destination::{Destination, ExpectedIdentity},
+    discover::{self, Followed},
+    fault::{FaultLayer, Faults},
     forward::Forward,
+    metrics::OutboundMetrics,
+    retry::{Retry, RetryLayer},
     route::Route,
+    warm,
 };
 use crate::{
     identity::{Identity, IdentityError, client_config},
     options::Settings,
     param::Param,
+    telemetry::{Observe, ObserveLayer, Telemetry},
 };
 
-/// The whole outbound stack as served on the outbound listener.
-pub type Outbound = Route<Forward>;
+/// One endpoint's stack: failure accrual over its own pooled client.
+type EndpointStack = Accrual<Forward>;
 
-pub fn build(config: &MeshConfig, identity: &Identity, settings: &Settings) -> Result<Outbound, IdentityError> {
-    // (issue 3: trace context, client span: layers above the route)
-    Route::new(config, &Destination::all(config), |destination| {
+/// One destination's stack, below the route.
+pub type DestinationStack = Deadlines<Retry<Faults<Balance<EndpointStack>>>>;
+
+/// The whole outbound stack as served on the outbound listener.
+pub type Outbound = Observe<Route<DestinationStack>>;
+
+/// `registry` is the sidecar's metrics registry: layers register their
+/// families in it as the stack is built. `updates` publishes each new valid
+/// mesh.toml; a task spawned here applies it to every destination.
+pub fn build(
+    config: &MeshConfig,
+    updates: watch::Receiver<Arc<MeshConfig>>,
+    identity: &Identity,
+    settings: &Settings,
+    registry: &mut Registry,
+    telemetry: &Telemetry,
+) -> Result<Outbound, IdentityError> {
+    let contracts = Arc::new(Contracts::compiled_in().unwrap_or_else(|error| {
+        // Cannot happen with the descriptors built into this binary; without
+        // them only unprocessed calls are retried.
+        tracing::error!(%error, "no contract descriptors: idempotency unknown");
+        Contracts::default()
+    }));
+    let metrics = OutboundMetrics::register(registry);
+    let mut followed = Vec::new();
+    let route = Route::new(config, &Destination::all(config), |destination| {
+        // Fails early on a TLS set-up problem, rather than per endpoint.
         let ExpectedIdentity(expected) = destination.param();
-        let who = format!("{} at {}", destination.name, destination.addr);
-        let tls = client_config(identity, &expected, &who)?;
-        let connector = MtlsConnector::new(destination, tls, settings.connect_timeout, settings.handshake_timeout);
+        client_config(identity, &expected, &destination.name)?;
+        let name = destination.name.clone();
+        // Destinations are the configuration's services, so this holds.
+        let policy = discover::policy_handle(&name, config, &contracts)
+            .ok_or_else(|| IdentityError::Config(format!("no service named {name}")))?;
+        let make = endpoint_maker(destination, identity, settings, &metrics);
+        let set = Arc::new(EndpointSet::default());
+        let follow = Followed {
+            name: name.clone(),
+            policy: policy.clone(),
+            set: set.clone(),
+            make,
+        };
+        follow.update(config, &contracts);
+        followed.push(follow);
         Ok(ServiceBuilder::new()
-            // (deadline, retry, balance, failure accrual go here)
-            .service(Forward::new(destination, connector, settings)))
+            .layer(DeadlineLayer::new(policy.clone()))
+            .layer(RetryLayer::new(policy.clone(), metrics.retry_counters(&name)))
+            .layer(FaultLayer::new(policy))
+            .service(Balance::new(name, set)))
+    })?;
+    tokio::spawn(discover::follow(updates, followed, contracts));
+    Ok(ServiceBuilder::new()
+        // Trace context and the client span: above the route, so a call
+        // with no route is seen too, and retries are inside one span.
+        .layer(ObserveLayer::outbound(telemetry))
+        .service(route))
+}
+
+/// Builds the stack of one endpoint (replica `addr` of `destination`): its
+/// own TLS client checking the destination's SPIFFE ID (every replica of a
+/// service has the same), and its failure accrual.
+fn endpoint_maker(
+    destination: &Destination,
+    identity: &Identity,
+    settings: &Settings,
+    metrics: &OutboundMetrics,
+) -> Box<dyn Fn(SocketAddr) -> Option<Endpoint<EndpointStack>> + Send + Sync> {
+    let (destination, identity, settings, metrics) =
+        (destination.clone(), identity.clone(), settings.clone(), metrics.clone());
+    Box::new(move |addr| {
+        let replica = Destination {
+            addr,
+            ..destination.clone()
+        };
+        let ExpectedIdentity(expected) = replica.param();
+        let who = format!("{} at {addr}", replica.name);
+        let tls = match client_config(&identity, &expected, &who) {
+            Ok(tls) => tls,
+            Err(error) => {
+                tracing::error!(endpoint = %who, %error, "cannot call this endpoint");
+                return None;
+            }
+        };
+        let connector = MtlsConnector::new(&replica, tls, settings.connect_timeout, settings.handshake_timeout);
+        let state = Arc::new(AccrualState::new(
+            replica.name.clone(),
+            addr,
+            accrual::DEFAULT_THRESHOLD,
+            metrics.ejections(&replica.name, addr),
+        ));
+        let stack = ServiceBuilder::new()
+            .layer(AccrualLayer::new(state.clone()))
+            .service(Forward::new(&replica, connector, &settings));
+        warm::warm_up(stack.clone());
+        Some(Endpoint::new(addr, stack, state))
     })
 }

@@ -9,7 +9,7 @@ use tokio_stream::{StreamExt, wrappers::TcpListenerStream};
 use tonic::{service::Routes, transport::Server};
 use tonic_health::ServingStatus;
 
-use crate::ServeArgs;
+use crate::{ServeArgs, ServerSpanLayer};
 
 /// How long in-flight calls may run on after a shutdown signal. Server streams (such as
 /// a product watch or a health watch) never end by themselves, so the drain must be
@@ -71,6 +71,8 @@ pub async fn serve_on(
         builder
     };
     let router = Server::builder()
+        // Every call gets a server span, child of the caller's trace context.
+        .layer(ServerSpanLayer)
         .add_routes(routes)
         .add_service(health_service)
         .add_service(reflection().build_v1()?)

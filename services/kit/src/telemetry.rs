@@ -1,27 +1,24 @@
-//! Logging and tracing set-up for the services: the one place a later OpenTelemetry
-//! exporter will be added.
+//! Logging and tracing set-up for the services, delegating to
+//! `meshwork-telemetry` (the same set-up the sidecars use), so the four
+//! services keep one place for it.
 
-use std::io::IsTerminal;
+pub use meshwork_telemetry::Guard as TelemetryGuard;
 
-use tracing_subscriber::{EnvFilter, fmt, prelude::*};
+/// Logs to stderr and exports spans over OTLP as `service_name` (the
+/// OpenTelemetry `service.name`, e.g. `cart`). Keep the guard until the
+/// service stops: dropping it flushes the last spans, waiting a bounded time.
+/// Only the first call in a process does anything.
+pub fn init_telemetry(service_name: &str) -> TelemetryGuard {
+    meshwork_telemetry::init(service_name)
+}
 
-/// Installs a `fmt` subscriber filtered by `RUST_LOG` (default `info`).
+/// Logs only (filtered by `RUST_LOG`, default `info`), no span export: for
+/// tests, and for a service started without [`init_telemetry`].
 ///
 /// Safe to call more than once (the CLI and a test may both call it): only the first
 /// call installs anything.
 pub fn init_tracing() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    // try_init fails only when a global subscriber is already set, which is fine.
-    let _ = tracing_subscriber::registry()
-        .with(filter)
-        // Colour only on a terminal: under `mesh up` the output is piped and
-        // prefixed, and escape codes would end up in log files.
-        .with(
-            fmt::layer()
-                .with_ansi(std::io::stderr().is_terminal())
-                .with_writer(std::io::stderr),
-        )
-        .try_init();
+    meshwork_telemetry::init_logs();
 }
 
 #[cfg(test)]

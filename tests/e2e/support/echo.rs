@@ -1,6 +1,7 @@
 //! An in-process echo app serving meshwork.echo.v1.EchoService (all four
 //! RPC kinds) and grpc.health.v1 over plaintext HTTP/2. Every response
-//! carries the request's `x-*` headers back as response headers and, when
+//! carries the request's `x-*` headers back as response headers (and the
+//! `traceparent` it received as `x-echo-traceparent`) and, when
 //! the call succeeds, the custom trailer `x-echo-trailer: done`, so tests can
 //! see metadata and trailers cross the proxies intact.
 
@@ -76,6 +77,11 @@ async fn with_echoed_metadata(routes: tonic::service::Routes, req: Request<Incom
         .iter()
         .filter(|(name, _)| name.as_str().starts_with("x-"))
         .map(|(name, value)| (name.clone(), value.clone()))
+        .chain(
+            req.headers()
+                .get("traceparent")
+                .map(|value| (http::HeaderName::from_static("x-echo-traceparent"), value.clone())),
+        )
         .collect();
     let rsp = match routes.oneshot(req).await {
         Ok(rsp) => rsp,

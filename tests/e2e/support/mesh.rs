@@ -27,6 +27,7 @@ pub struct Mesh {
     pub echo_inbound: SocketAddr,
     pub echo_admin: SocketAddr,
     pub caller_outbound: SocketAddr,
+    pub caller_admin: SocketAddr,
     pub stranger_outbound: SocketAddr,
     pub catalog_inbound: SocketAddr,
     pub down_inbound: SocketAddr,
@@ -148,7 +149,8 @@ admin = "{stranger_admin}"
         let config = Arc::new(MeshConfig::parse(&text, &source).expect("test mesh.toml"));
 
         spawn_impostor(impostor, &certs);
-        let admins = [echo_admin, addr(&caller_adm), addr(&stranger_adm)];
+        let caller_admin = addr(&caller_adm);
+        let admins = [echo_admin, caller_admin, addr(&stranger_adm)];
         let sidecars = vec![
             start_sidecar(&config, "echo", Some(echo_in), echo_out, echo_adm),
             start_sidecar(&config, "caller", None, caller_out, caller_adm),
@@ -165,6 +167,7 @@ admin = "{stranger_admin}"
             echo_inbound,
             echo_admin,
             caller_outbound,
+            caller_admin,
             stranger_outbound,
             catalog_inbound,
             down_inbound,

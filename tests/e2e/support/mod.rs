@@ -6,3 +6,12 @@ pub mod echo;
 pub mod http;
 pub mod mesh;
 pub mod tls;
+
+// The real `mesh` binary as a child process (mesh_cli.rs and other whole-mesh tests).
+pub mod mesh_process;
+
+// A test OTLP collector (tracing.rs).
+pub mod otlp;
+
+// A replicated service with scriptable apps (balancing.rs, retries.rs).
+pub mod replicas;

@@ -1,0 +1,187 @@
+//! A destination's traffic policy, resolved per method once (at start and on
+//! each configuration reload) so that a call finds everything with one map
+//! lookup by its path, without building strings: whether it may be retried,
+//! its deadline cap, its faults, what may be buffered. Published through an
+//! `ArcSwap`, so readers never lock and a reload never blocks a call.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use arc_swap::ArcSwap;
+use meshwork_config::{Fault, GrpcCode, MeshConfig, RetryPolicy, Service};
+
+use super::contracts::Contracts;
+
+/// What applies to calls of one method.
+#[derive(Debug, Clone, Default)]
+pub struct MethodRule {
+    /// Sending it twice is harmless (contract or mesh.toml override).
+    pub idempotent: bool,
+    /// The request is one message, so reading it ahead (up to the replay
+    /// cap) cannot deadlock a caller that waits for a response first.
+    pub single_request: bool,
+    /// The response is one message, so it may be held until its trailers
+    /// to read the `grpc-status` there. Server-streaming responses never are.
+    pub single_response: bool,
+    /// Deadline cap: the method's `timeout`, else the service's.
+    pub timeout: Option<Duration>,
+    pub faults: Box<[Fault]>,
+}
+
+#[derive(Debug)]
+pub struct DestinationPolicy {
+    pub name: Arc<str>,
+    methods: HashMap<Box<str>, MethodRule>,
+    /// For paths that no contract names (health, reflection, …): never
+    /// retried but when provably unprocessed, the service's timeout and its
+    /// faults that name no method.
+    other: MethodRule,
+    /// Bit `n` set: an idempotent call is retried on status `n`.
+    retry_on: u32,
+    pub retry: RetryPolicy,
+}
+
+/// The live policy of one destination, swapped whole on reload.
+pub type PolicyHandle = Arc<ArcSwap<DestinationPolicy>>;
+
+impl DestinationPolicy {
+    pub fn new(name: &str, service: &Service, config: &MeshConfig, contracts: &Contracts) -> Self {
+        let mut methods = HashMap::new();
+        for grpc_service in &service.grpc_services {
+            for (method, path, shape) in contracts.methods_of(grpc_service) {
+                let policy = service.method_policy(grpc_service, method);
+                let rule = MethodRule {
+                    idempotent: policy.and_then(|p| p.idempotent).unwrap_or(shape.idempotent),
+                    single_request: !shape.client_streaming,
+                    single_response: !shape.server_streaming,
+                    timeout: policy.and_then(|p| p.timeout).or(service.timeout),
+                    faults: service.faults_for(grpc_service, method).cloned().collect(),
+                };
+                methods.insert(path.into(), rule);
+            }
+        }
+        // Overrides for methods no contract describes: their shape is
+        // unknown, so nothing of theirs is ever buffered.
+        for (key, policy) in &service.methods {
+            let Some((grpc_service, method)) = key.split_once('/') else {
+                continue;
+            };
+            let path = format!("/{key}");
+            methods.entry(path.into_boxed_str()).or_insert_with(|| MethodRule {
+                idempotent: policy.idempotent.unwrap_or(false),
+                single_request: false,
+                single_response: false,
+                timeout: policy.timeout.or(service.timeout),
+                faults: service.faults_for(grpc_service, method).cloned().collect(),
+            });
+        }
+        let other = MethodRule {
+            timeout: service.timeout,
+            faults: service
+                .faults
+                .iter()
+                .filter(|f| f.methods.is_empty())
+                .cloned()
+                .collect(),
+            ..MethodRule::default()
+        };
+        let mut retry_on = 1 << GrpcCode::Unavailable.as_i32();
+        for code in &service.retry_on {
+            retry_on |= 1 << code.as_i32();
+        }
+        DestinationPolicy {
+            name: name.into(),
+            methods,
+            other,
+            retry_on,
+            retry: config.retry.clone(),
+        }
+    }
+
+    /// The rule for a call to `path` (`/pkg.Service/Method`).
+    pub fn method(&self, path: &str) -> &MethodRule {
+        self.methods.get(path).unwrap_or(&self.other)
+    }
+
+    /// Whether an idempotent call that ended with `code` is retried.
+    pub fn retries_on(&self, code: u32) -> bool {
+        code < 32 && self.retry_on & (1 << code) != 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(extra: &str) -> DestinationPolicy {
+        let text = format!(
+            r#"
+            trust_domain = "t.local"
+            [services.catalog]
+            app = "127.0.0.1:1"
+            inbound = "127.0.0.1:2"
+            outbound = "127.0.0.1:3"
+            admin = "127.0.0.1:4"
+            grpc_services = ["shop.catalog.v1.CatalogService", "meshwork.echo.v1.EchoService"]
+            timeout = "2s"
+            retry_on = ["RESOURCE_EXHAUSTED"]
+            {extra}
+            "#
+        );
+        let config = MeshConfig::parse(&text, std::path::Path::new("mesh.toml")).expect("config");
+        let contracts = Contracts::compiled_in().expect("contracts");
+        DestinationPolicy::new("catalog", &config.services["catalog"], &config, &contracts)
+    }
+
+    #[test]
+    fn contracts_and_overrides() {
+        let p = policy(
+            r#"
+            [services.catalog.methods.Unary]
+            idempotent = true
+            timeout = "300ms"
+            [services.catalog.methods."shop.catalog.v1.CatalogService/GetProduct"]
+            idempotent = false
+            "#,
+        );
+        let echo = p.method("/meshwork.echo.v1.EchoService/Unary");
+        assert!(echo.idempotent && echo.single_request && echo.single_response);
+        assert_eq!(echo.timeout, Some(Duration::from_millis(300)));
+        assert!(!p.method("/shop.catalog.v1.CatalogService/GetProduct").idempotent);
+        let list = p.method("/shop.catalog.v1.CatalogService/ListProducts");
+        assert!(list.idempotent);
+        assert_eq!(list.timeout, Some(Duration::from_secs(2)));
+        let watch = p.method("/shop.catalog.v1.CatalogService/WatchProducts");
+        assert!(watch.idempotent && watch.single_request && !watch.single_response);
+        let bidi = p.method("/meshwork.echo.v1.EchoService/BidiStream");
+        assert!(!bidi.idempotent && !bidi.single_request);
+        let health = p.method("/grpc.health.v1.Health/Check");
+        assert!(!health.idempotent && !health.single_request);
+        assert_eq!(health.timeout, Some(Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn retried_statuses() {
+        let p = policy("");
+        assert!(p.retries_on(14));
+        assert!(p.retries_on(8));
+        assert!(!p.retries_on(13));
+        assert!(!p.retries_on(0));
+        assert!(!p.retries_on(99));
+    }
+
+    #[test]
+    fn faults_by_method() {
+        let p = policy(
+            r#"
+            [[services.catalog.faults]]
+            methods = ["Unary"]
+            abort = { percent = 100.0, status = "UNAVAILABLE" }
+            [[services.catalog.faults]]
+            delay = { percent = 50.0, duration = "10ms" }
+            "#,
+        );
+        assert_eq!(p.method("/meshwork.echo.v1.EchoService/Unary").faults.len(), 2);
+        assert_eq!(p.method("/meshwork.echo.v1.EchoService/ServerStream").faults.len(), 1);
+        assert_eq!(p.method("/grpc.health.v1.Health/Check").faults.len(), 1);
+    }
+}

@@ -1,0 +1,264 @@
+//! Retries, only where they are safe:
+//!
+//! - any call whose attempt provably never reached the app: our connection
+//!   failed, the stream was refused or fell above a GOAWAY, every replica
+//!   was ejected, or the peer sidecar said its app refused the connection
+//!   (the `meshwork-not-processed` marker, see `forward.rs`);
+//! - an idempotent call (contract `idempotency_level`, or mesh.toml's
+//!   override) that ended with `UNAVAILABLE` or a status of the service's
+//!   `retry_on`, read from the headers (trailers-only) or from the
+//!   trailers, for which a single-message response is held (up to the
+//!   replay cap); or whose response stream broke.
+//!
+//! Only a body that could be kept whole (a single-message request within
+//! `max_replay_bytes`) is sent again. A retry costs one unit of the
+//! destination's budget (refused when spent), waits an exponential backoff
+//! with full jitter, never starts when the deadline would pass during the
+//! backoff, asks the balancer for another endpoint than those that failed
+//! this call ([`Exclude`]), and gets the remaining deadline in `grpc-timeout`.
+//! The answer carries [`Attempts`] when more than one was made.
+
+use std::{
+    convert::Infallible,
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use http::{Request, Response, request::Parts};
+use hyper::body::Incoming;
+use meshwork_config::GrpcCode;
+use tower::{Layer, Service, ServiceExt};
+
+use super::{
+    accrual::ServedBy,
+    backoff,
+    balance::Exclude,
+    budget::RetryBudget,
+    deadline::{Deadline, GRPC_TIMEOUT, encode_timeout},
+    metrics::RetryCounters,
+    policy::PolicyHandle,
+    replay::{ReadAhead, ReplayBody, read_ahead},
+    trailers::{Ending, grpc_status, hold},
+};
+use crate::{
+    body::ProxyBody,
+    forward::NOT_PROCESSED,
+    grpc::{Code, status},
+};
+
+/// Response extension: how many attempts a call took, when more than one
+/// (for the telemetry layers above).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attempts(pub u32);
+
+struct Shared {
+    policy: PolicyHandle,
+    budget: RetryBudget,
+    counters: RetryCounters,
+}
+
+#[derive(Clone)]
+pub struct RetryLayer {
+    shared: Arc<Shared>,
+}
+
+impl RetryLayer {
+    /// One per destination: the budget is the destination's.
+    pub fn new(policy: PolicyHandle, counters: RetryCounters) -> Self {
+        let retry = policy.load().retry.clone();
+        RetryLayer {
+            shared: Arc::new(Shared {
+                policy,
+                budget: RetryBudget::new(retry.budget_ratio, retry.min_retries_per_second),
+                counters,
+            }),
+        }
+    }
+}
+
+impl<S> Layer<S> for RetryLayer {
+    type Service = Retry<S>;
+
+    fn layer(&self, inner: S) -> Retry<S> {
+        Retry {
+            inner,
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Retry<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+type Answer = Result<Response<ProxyBody>, Infallible>;
+
+impl<S> Service<Request<Incoming>> for Retry<S>
+where
+    S: Service<Request<ReplayBody>, Response = Response<ProxyBody>, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    type Response = Response<ProxyBody>;
+    type Error = Infallible;
+    /// Boxed: one allocation per call, for a loop that awaits body reads,
+    /// attempts and backoffs; a hand-written state machine would save it at
+    /// the cost of much harder code.
+    type Future = Pin<Box<dyn Future<Output = Answer> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // Each attempt waits for the inner service's readiness itself.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+        Box::pin(call(self.inner.clone(), self.shared.clone(), req))
+    }
+}
+
+/// What to do after an attempt.
+enum Verdict {
+    Answer(Response<ProxyBody>),
+    /// Worth another attempt; the response to give if none is made.
+    Retry(Response<ProxyBody>),
+}
+
+async fn call<S>(mut inner: S, shared: Arc<Shared>, req: Request<Incoming>) -> Answer
+where
+    S: Service<Request<ReplayBody>, Response = Response<ProxyBody>, Error = Infallible>,
+{
+    let policy = shared.policy.load_full();
+    let rule = policy.method(req.uri().path());
+    let retry = &policy.retry;
+    shared.budget.deposit();
+    let deadline = req.extensions().get::<Deadline>().copied();
+    let (parts, body) = req.into_parts();
+
+    let (first, replay) = if rule.single_request && retry.max_attempts > 1 {
+        match read_ahead(body, retry.max_replay_bytes).await {
+            ReadAhead::Complete(replay) => (replay.body(), Some(replay)),
+            ReadAhead::TooLarge(body) => (body, None),
+            ReadAhead::Failed(error) => {
+                let message = format!("the request body broke off: {error}");
+                return Ok(status::response_for(GrpcCode::Cancelled, &message));
+            }
+        }
+    } else {
+        (ReplayBody::once(body), None)
+    };
+    let Some(replay) = replay else {
+        // Sent once: no copy of the request is needed.
+        let req = attempt_request(Some(parts), None, first, deadline, Exclude::default());
+        let Ok(rsp) = inner.ready().await?.call(req).await;
+        return Ok(answer(rsp, 1));
+    };
+
+    let mut body = Some(first);
+    let mut exclude = Exclude::default();
+    let mut attempt = 1u32;
+    loop {
+        let this_body = body.take().unwrap_or_else(|| replay.body());
+        let req = attempt_request(None, Some(&parts), this_body, deadline, exclude);
+        let Ok(rsp) = inner.ready().await?.call(req).await;
+        let last = attempt >= retry.max_attempts;
+        let verdict = judge(rsp, &policy, rule, last, retry.max_replay_bytes).await;
+        let rsp = match verdict {
+            Verdict::Answer(rsp) => return Ok(answer(rsp, attempt)),
+            Verdict::Retry(rsp) => rsp,
+        };
+        let wait = backoff::full_jitter(attempt, retry.backoff_base, retry.backoff_max);
+        if deadline.is_some_and(|d| d.remaining() <= wait) {
+            return Ok(answer(rsp, attempt));
+        }
+        if !shared.budget.withdraw() {
+            shared.counters.refused.inc();
+            tracing::debug!(destination = %policy.name, "retry budget spent; not retrying");
+            return Ok(answer(rsp, attempt));
+        }
+        shared.counters.retries.inc();
+        if let Some(ServedBy(addr)) = rsp.extensions().get::<ServedBy>() {
+            exclude.add(*addr);
+        }
+        drop(rsp);
+        tokio::time::sleep(wait).await;
+        attempt += 1;
+    }
+}
+
+/// Decides on one attempt's response; holds its body for the trailers
+/// when only they can tell.
+async fn judge(
+    rsp: Response<ProxyBody>,
+    policy: &super::policy::DestinationPolicy,
+    rule: &super::policy::MethodRule,
+    last: bool,
+    cap: usize,
+) -> Verdict {
+    if last {
+        return Verdict::Answer(rsp);
+    }
+    if rsp.headers().contains_key(NOT_PROCESSED) {
+        return Verdict::Retry(rsp);
+    }
+    if !rule.idempotent {
+        return Verdict::Answer(rsp);
+    }
+    match grpc_status(rsp.headers()) {
+        Some(code) if policy.retries_on(code) => Verdict::Retry(rsp),
+        Some(_) => Verdict::Answer(rsp),
+        None if !rule.single_response => Verdict::Answer(rsp),
+        None => match hold(rsp, cap).await {
+            (rsp, Ending::Status(Some(code))) if policy.retries_on(code) => Verdict::Retry(rsp),
+            (rsp, Ending::Status(_) | Ending::TooLarge) => Verdict::Answer(rsp),
+            (_, Ending::Broken(reason)) => {
+                let message = format!("the response from {} broke off: {reason}", policy.name);
+                Verdict::Retry(status::response(Code::Unavailable, &message))
+            }
+        },
+    }
+}
+
+/// The request of one attempt: the original parts (moved for a single
+/// attempt, else copied), its body, the remaining deadline and the
+/// endpoint to avoid.
+fn attempt_request(
+    owned: Option<Parts>,
+    borrowed: Option<&Parts>,
+    body: ReplayBody,
+    deadline: Option<Deadline>,
+    exclude: Exclude,
+) -> Request<ReplayBody> {
+    let mut req = match (owned, borrowed) {
+        (Some(parts), _) => Request::from_parts(parts, body),
+        (None, Some(parts)) => {
+            let mut req = Request::new(body);
+            *req.method_mut() = parts.method.clone();
+            *req.uri_mut() = parts.uri.clone();
+            *req.version_mut() = parts.version;
+            *req.headers_mut() = parts.headers.clone();
+            req
+        }
+        (None, None) => Request::new(body),
+    };
+    if let Some(deadline) = deadline {
+        req.headers_mut()
+            .insert(GRPC_TIMEOUT, encode_timeout(deadline.remaining()));
+    }
+    if !exclude.is_empty() {
+        req.extensions_mut().insert(exclude);
+    }
+    req
+}
+
+/// The response as the caller gets it: without our internal marker, and
+/// with the attempt count when there were retries.
+fn answer(mut rsp: Response<ProxyBody>, attempts: u32) -> Response<ProxyBody> {
+    rsp.headers_mut().remove(NOT_PROCESSED);
+    if attempts > 1 {
+        rsp.extensions_mut().insert(Attempts(attempts));
+    }
+    rsp
+}

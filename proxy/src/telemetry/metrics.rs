@@ -1,0 +1,250 @@
+//! The sidecar's own metric families (the resilience layers register theirs
+//! beside them in the same registry). Labels are `&'static str` from
+//! [`names`](super::names), so counting a call hashes a few pointers and
+//! allocates nothing once its series exists.
+
+use std::fmt::Write as _;
+
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder},
+    metrics::{
+        counter::{ConstCounter, Counter},
+        family::Family,
+        gauge::Gauge,
+        histogram::Histogram,
+    },
+    registry::{Registry, Unit},
+};
+
+/// Which side of the sidecar a call or connection is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// From a peer sidecar to our app.
+    Inbound,
+    /// From our app to a peer.
+    Outbound,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+        }
+    }
+}
+
+impl EncodeLabelValue for Direction {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(self.as_str())
+    }
+}
+
+/// One call's series: direction, the peer workload (the caller inbound, the
+/// destination outbound) and the method (`pkg.Service/Method`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct CallLabels {
+    pub direction: Direction,
+    pub peer: &'static str,
+    pub method: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ResponseLabels {
+    pub direction: Direction,
+    pub peer: &'static str,
+    pub method: &'static str,
+    pub grpc_status: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct TlsLabels {
+    pub direction: Direction,
+    pub reason: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct DeniedLabels {
+    pub caller: &'static str,
+    pub method: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct DirectionLabel {
+    direction: Direction,
+}
+
+/// Latency buckets, in seconds: sub-millisecond to ten seconds, finer where
+/// a mesh's calls usually are.
+const LATENCY_BUCKETS: [f64; 15] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
+}
+
+/// Calls: requests when they arrive, responses with their status when they
+/// end, and how long they took.
+#[derive(Debug, Clone)]
+pub struct CallMetrics {
+    requests: Family<CallLabels, Counter>,
+    responses: Family<ResponseLabels, Counter>,
+    latency: Family<CallLabels, Histogram, fn() -> Histogram>,
+}
+
+impl CallMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = CallMetrics {
+            requests: Family::default(),
+            responses: Family::default(),
+            latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+        };
+        registry.register(
+            "meshwork_requests",
+            "Calls received, by direction, peer workload and method",
+            metrics.requests.clone(),
+        );
+        registry.register(
+            "meshwork_responses",
+            "Calls ended, by direction, peer workload, method and gRPC status",
+            metrics.responses.clone(),
+        );
+        registry.register_with_unit(
+            "meshwork_response_latency",
+            "Time from a call's arrival to the end of its response stream",
+            Unit::Seconds,
+            metrics.latency.clone(),
+        );
+        metrics
+    }
+
+    pub fn request(&self, labels: &CallLabels) {
+        self.requests.get_or_create(labels).inc();
+    }
+
+    pub fn response(&self, labels: &CallLabels, grpc_status: &'static str, seconds: f64) {
+        let response = ResponseLabels {
+            direction: labels.direction,
+            peer: labels.peer,
+            method: labels.method,
+            grpc_status,
+        };
+        self.responses.get_or_create(&response).inc();
+        self.latency.get_or_create(labels).observe(seconds);
+    }
+}
+
+/// Connections: open now, and handshakes that failed.
+#[derive(Debug, Clone)]
+pub struct ConnectionMetrics {
+    open: Family<DirectionLabel, Gauge>,
+    tls_failures: Family<TlsLabels, Counter>,
+}
+
+impl ConnectionMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = ConnectionMetrics {
+            open: Family::default(),
+            tls_failures: Family::default(),
+        };
+        registry.register(
+            "meshwork_open_connections",
+            "Connections open on the inbound and outbound listeners",
+            metrics.open.clone(),
+        );
+        registry.register(
+            "meshwork_tls_handshake_failures",
+            "mTLS handshakes that failed or presented no acceptable identity, by why",
+            metrics.tls_failures.clone(),
+        );
+        // Both directions show from the start, at zero.
+        for direction in [Direction::Inbound, Direction::Outbound] {
+            let _ = metrics.open.get_or_create(&DirectionLabel { direction });
+        }
+        metrics
+    }
+
+    /// The gauge of open connections on one side.
+    pub fn open(&self, direction: Direction) -> Gauge {
+        self.open.get_or_create(&DirectionLabel { direction }).clone()
+    }
+
+    pub fn tls_failure(&self, direction: Direction, reason: &'static str) {
+        self.tls_failures.get_or_create(&TlsLabels { direction, reason }).inc();
+    }
+}
+
+/// Calls refused by the authorization policy.
+#[derive(Debug, Clone)]
+pub struct AuthzMetrics {
+    denied: Family<DeniedLabels, Counter>,
+}
+
+impl AuthzMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = AuthzMetrics {
+            denied: Family::default(),
+        };
+        registry.register(
+            "meshwork_authz_denied",
+            "Calls refused by the authorization policy, by caller and method",
+            metrics.denied.clone(),
+        );
+        metrics
+    }
+
+    pub fn denied(&self, caller: &'static str, method: &'static str) {
+        self.denied.get_or_create(&DeniedLabels { caller, method }).inc();
+    }
+}
+
+/// Telemetry that was lost: spans the exporter dropped (read from
+/// `meshwork-telemetry` at each scrape) and access-log lines that did not
+/// fit the writer's queue.
+#[derive(Debug, Clone, Default)]
+pub struct DropMetrics {
+    pub access_log: Counter,
+}
+
+impl DropMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = DropMetrics::default();
+        registry.register(
+            "meshwork_access_log_dropped",
+            "Access-log lines dropped because the writer was behind",
+            metrics.access_log.clone(),
+        );
+        registry.register_collector(Box::new(SpanDrops));
+        metrics
+    }
+}
+
+/// `meshwork_spans_dropped_total{reason}`: the process-wide counts kept by
+/// the span exporter, read when scraped.
+#[derive(Debug)]
+struct SpanDrops;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+impl Collector for SpanDrops {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let drops = meshwork_telemetry::span_drops();
+        let mut family = encoder.encode_descriptor(
+            "meshwork_spans_dropped",
+            "Spans not exported: the export queue was full, or the collector failed",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for (reason, count) in [("queue_full", drops.queue_full), ("export_failed", drops.export_failed)] {
+            let labels = ReasonLabel { reason };
+            let metric = family.encode_family(&labels)?;
+            ConstCounter::new(count).encode(metric)?;
+        }
+        Ok(())
+    }
+}

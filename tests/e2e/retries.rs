@@ -1,0 +1,275 @@
+//! Retries, deadlines and fault injection through real sidecars: only what
+//! is safe is retried, within the budget; deadlines are honoured, capped
+//! and passed on; injected faults behave like real ones.
+
+use std::{sync::atomic::Ordering, time::Duration};
+
+use tokio::time::Instant;
+use tonic::{Code, Request};
+
+use crate::support::replicas::{Fail, Policy, ReplicaMesh, UNARY_IDEMPOTENT, echo, raw_unary};
+
+const RETRIES: &str = "meshwork_outbound_retries_total{destination=\"echo\"}";
+const REFUSED: &str = "meshwork_outbound_retries_refused_total{destination=\"echo\"}";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_call_is_retried_on_unavailable_in_headers_and_in_trailers() {
+    let mesh = ReplicaMesh::start(2, Policy::tables(UNARY_IDEMPOTENT)).await;
+    let mut client = mesh.client().await;
+
+    mesh.script.fail_next(Fail::InHeaders);
+    let rsp = client
+        .unary(echo(64))
+        .await
+        .expect("retried after a trailers-only UNAVAILABLE");
+    assert!(rsp.get_ref().message.starts_with("replica-"));
+    assert_eq!(mesh.total_calls(), 2);
+
+    mesh.script.fail_next(Fail::InTrailers);
+    client
+        .unary(echo(64))
+        .await
+        .expect("retried after UNAVAILABLE in trailers");
+    assert_eq!(mesh.total_calls(), 4);
+    assert_eq!(mesh.caller_metric(RETRIES).await, 2.0);
+    // The replayed body is the whole body.
+    let seen = mesh.apps.iter().flat_map(|a| a.seen.lock().expect("seen").clone());
+    assert!(seen.into_iter().all(|(_, len)| len == 64));
+    mesh.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_idempotent_call_is_not_retried_on_unavailable() {
+    let mesh = ReplicaMesh::start(2, Policy::default()).await;
+    let mut client = mesh.client().await;
+    for fail in [Fail::InHeaders, Fail::InTrailers] {
+        let before = mesh.total_calls();
+        mesh.script.fail_next(fail);
+        let status = client.unary(echo(8)).await.expect_err("not retried");
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+        assert!(status.message().starts_with("replica says"), "{status:?}");
+        assert_eq!(mesh.total_calls(), before + 1, "{fail:?}: sent once");
+    }
+    assert_eq!(mesh.caller_metric(RETRIES).await, 0.0);
+    mesh.shutdown().await;
+}
+
+/// Unprocessed calls are retried whatever the method: a replica whose
+/// sidecar is gone refuses the connection; a replica whose app is gone has
+/// its sidecar say so (`meshwork-not-processed`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_idempotent_call_is_retried_when_it_never_reached_the_app() {
+    let mut mesh = ReplicaMesh::start(3, Policy::default()).await;
+    let mut client = mesh.client().await;
+    mesh.stop_sidecar(1).await;
+    mesh.apps[2].kill();
+    for i in 0..30 {
+        let rsp = client
+            .unary(echo(8))
+            .await
+            .unwrap_or_else(|s| panic!("call {i}: {s:?}"));
+        assert_eq!(rsp.get_ref().message, "replica-0");
+    }
+    let retries = mesh.caller_metric(RETRIES).await;
+    println!("30 non-idempotent calls, 2 of 3 replicas down: {retries} retries, all answered by replica 0");
+    assert_eq!(mesh.apps[0].calls(), 30, "each call reached an app exactly once");
+    assert!(
+        retries >= 2.0,
+        "both dead replicas were tried and retried away from: {retries}"
+    );
+    mesh.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_over_the_replay_cap_is_not_replayed() {
+    let tables = format!("{UNARY_IDEMPOTENT}\n[retry]\nmax_replay_bytes = 1024\n");
+    let mesh = ReplicaMesh::start(2, Policy::tables(&tables)).await;
+    let mut client = mesh.client().await;
+
+    mesh.script.fail_next(Fail::InHeaders);
+    let status = client.unary(echo(4096)).await.expect_err("sent once");
+    assert_eq!(status.code(), Code::Unavailable);
+    assert_eq!(mesh.total_calls(), 1);
+
+    mesh.script.fail_next(Fail::InHeaders);
+    client.unary(echo(512)).await.expect("small enough to replay");
+    assert_eq!(mesh.total_calls(), 3);
+    let sizes: Vec<_> = mesh
+        .apps
+        .iter()
+        .flat_map(|a| a.seen.lock().expect("seen").clone())
+        .map(|(_, len)| len)
+        .collect();
+    assert_eq!(sizes.iter().filter(|&&l| l == 4096).count(), 1, "{sizes:?}");
+    mesh.shutdown().await;
+}
+
+/// A fault aborts every call with UNAVAILABLE; retries stay within the
+/// budget: attempts ≤ calls × (1 + 0.2) + 10 per second of the window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_budget_caps_attempts_when_everything_fails() {
+    let tables = format!(
+        "{UNARY_IDEMPOTENT}\n[[services.echo.faults]]\nabort = {{ percent = 100.0, status = \"UNAVAILABLE\" }}\n\n[retry]\nbackoff_base = \"1ms\"\nbackoff_max = \"5ms\"\n"
+    );
+    let mesh = ReplicaMesh::start(2, Policy::tables(&tables)).await;
+    let calls = 600u32;
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..6 {
+        let mut client = mesh.client().await;
+        tasks.spawn(async move {
+            for _ in 0..calls / 6 {
+                let status = client.unary(echo(8)).await.expect_err("every call aborted");
+                assert_eq!(status.code(), Code::Unavailable);
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.expect("worker");
+    }
+    let seconds = mesh.started.elapsed().as_secs_f64().ceil().min(10.0);
+    let retries = mesh.caller_metric(RETRIES).await;
+    let refused = mesh.caller_metric(REFUSED).await;
+    let attempts = f64::from(calls) + retries;
+    let bound = f64::from(calls) * 1.2 + 10.0 * seconds;
+    println!(
+        "budget: {calls} calls, {retries} retries, {refused} refused; attempts/calls = {:.3} (bound {:.3} with {seconds} s of floor)",
+        attempts / f64::from(calls),
+        bound / f64::from(calls)
+    );
+    assert!(attempts <= bound, "{attempts} attempts > {bound}");
+    assert!(
+        retries >= f64::from(calls) * 0.2 * 0.9,
+        "the budget allows ~20 %: {retries}"
+    );
+    assert!(refused > 0.0);
+    assert_eq!(mesh.total_calls(), 0, "aborted before reaching any app");
+    mesh.shutdown().await;
+}
+
+/// A call with `grpc-timeout` set as metadata: tonic's own `set_timeout`
+/// would also time the call out in the client, racing the sidecar's answer.
+fn with_timeout(timeout: Duration) -> Request<meshwork_proto::echo::EchoRequest> {
+    let mut req = Request::new(echo(8));
+    let value = format!("{}m", timeout.as_millis());
+    req.metadata_mut().insert("grpc-timeout", value.parse().expect("value"));
+    req
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadline_shorter_than_an_injected_delay_is_deadline_exceeded() {
+    let tables = "[[services.echo.faults]]\ndelay = { percent = 100.0, duration = \"2s\" }\n";
+    let mesh = ReplicaMesh::start(1, Policy::tables(tables)).await;
+    let deadline = Duration::from_millis(200);
+    let started = Instant::now();
+    let (status, message) = raw_unary(mesh.caller_outbound, "200m").await;
+    let took = started.elapsed();
+    println!("deadline 200 ms, injected delay 2 s: grpc-status {status} after {took:?}");
+    assert_eq!(status, "4", "DEADLINE_EXCEEDED: {message}");
+    assert_eq!(message, "deadline of 200ms exceeded calling echo");
+    assert!(
+        took >= deadline && took < deadline + Duration::from_millis(150),
+        "{took:?}"
+    );
+    mesh.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_remaining_time_is_passed_on_and_capped_by_configuration() {
+    let policy = Policy {
+        service_keys: "timeout = \"300ms\"".into(),
+        tables: String::new(),
+    };
+    let mesh = ReplicaMesh::start(1, policy).await;
+    let mut client = mesh.client().await;
+    let seen = |mesh: &ReplicaMesh| {
+        let last = mesh.apps[0].seen.lock().expect("seen").last().cloned();
+        let value = last.and_then(|(t, _)| t).expect("a grpc-timeout reached the app");
+        let (digits, unit) = value.split_at(value.len() - 1);
+        let n: u64 = digits.parse().expect("digits");
+        match unit {
+            "n" => Duration::from_nanos(n),
+            "u" => Duration::from_micros(n),
+            "m" => Duration::from_millis(n),
+            "S" => Duration::from_secs(n),
+            other => panic!("unit {other}"),
+        }
+    };
+
+    // The caller's 200 ms: the app sees what is left of it.
+    client
+        .unary(with_timeout(Duration::from_millis(200)))
+        .await
+        .expect("in time");
+    let passed = seen(&mesh);
+    println!("caller sent 200 ms; the app saw {passed:?}");
+    assert!(
+        passed <= Duration::from_millis(200) && passed > Duration::from_millis(100),
+        "{passed:?}"
+    );
+
+    // A longer (or no) deadline is cut to the configured 300 ms.
+    client
+        .unary(with_timeout(Duration::from_secs(5)))
+        .await
+        .expect("in time");
+    assert!(seen(&mesh) <= Duration::from_millis(300));
+    client.unary(echo(8)).await.expect("in time");
+    assert!(seen(&mesh) <= Duration::from_millis(300));
+
+    // With no caller deadline, the cap still ends a slow call (and a
+    // caller's longer one too: tonic would time out only after 5 s).
+    mesh.apps[0].delay_ms.store(2000, Ordering::SeqCst);
+    let started = Instant::now();
+    let status = client
+        .unary(with_timeout(Duration::from_secs(5)))
+        .await
+        .expect_err("capped");
+    let took = started.elapsed();
+    println!(
+        "caller 5 s, cap 300 ms, app takes 2 s: {:?} after {took:?}",
+        status.code()
+    );
+    assert_eq!(status.code(), Code::DeadlineExceeded);
+    assert_eq!(status.message(), "deadline of 300ms exceeded calling echo");
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_millis(450),
+        "{took:?}"
+    );
+    let started = Instant::now();
+    let status = client.unary(echo(8)).await.expect_err("capped");
+    assert_eq!(status.code(), Code::DeadlineExceeded);
+    assert!(started.elapsed() < Duration::from_millis(450));
+    mesh.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_grpc_timeout_is_invalid_argument() {
+    let mesh = ReplicaMesh::start(1, Policy::default()).await;
+    let mut client = mesh.client().await;
+    let mut req = Request::new(echo(8));
+    req.metadata_mut()
+        .insert("grpc-timeout", "soon".parse().expect("value"));
+    let status = client.unary(req).await.expect_err("refused");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().starts_with("malformed grpc-timeout 'soon'"),
+        "{status:?}"
+    );
+    assert_eq!(mesh.total_calls(), 0);
+    mesh.shutdown().await;
+}
+
+/// `after_response`: the app handles the call, its answer is lost; the
+/// caller gets the status, and a non-idempotent call is not sent again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_after_response_lets_the_app_handle_the_call() {
+    let tables =
+        "[[services.echo.faults]]\nabort = { percent = 100.0, status = \"UNAVAILABLE\", after_response = true }\n";
+    let mesh = ReplicaMesh::start(2, Policy::tables(tables)).await;
+    let mut client = mesh.client().await;
+    let status = client.unary(echo(8)).await.expect_err("answer dropped");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(status.message().starts_with("fault injected"), "{status:?}");
+    assert_eq!(mesh.total_calls(), 1, "handled once, not retried");
+    mesh.shutdown().await;
+}
