@@ -5,6 +5,7 @@ mod mesh_cli;
 mod metrics;
 mod mtls;
 mod retries;
+mod shop_resilience;
 mod sidecar_pair;
 mod support;
 mod tracing;

@@ -15,7 +15,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-use meshwork_config::MeshConfig;
+use meshwork_config::{MeshConfig, SidecarSpec};
 
 use crate::{certs, demo, serve, signals};
 use children::Supervisor;
@@ -46,6 +46,8 @@ struct Process {
 
 pub async fn up(args: UpArgs) -> Result<()> {
     let config_path = std::path::absolute(&args.config).context("resolving the config path")?;
+    // Noted before the file is read, so an edit made during start-up is seen too.
+    let mut watch = ConfigWatch::new(&config_path);
     let config = MeshConfig::load(&config_path)?;
     for name in config.services.keys() {
         if !serve::known_service(name) {
@@ -96,6 +98,7 @@ pub async fn up(args: UpArgs) -> Result<()> {
     // Check well within the renewal window, so a leaf never gets close to expiry.
     let mut renewal = tokio::time::interval((certs::renew_before(&config) / 4).max(Duration::from_secs(30)));
     renewal.tick().await;
+    let mut config = config;
     let shutdown = signals::terminated();
     tokio::pin!(shutdown);
     loop {
@@ -108,25 +111,156 @@ pub async fn up(args: UpArgs) -> Result<()> {
                 }
             }
             _ = renewal.tick() => renew(&config).await,
+            _ = watch.tick() => {
+                if let Some(edited) = watch.reload() {
+                    match edited {
+                        Ok(edited) => {
+                            rescale(&mut supervisor, &exe, &config, &edited, &config_path, &data_dir).await;
+                            config = edited;
+                        }
+                        Err(e) => eprintln!("mesh: ignoring the edited config: {e}"),
+                    }
+                }
+            }
         }
     }
     println!("mesh: stopping");
+    let (apps, sidecars) = (
+        app_processes(&config, &data_dir),
+        sidecar_processes(&config, &config_path),
+    );
     stop_all(&mut supervisor, &apps, &sidecars).await;
     println!("mesh: stopped");
     Ok(())
 }
 
+/// Notices edits to mesh.toml, by modification time, polled: the launcher
+/// needs no more than a second's latency, and polling sees editors that
+/// replace the file as well as those that rewrite it.
+struct ConfigWatch {
+    path: PathBuf,
+    modified: Option<std::time::SystemTime>,
+    interval: tokio::time::Interval,
+}
+
+impl ConfigWatch {
+    fn new(path: &Path) -> Self {
+        let mut interval = tokio::time::interval(Duration::from_secs(1));
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        ConfigWatch {
+            path: path.to_path_buf(),
+            modified: modified(path),
+            interval,
+        }
+    }
+
+    async fn tick(&mut self) {
+        self.interval.tick().await;
+    }
+
+    /// The file, parsed, if it changed since last time.
+    fn reload(&mut self) -> Option<Result<MeshConfig, meshwork_config::ConfigError>> {
+        let now = modified(&self.path);
+        if now == self.modified {
+            return None;
+        }
+        self.modified = now;
+        Some(MeshConfig::load(&self.path))
+    }
+}
+
+fn modified(path: &Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// Applies an edited mesh.toml to the running processes: starts replicas
+/// (and workloads) it adds, stops those it removes. The sidecars pick up the
+/// new endpoints and policy from the file themselves. Changes to a running
+/// process's own addresses need a restart of `mesh up`, and are said so.
+async fn rescale(
+    supervisor: &mut Supervisor,
+    exe: &Path,
+    old: &MeshConfig,
+    new: &MeshConfig,
+    config_path: &Path,
+    data_dir: &Path,
+) {
+    let (old_sidecars, new_sidecars) = (sidecar_processes(old, config_path), sidecar_processes(new, config_path));
+    let (old_apps, new_apps) = (app_processes(old, data_dir), app_processes(new, data_dir));
+    let missing_from = |from: &[Process], of: &[Process]| -> Vec<String> {
+        of.iter()
+            .filter(|p| !from.iter().any(|q| q.label == p.label))
+            .map(|p| p.label.clone())
+            .collect()
+    };
+
+    let (gone_apps, gone_sidecars) = (
+        missing_from(&new_apps, &old_apps),
+        missing_from(&new_sidecars, &old_sidecars),
+    );
+    if !gone_apps.is_empty() || !gone_sidecars.is_empty() {
+        println!(
+            "mesh: mesh.toml changed; stopping {}",
+            [&gone_apps[..], &gone_sidecars[..]].concat().join(", ")
+        );
+        supervisor.stop(&gone_apps, STOP_GRACE).await;
+        supervisor.stop(&gone_sidecars, STOP_GRACE).await;
+    }
+    for process in new_sidecars.iter().chain(&new_apps) {
+        if let Some(before) = old_sidecars.iter().chain(&old_apps).find(|p| p.label == process.label)
+            && before.args != process.args
+        {
+            eprintln!(
+                "mesh: {}'s addresses changed in mesh.toml; restart `mesh up` to apply that",
+                process.label
+            );
+        }
+    }
+
+    let added: Vec<&Process> = new_sidecars
+        .iter()
+        .filter(|p| !old_sidecars.iter().any(|q| q.label == p.label))
+        .chain(new_apps.iter().filter(|p| !old_apps.iter().any(|q| q.label == p.label)))
+        .collect();
+    if added.is_empty() {
+        return;
+    }
+    if let Err(e) = certs::ensure(new) {
+        eprintln!("mesh: cannot start what mesh.toml added: {e:#}");
+        return;
+    }
+    // Sidecars come first in `added`, so no new app calls out before its sidecar exists.
+    for process in added {
+        match supervisor.spawn(&process.label, exe, &process.args) {
+            Ok(pid) => println!("mesh: mesh.toml changed; started {} (pid {pid})", process.label),
+            Err(e) => eprintln!("mesh: cannot start {}: {e:#}", process.label),
+        }
+    }
+}
+
+/// How a sidecar's app is named in logs and the table: the service's name
+/// for replica 0, with the replica's index for the others (stable when a
+/// service is scaled up or down).
+fn workload_label(spec: &SidecarSpec<'_>) -> String {
+    match spec.replica {
+        0 => spec.name.to_string(),
+        r => format!("{}-{r}", spec.name),
+    }
+}
+
 fn sidecar_processes(config: &MeshConfig, config_path: &Path) -> Vec<Process> {
     config
-        .workload_names()
-        .map(|name| Process {
-            label: format!("{name}-proxy"),
+        .sidecars()
+        .map(|spec| Process {
+            label: format!("{}-proxy", workload_label(&spec)),
             args: vec![
                 "proxy".into(),
                 "--config".into(),
                 config_path.display().to_string(),
                 "--name".into(),
-                name.into(),
+                spec.name.into(),
+                "--replica".into(),
+                spec.replica.to_string(),
             ],
         })
         .collect()
@@ -134,20 +268,23 @@ fn sidecar_processes(config: &MeshConfig, config_path: &Path) -> Vec<Process> {
 
 fn app_processes(config: &MeshConfig, data_dir: &Path) -> Vec<Process> {
     config
-        .services
-        .iter()
-        .map(|(name, service)| Process {
-            label: name.clone(),
-            args: vec![
-                "serve".into(),
-                name.clone(),
-                "--listen".into(),
-                service.app.to_string(),
-                "--sidecar".into(),
-                service.outbound.to_string(),
-                "--data-dir".into(),
-                data_dir.display().to_string(),
-            ],
+        .sidecars()
+        .filter_map(|spec| {
+            let app = spec.app?;
+            Some(Process {
+                label: workload_label(&spec),
+                args: vec![
+                    "serve".into(),
+                    spec.name.into(),
+                    "--listen".into(),
+                    app.to_string(),
+                    "--sidecar".into(),
+                    spec.outbound.to_string(),
+                    // Replicas share their service's database.
+                    "--data-dir".into(),
+                    data_dir.display().to_string(),
+                ],
+            })
         })
         .collect()
 }
@@ -182,9 +319,9 @@ async fn start_and_wait(
             exit = supervisor.next_exit() => bail!("{} {} during start-up", exit.name, exit.describe()),
             _ = tokio::time::sleep_until(deadline) => {
                 let mut waiting = Vec::new();
-                for (name, admin) in config.workload_names().zip(&admins) {
-                    if !probe.ok(*admin, path).await {
-                        waiting.push(name);
+                for spec in config.sidecars() {
+                    if !probe.ok(spec.admin, path).await {
+                        waiting.push(workload_label(&spec));
                     }
                 }
                 bail!("not ready within {ready_timeout:?}: {}", waiting.join(", "));
@@ -222,28 +359,24 @@ fn print_table(config: &MeshConfig, pids: &[(String, u32)]) {
             .map(|(_, p)| p.to_string())
             .unwrap_or_else(|| "-".into())
     };
-    let dash = || "-".to_string();
+    let or_dash = |addr: Option<SocketAddr>| addr.map(|a| a.to_string()).unwrap_or_else(|| "-".into());
     println!();
     println!(
-        "{:<10} {:<16} {:<16} {:<16} {:<16} {:>8} {:>8}  READY",
+        "{:<12} {:<16} {:<16} {:<16} {:<16} {:>8} {:>8}  READY",
         "WORKLOAD", "APP", "INBOUND (mTLS)", "OUTBOUND", "ADMIN", "APP PID", "PROXY"
     );
-    for name in config.workload_names() {
-        let Some(sidecar) = config.sidecar(name) else { continue };
-        let (app, inbound) = match sidecar.service {
-            Some(s) => (s.app.to_string(), s.inbound.to_string()),
-            None => (dash(), dash()),
-        };
-        let app_pid = if sidecar.service.is_some() { pid(name) } else { dash() };
+    for spec in config.sidecars() {
+        let label = workload_label(&spec);
+        let app_pid = if spec.app.is_some() { pid(&label) } else { "-".into() };
         println!(
-            "{:<10} {:<16} {:<16} {:<16} {:<16} {:>8} {:>8}  yes",
-            name,
-            app,
-            inbound,
-            sidecar.outbound,
-            sidecar.admin,
+            "{:<12} {:<16} {:<16} {:<16} {:<16} {:>8} {:>8}  yes",
+            label,
+            or_dash(spec.app),
+            or_dash(spec.inbound),
+            spec.outbound,
+            spec.admin,
             app_pid,
-            pid(&format!("{name}-proxy"))
+            pid(&format!("{label}-proxy"))
         );
     }
     println!();

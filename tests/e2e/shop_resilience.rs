@@ -1,0 +1,297 @@
+//! The shop under failure, as real processes: one of three catalog replicas
+//! killed under steady load loses no read call, and checkouts whose payment
+//! responses are lost after the charge committed never charge twice.
+
+use std::{
+    path::Path,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use meshwork_proto::{
+    cart::{self, cart_service_client::CartServiceClient},
+    catalog::{self, catalog_service_client::CatalogServiceClient},
+    users::{self, user_service_client::UserServiceClient},
+};
+use nix::{
+    sys::signal::{Signal, kill},
+    unistd::Pid,
+};
+use tonic::transport::Channel;
+
+use crate::support::{
+    http,
+    mesh_process::{MeshProcess, pids, shop_config},
+};
+
+/// Rewrites the `[services.NAME]` header of a shop config to add `extra` lines.
+fn add_to_service(config: &Path, name: &str, extra: &str) {
+    let text = std::fs::read_to_string(config).expect("read config");
+    let header = format!("[services.{name}]\n");
+    assert!(text.contains(&header));
+    std::fs::write(config, text.replace(&header, &format!("{header}{extra}\n"))).expect("write config");
+}
+
+async fn demo_channel(outbound_port: u16) -> Channel {
+    Channel::from_shared(format!("http://127.0.0.1:{outbound_port}"))
+        .expect("uri")
+        .connect_lazy()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_one_of_three_catalog_replicas_under_load_fails_no_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = shop_config(dir.path(), 32100);
+    // Replicas 1 and 2 of catalog listen 5 ports above the one before.
+    std::fs::write(
+        &config,
+        format!(
+            "replica_port_step = 5\n{}",
+            std::fs::read_to_string(&config).expect("read")
+        ),
+    )
+    .expect("write");
+    add_to_service(&config, "catalog", "replicas = 3");
+    let mut mesh = MeshProcess::start(&["up", "--config", config.to_str().expect("utf-8")]);
+    mesh.wait_for("mesh: up", Duration::from_secs(120));
+    let (victim_app, victim_proxy) = pids(&mesh.output(), "catalog-1");
+
+    let channel = demo_channel(32300).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let mut workers = Vec::new();
+    for worker in 0..8u64 {
+        let mut client = CatalogServiceClient::new(channel.clone());
+        let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+        workers.push(tokio::spawn(async move {
+            let mut errors = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let result = if worker % 2 == 0 {
+                    client
+                        .get_product(catalog::GetProductRequest {
+                            product_id: "book-ddia".into(),
+                        })
+                        .await
+                        .map(drop)
+                } else {
+                    let request = catalog::ListProductsRequest {
+                        page_size: 10,
+                        ..Default::default()
+                    };
+                    client.list_products(request).await.map(drop)
+                };
+                match result {
+                    Ok(()) => ok.fetch_add(1, Ordering::Relaxed),
+                    Err(status) => {
+                        errors.push(format!("{:?}: {}", status.code(), status.message()));
+                        failed.fetch_add(1, Ordering::Relaxed)
+                    }
+                };
+            }
+            errors
+        }));
+    }
+
+    // Steady load first, then kill replica 1 (app and sidecar), then keep going.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let before_kill = ok.load(Ordering::Relaxed);
+    kill(Pid::from_raw(victim_app), Signal::SIGKILL).expect("kill catalog-1");
+    kill(Pid::from_raw(victim_proxy), Signal::SIGKILL).expect("kill catalog-1-proxy");
+    let killed_at = Instant::now();
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut errors = Vec::new();
+    for worker in workers {
+        errors.extend(worker.await.expect("worker"));
+    }
+    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    println!(
+        "catalog replica killed under load: {ok} reads succeeded ({} after the kill, over {:?}), {failed} failed",
+        ok - before_kill,
+        killed_at.elapsed()
+    );
+    assert!(
+        before_kill > 100,
+        "steady load before the kill: only {before_kill} calls"
+    );
+    assert!(ok - before_kill > 100, "load went on after the kill");
+    assert_eq!(failed, 0, "reads failed: {:?}", &errors[..errors.len().min(10)]);
+    mesh.wait_for("mesh: catalog-1 was killed by SIGKILL", Duration::from_secs(10));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_payment_responses_never_charge_twice() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = shop_config(dir.path(), 32600);
+    let pristine = std::fs::read_to_string(&config).expect("read config");
+    // Every answer of payments to Charge is lost on the way back, after the
+    // charge has committed: cart's sidecar sees UNAVAILABLE and retries (Charge
+    // is IDEMPOTENT), in vain, and the shopper's checkout fails.
+    add_to_service(
+        &config,
+        "payments",
+        "faults = [{ methods = [\"Charge\"], abort = { percent = 100, status = \"UNAVAILABLE\", after_response = true } }]",
+    );
+    let mut mesh = MeshProcess::start(&["up", "--config", config.to_str().expect("utf-8")]);
+    mesh.wait_for("mesh: up", Duration::from_secs(120));
+
+    let channel = demo_channel(32800).await;
+    let mut users = UserServiceClient::new(channel.clone());
+    let mut carts = CartServiceClient::new(channel);
+    const SHOPPERS: usize = 4;
+    let mut shoppers = Vec::new();
+    for shopper in 0..SHOPPERS {
+        let register = users::RegisterRequest {
+            email: format!("shopper{shopper}@example.com"),
+            password: "long enough password".into(),
+            display_name: format!("Shopper {shopper}"),
+        };
+        let user = users
+            .register(register)
+            .await
+            .expect("register")
+            .into_inner()
+            .user
+            .expect("user");
+        for (product, quantity) in [("book-ddia", 1), ("book-sre", 2)] {
+            let item = cart::AddItemRequest {
+                user_id: user.id.clone(),
+                product_id: product.into(),
+                quantity,
+            };
+            carts.add_item(item).await.expect("add item");
+        }
+        // The shopper presses "buy" twice; both charges commit, both answers are lost.
+        for _ in 0..2 {
+            let status = carts
+                .checkout(cart::CheckoutRequest {
+                    user_id: user.id.clone(),
+                })
+                .await
+                .expect_err("the answer is lost");
+            assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+        }
+        shoppers.push(user.id);
+    }
+
+    // The network heals (the sidecars reload mesh.toml), and each shopper
+    // presses "buy" once more: the charge is replayed, not made again.
+    std::fs::write(&config, &pristine).expect("restore config");
+    for user_id in &shoppers {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let order = loop {
+            match carts
+                .checkout(cart::CheckoutRequest {
+                    user_id: user_id.clone(),
+                })
+                .await
+            {
+                Ok(response) => break response.into_inner().order.expect("order"),
+                // Until the sidecar has read the edited file, answers are still lost.
+                Err(status) if status.code() == tonic::Code::Unavailable && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
+                Err(status) => panic!("checkout after the fault was lifted: {status:?}"),
+            }
+        };
+        assert_eq!(&order.user_id, user_id);
+        // And once more after it went through: there is nothing left to buy.
+        let again = carts
+            .checkout(cart::CheckoutRequest {
+                user_id: user_id.clone(),
+            })
+            .await;
+        assert_eq!(
+            again.expect_err("cart is empty").code(),
+            tonic::Code::FailedPrecondition
+        );
+    }
+
+    let (_, metrics) = http::get("127.0.0.1:32904".parse().expect("payments admin"), "/metrics")
+        .await
+        .expect("metrics");
+    let charges_served: f64 = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with(
+                "meshwork_requests_total{direction=\"inbound\",peer=\"cart\",method=\"shop.payments.v1.PaymentService/Charge\"}",
+            )
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    mesh.signal(Signal::SIGTERM);
+    assert!(mesh.wait(Duration::from_secs(40)).success(), "{}", mesh.output());
+
+    let db =
+        tokio_rusqlite::rusqlite::Connection::open(dir.path().join(".mesh/data/payments.db")).expect("payments.db");
+    let orders: i64 = db
+        .query_row("SELECT COUNT(*) FROM orders", [], |r| r.get(0))
+        .expect("count");
+    let users_charged: i64 = db
+        .query_row("SELECT COUNT(DISTINCT user_id) FROM orders", [], |r| r.get(0))
+        .expect("count users");
+    println!("{SHOPPERS} shoppers: payments served {charges_served} charges and holds {orders} orders");
+    // Each shopper's two failed checkouts reached payments at least twice
+    // each (cart's sidecar retried), and the last one once more.
+    assert!(
+        charges_served >= (SHOPPERS * 5) as f64,
+        "charges served: {charges_served}"
+    );
+    assert_eq!(orders, SHOPPERS as i64, "one order per shopper");
+    assert_eq!(users_charged, SHOPPERS as i64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaling_catalog_in_mesh_toml_starts_and_stops_replicas_that_take_traffic() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = shop_config(dir.path(), 33100);
+    let text = format!(
+        "replica_port_step = 5\n{}",
+        std::fs::read_to_string(&config).expect("read")
+    );
+    std::fs::write(&config, &text).expect("write");
+    let mut mesh = MeshProcess::start(&["up", "--config", config.to_str().expect("utf-8")]);
+    mesh.wait_for("mesh: up", Duration::from_secs(120));
+    let (first_app, first_proxy) = pids(&mesh.output(), "catalog");
+
+    // Scale up to three: the launcher starts replicas 1 and 2 with their sidecars.
+    let scaled = |replicas: u16| {
+        text.replace(
+            "[services.catalog]\n",
+            &format!("[services.catalog]\nreplicas = {replicas}\n"),
+        )
+    };
+    std::fs::write(&config, scaled(3)).expect("scale up");
+    mesh.wait_for("started catalog-2 ", Duration::from_secs(10));
+    // Catalog's admin port is 33402; replica k's is 5k above it.
+    for admin in [33407, 33412] {
+        http::wait_ready(format!("127.0.0.1:{admin}").parse().expect("admin")).await;
+    }
+
+    // Back down to two: replica 2 is stopped.
+    std::fs::write(&config, scaled(2)).expect("scale down");
+    mesh.wait_for("stopping catalog-2, catalog-2-proxy", Duration::from_secs(10));
+
+    // With the original replica gone, reads are served by the one the edit added.
+    kill(Pid::from_raw(first_app), Signal::SIGKILL).expect("kill catalog");
+    kill(Pid::from_raw(first_proxy), Signal::SIGKILL).expect("kill catalog-proxy");
+    let mut catalog = CatalogServiceClient::new(demo_channel(33300).await);
+    for _ in 0..50 {
+        let request = catalog::GetProductRequest {
+            product_id: "book-ddia".into(),
+        };
+        catalog.get_product(request).await.expect("read served by replica 1");
+    }
+    let (_, metrics) = http::get("127.0.0.1:33407".parse().expect("admin"), "/metrics")
+        .await
+        .expect("metrics");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("meshwork_requests_total{direction=\"inbound\",peer=\"demo\"")),
+        "replica 1 served none of the reads:\n{metrics}"
+    );
+}
