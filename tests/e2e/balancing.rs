@@ -59,6 +59,8 @@ async fn a_slow_replica_gets_fewer_calls() {
     mesh.shutdown().await;
 }
 
+const CALLERS: usize = 4;
+
 /// Steady load from 4 callers while replica 1's app is killed: every call
 /// succeeds (retried elsewhere), replica 1 is ejected, and once its app is
 /// back a probe puts it back in service.
@@ -67,7 +69,7 @@ async fn replica_app_killed_under_load_no_call_fails_then_it_comes_back() {
     let mesh = Arc::new(ReplicaMesh::start(3, Policy::tables(UNARY_IDEMPOTENT)).await);
     let stop_at = Instant::now() + Duration::from_millis(2500);
     let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..4 {
+    for _ in 0..CALLERS {
         let mut client = mesh.client().await;
         tasks.spawn(async move {
             let mut n = 0u32;
@@ -100,7 +102,13 @@ async fn replica_app_killed_under_load_no_call_fails_then_it_comes_back() {
         mesh.counts()
     );
     assert_eq!(ejections, 1.0, "replica 1 was ejected once");
-    assert_eq!(mesh.apps[1].calls(), killed_at, "a dead app handles nothing");
+    // Aborting the app's tasks takes effect at their next await, so a call
+    // already inside a handler (at most one per caller) may still finish.
+    let after_kill = mesh.apps[1].calls() - killed_at;
+    assert!(
+        after_kill <= CALLERS as u64,
+        "a dead app handles nothing new: {after_kill} calls after the kill"
+    );
 
     // Back up: a probe (at most ~2 s after the last) finds it and it takes
     // calls again.

@@ -44,7 +44,7 @@ async fn demo_channel(outbound_port: u16) -> Channel {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_one_of_three_catalog_replicas_under_load_fails_no_read() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = shop_config(dir.path(), 32100);
+    let config = shop_config(dir.path(), 28600);
     // Replicas 1 and 2 of catalog listen 5 ports above the one before.
     std::fs::write(
         &config,
@@ -59,7 +59,7 @@ async fn killing_one_of_three_catalog_replicas_under_load_fails_no_read() {
     mesh.wait_for("mesh: up", Duration::from_secs(120));
     let (victim_app, victim_proxy) = pids(&mesh.output(), "catalog-1");
 
-    let channel = demo_channel(32300).await;
+    let channel = demo_channel(28800).await;
     let stop = Arc::new(AtomicBool::new(false));
     let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let mut workers = Vec::new();
@@ -125,7 +125,7 @@ async fn killing_one_of_three_catalog_replicas_under_load_fails_no_read() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_payment_responses_never_charge_twice() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = shop_config(dir.path(), 32600);
+    let config = shop_config(dir.path(), 29100);
     let pristine = std::fs::read_to_string(&config).expect("read config");
     // Every answer of payments to Charge is lost on the way back, after the
     // charge has committed: cart's sidecar sees UNAVAILABLE and retries (Charge
@@ -138,7 +138,7 @@ async fn lost_payment_responses_never_charge_twice() {
     let mut mesh = MeshProcess::start(&["up", "--config", config.to_str().expect("utf-8")]);
     mesh.wait_for("mesh: up", Duration::from_secs(120));
 
-    let channel = demo_channel(32800).await;
+    let channel = demo_channel(29300).await;
     let mut users = UserServiceClient::new(channel.clone());
     let mut carts = CartServiceClient::new(channel);
     const SHOPPERS: usize = 4;
@@ -210,7 +210,7 @@ async fn lost_payment_responses_never_charge_twice() {
         );
     }
 
-    let (_, metrics) = http::get("127.0.0.1:32904".parse().expect("payments admin"), "/metrics")
+    let (_, metrics) = http::get("127.0.0.1:29404".parse().expect("payments admin"), "/metrics")
         .await
         .expect("metrics");
     let charges_served: f64 = metrics
@@ -247,7 +247,7 @@ async fn lost_payment_responses_never_charge_twice() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scaling_catalog_in_mesh_toml_starts_and_stops_replicas_that_take_traffic() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = shop_config(dir.path(), 33100);
+    let config = shop_config(dir.path(), 29600);
     let text = format!(
         "replica_port_step = 5\n{}",
         std::fs::read_to_string(&config).expect("read")
@@ -266,8 +266,8 @@ async fn scaling_catalog_in_mesh_toml_starts_and_stops_replicas_that_take_traffi
     };
     std::fs::write(&config, scaled(3)).expect("scale up");
     mesh.wait_for("started catalog-2 ", Duration::from_secs(10));
-    // Catalog's admin port is 33402; replica k's is 5k above it.
-    for admin in [33407, 33412] {
+    // Catalog's admin port is 29902; replica k's is 5k above it.
+    for admin in [29907, 29912] {
         http::wait_ready(format!("127.0.0.1:{admin}").parse().expect("admin")).await;
     }
 
@@ -278,14 +278,14 @@ async fn scaling_catalog_in_mesh_toml_starts_and_stops_replicas_that_take_traffi
     // With the original replica gone, reads are served by the one the edit added.
     kill(Pid::from_raw(first_app), Signal::SIGKILL).expect("kill catalog");
     kill(Pid::from_raw(first_proxy), Signal::SIGKILL).expect("kill catalog-proxy");
-    let mut catalog = CatalogServiceClient::new(demo_channel(33300).await);
+    let mut catalog = CatalogServiceClient::new(demo_channel(29800).await);
     for _ in 0..50 {
         let request = catalog::GetProductRequest {
             product_id: "book-ddia".into(),
         };
         catalog.get_product(request).await.expect("read served by replica 1");
     }
-    let (_, metrics) = http::get("127.0.0.1:33407".parse().expect("admin"), "/metrics")
+    let (_, metrics) = http::get("127.0.0.1:29907".parse().expect("admin"), "/metrics")
         .await
         .expect("metrics");
     assert!(

@@ -45,9 +45,14 @@ async fn listener() -> TcpListener {
     TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0")
 }
 
-/// A port nothing listens on (bound, then released).
-async fn free_port() -> SocketAddr {
-    listener().await.local_addr().expect("addr")
+/// `n` distinct ports nothing listens on: all are bound before any is
+/// released, so the kernel cannot hand the same one out twice.
+async fn free_ports<const N: usize>() -> [SocketAddr; N] {
+    let mut held = Vec::with_capacity(N);
+    for _ in 0..N {
+        held.push(listener().await);
+    }
+    std::array::from_fn(|i| held[i].local_addr().expect("addr"))
 }
 
 /// Settings that make tests quick: fast reloads, probes and drains.
@@ -71,7 +76,7 @@ impl Mesh {
         let (caller_out, caller_adm) = (listener().await, listener().await);
         let (stranger_out, stranger_adm) = (listener().await, listener().await);
         let (idle_in, idle_out, idle_adm) = (listener().await, listener().await, listener().await);
-        let idle_app = free_port().await;
+        let [idle_app, down_inbound, unused @ ..] = free_ports::<8>().await;
         let impostor = listener().await;
         let addr = |l: &TcpListener| l.local_addr().expect("addr");
         let (echo_inbound, echo_admin) = (addr(&echo_in), addr(&echo_adm));
@@ -79,11 +84,6 @@ impl Mesh {
         let stranger_outbound = addr(&stranger_out);
         let catalog_inbound = addr(&impostor);
         let idle_admin = addr(&idle_adm);
-        let down_inbound = free_port().await;
-        let mut unused = Vec::new();
-        for _ in 0..6 {
-            unused.push(free_port().await);
-        }
 
         let text = format!(
             r#"

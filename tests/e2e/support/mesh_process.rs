@@ -17,7 +17,9 @@ use nix::{
 pub const MESH: &str = env!("CARGO_BIN_EXE_mesh");
 
 /// A mesh.toml for the four shop services and the demo client, on ports from
-/// `base` up, keeping its state in `dir`.
+/// `base` up, keeping its state in `dir`. Keep `base` and its range below
+/// 32768, where Linux's ephemeral ports begin: an outgoing connection of any
+/// other test may take a port up there, and `mesh up` then finds it not free.
 pub fn shop_config(dir: &Path, base: u16) -> PathBuf {
     let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../mesh.toml"))
         .expect("the repository's mesh.toml");
