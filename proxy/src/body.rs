@@ -74,18 +74,21 @@ impl Body for Held {
     }
 
     fn size_hint(&self) -> SizeHint {
-        let held = self.data.as_ref().map_or(0, |d| d.len() as u64);
-        match &self.rest {
-            Some(rest) => {
-                let inner = rest.size_hint();
-                let mut hint = SizeHint::new();
-                hint.set_lower(inner.lower() + held);
-                if let Some(upper) = inner.upper() {
-                    hint.set_upper(upper + held);
-                }
-                hint
-            }
-            None => SizeHint::with_exact(held),
-        }
+        prefixed_size_hint(self.data.as_ref(), self.rest.as_ref())
     }
+}
+
+/// The size of `held` bytes followed by what is left of `rest`.
+pub fn prefixed_size_hint(held: Option<&Bytes>, rest: Option<&Incoming>) -> SizeHint {
+    let held = held.map_or(0, |d| d.len() as u64);
+    let Some(rest) = rest else {
+        return SizeHint::with_exact(held);
+    };
+    let inner = rest.size_hint();
+    let mut hint = SizeHint::new();
+    hint.set_lower(inner.lower() + held);
+    if let Some(upper) = inner.upper() {
+        hint.set_upper(upper + held);
+    }
+    hint
 }

@@ -18,6 +18,7 @@ mod body;
 mod config_watch;
 mod error;
 mod forward;
+mod gather;
 mod grpc;
 mod identity;
 mod inbound;

@@ -5,14 +5,28 @@
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use hyper_util::{
+    rt::{TokioExecutor, TokioTimer},
+    server::graceful::{GracefulShutdown, Watcher},
+};
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::{
     net::{TcpListener, TcpStream},
     sync::Semaphore,
 };
 
-use crate::shutdown::Shutdown;
+use crate::{options::Settings, shutdown::Shutdown};
+
+/// The HTTP/2 server for one accepted connection (inbound or outbound), with
+/// the sidecar's stream limit and keep-alive.
+pub fn http2(settings: &Settings) -> hyper::server::conn::http2::Builder<TokioExecutor> {
+    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(settings.max_concurrent_streams)
+        .keep_alive_interval(Some(settings.keepalive_interval));
+    builder
+}
 
 /// Accepts connections on `listener` and runs `handle` for each in its own
 /// task until shutdown; then drains. `label` names the listener in logs;

@@ -114,7 +114,7 @@ pub async fn run_with_listeners(
                 sidecar: name.to_string(),
                 listener: "inbound",
             })?;
-            let stack = InboundStack::new(name, service, settings, &mut registry, &telemetry);
+            let stack = InboundStack::new(name, service, settings, &telemetry);
             let (sidecar, identity, settings, stop) =
                 (name.to_string(), identity.clone(), settings.clone(), stop.clone());
             tasks.spawn(async move { inbound::run(&sidecar, listener, &identity, stack, &settings, stop).await });

@@ -14,6 +14,7 @@ use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 use crate::support::{
     certs::TestCerts,
+    http,
     mesh::Mesh,
     tls::{self, Outcome},
 };
@@ -126,6 +127,12 @@ async fn server_with_wrong_identity_is_refused() {
              spiffe://test.local/service/evil, expected spiffe://test.local/service/catalog",
             addr = mesh.catalog_inbound
         )
+    );
+    // The refusal is counted on the caller's side too.
+    let (_, metrics) = http::get(mesh.caller_admin, "/metrics").await.expect("metrics");
+    assert!(
+        metrics.contains("meshwork_tls_handshake_failures_total{direction=\"outbound\",reason=\"foreign_identity\"} "),
+        "{metrics}"
     );
     mesh.shutdown().await;
 }

@@ -53,6 +53,22 @@ fn assert_trailer(metadata: &MetadataMap) {
     );
 }
 
+/// A server stream of `repeat` gated messages: the app sends each after the
+/// test lets it through (`mesh.echo.gate`).
+async fn gated_stream(mesh: &Mesh, repeat: u32) -> tonic::Streaming<EchoResponse> {
+    let req = EchoRequest {
+        message: GATED.into(),
+        repeat,
+        payload: Vec::new(),
+    };
+    mesh.caller_echo()
+        .await
+        .server_stream(request(req))
+        .await
+        .expect("server stream")
+        .into_inner()
+}
+
 /// A unary call to any path, with an echo request as the body.
 async fn call_path(channel: Channel, path: &'static str) -> Result<EchoResponse, Status> {
     let mut grpc = tonic::client::Grpc::new(channel);
@@ -130,17 +146,7 @@ async fn server_streaming_many_messages() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_streaming_is_not_buffered() {
     let mesh = Mesh::start().await;
-    let mut client = mesh.caller_echo().await;
-    let req = EchoRequest {
-        message: GATED.into(),
-        repeat: 50,
-        payload: Vec::new(),
-    };
-    let mut stream = client
-        .server_stream(request(req))
-        .await
-        .expect("server stream")
-        .into_inner();
+    let mut stream = gated_stream(&mesh, 50).await;
     for index in 0..50 {
         let item = tokio::time::timeout(STEP, stream.message())
             .await
@@ -266,17 +272,7 @@ async fn admin_endpoints() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_drains_in_flight_streams() {
     let mesh = Mesh::start().await;
-    let mut client = mesh.caller_echo().await;
-    let req = EchoRequest {
-        message: GATED.into(),
-        repeat: 3,
-        payload: Vec::new(),
-    };
-    let mut stream = client
-        .server_stream(request(req))
-        .await
-        .expect("server stream")
-        .into_inner();
+    let mut stream = gated_stream(&mesh, 3).await;
     let first = tokio::time::timeout(STEP, stream.message()).await.expect("in time");
     assert_eq!(first.expect("item").expect("first").index, 0);
     let gate = mesh.echo.gate.clone();

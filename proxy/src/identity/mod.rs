@@ -57,3 +57,24 @@ impl Identity {
         self.key.clone().watch(interval, shutdown)
     }
 }
+
+/// A failed TLS handshake as a short, bounded metric label, on either side.
+pub fn handshake_failure_reason(error: &std::io::Error) -> &'static str {
+    use rustls::{CertificateError, Error};
+    match error.get_ref().and_then(|e| e.downcast_ref::<Error>()) {
+        Some(Error::NoCertificatesPresented) => "no_client_certificate",
+        Some(Error::InvalidCertificate(CertificateError::Expired | CertificateError::ExpiredContext { .. })) => {
+            "certificate_expired"
+        }
+        Some(Error::InvalidCertificate(CertificateError::Other(other)))
+            if other.0.downcast_ref::<IdentityMismatch>().is_some() =>
+        {
+            "foreign_identity"
+        }
+        Some(Error::InvalidCertificate(_)) => "bad_certificate",
+        Some(Error::AlertReceived(_)) => "alert_received",
+        Some(Error::NoApplicationProtocol) => "no_application_protocol",
+        Some(_) => "protocol_error",
+        None => "io_error",
+    }
+}

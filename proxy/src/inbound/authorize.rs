@@ -45,7 +45,8 @@ impl Caller {
         &self.name
     }
 
-    pub fn spiffe_id(&self) -> &str {
+    /// Shared, not copied: the telemetry layer puts it on every span.
+    pub fn spiffe_id(&self) -> &Arc<str> {
         &self.spiffe_id
     }
 }
@@ -85,8 +86,14 @@ fn always_open(service: &str) -> bool {
     service == "grpc.health.v1.Health" || service.starts_with("grpc.reflection.")
 }
 
+/// Built once per connection; its services share it, so the per-call clone
+/// hyper makes of the stack costs one reference count here.
 #[derive(Clone)]
 pub struct AuthorizeLayer {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
     caller: Caller,
     policy: Policy,
     telemetry: Telemetry,
@@ -95,9 +102,11 @@ pub struct AuthorizeLayer {
 impl AuthorizeLayer {
     pub fn new<T: Param<Caller> + Param<Policy> + Param<Telemetry>>(target: &T) -> Self {
         AuthorizeLayer {
-            caller: target.param(),
-            policy: target.param(),
-            telemetry: target.param(),
+            shared: Arc::new(Shared {
+                caller: target.param(),
+                policy: target.param(),
+                telemetry: target.param(),
+            }),
         }
     }
 }
@@ -108,9 +117,7 @@ impl<S> Layer<S> for AuthorizeLayer {
     fn layer(&self, inner: S) -> Authorize<S> {
         Authorize {
             inner,
-            caller: self.caller.clone(),
-            policy: self.policy.clone(),
-            telemetry: self.telemetry.clone(),
+            shared: self.shared.clone(),
         }
     }
 }
@@ -118,9 +125,7 @@ impl<S> Layer<S> for AuthorizeLayer {
 #[derive(Clone)]
 pub struct Authorize<S> {
     inner: S,
-    caller: Caller,
-    policy: Policy,
-    telemetry: Telemetry,
+    shared: Arc<Shared>,
 }
 
 type Answer = Ready<Result<Response<ProxyBody>, Infallible>>;
@@ -138,11 +143,16 @@ where
     }
 
     fn call(&mut self, req: Request<Incoming>) -> Self::Future {
-        match self.policy.decide(self.caller.name(), req.uri().path()) {
+        let Shared {
+            caller,
+            policy,
+            telemetry,
+        } = &*self.shared;
+        match policy.decide(caller.name(), req.uri().path()) {
             Decision::Allow => Either::Left(self.inner.call(req)),
             Decision::Deny(message) => {
-                tracing::warn!(caller = %self.caller.name(), path = %req.uri().path(), "denied call");
-                self.telemetry.authz_denied(self.caller.name(), req.uri().path());
+                tracing::warn!(caller = %caller.name(), path = %req.uri().path(), "denied call");
+                telemetry.authz_denied(caller.name(), req.uri().path());
                 Either::Right(ready(Ok(status::response(Code::PermissionDenied, &message))))
             }
             Decision::NotGrpc => Either::Right(ready(Ok(status::response(

@@ -10,11 +10,7 @@ mod stack;
 
 use std::{net::SocketAddr, sync::Arc};
 
-use hyper_util::{
-    rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::graceful::Watcher,
-    service::TowerToHyperService,
-};
+use hyper_util::{rt::TokioIo, server::graceful::Watcher, service::TowerToHyperService};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::{TlsAcceptor, server::TlsStream};
 
@@ -22,9 +18,9 @@ pub use authorize::Caller;
 pub use stack::InboundStack;
 
 use crate::{
-    identity::{Identity, workload_of},
+    identity::{Identity, handshake_failure_reason, workload_of},
     options::Settings,
-    serve::serve,
+    serve::{http2, serve},
     shutdown::Shutdown,
     telemetry::Direction,
 };
@@ -81,7 +77,7 @@ impl Shared {
             Ok(Ok(tls)) => tls,
             Ok(Err(error)) => {
                 tracing::warn!(%peer, reason = %error, "refused TLS connection");
-                self.tls_failure(handshake_reason(&error));
+                self.tls_failure(handshake_failure_reason(&error));
                 return;
             }
             Err(_) => {
@@ -100,11 +96,7 @@ impl Shared {
         };
         tracing::debug!(%peer, caller = %caller.name(), "accepted connection");
         let service = TowerToHyperService::new(self.stack.for_connection(caller));
-        let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .max_concurrent_streams(self.settings.max_concurrent_streams)
-            .keep_alive_interval(Some(self.settings.keepalive_interval))
-            .serve_connection(TokioIo::new(tls), service);
+        let connection = http2(&self.settings).serve_connection(TokioIo::new(tls), service);
         if let Err(error) = watcher.watch(connection).await {
             tracing::debug!(%peer, %error, "inbound connection ended with an error");
         }
@@ -130,21 +122,5 @@ impl Shared {
             ("foreign_identity", reason)
         })?;
         Ok(Caller::new(name, &id))
-    }
-}
-
-/// A bounded word for why a handshake failed, for the metric's label.
-fn handshake_reason(error: &std::io::Error) -> &'static str {
-    use rustls::{CertificateError, Error};
-    match error.get_ref().and_then(|e| e.downcast_ref::<Error>()) {
-        Some(Error::NoCertificatesPresented) => "no_client_certificate",
-        Some(Error::InvalidCertificate(CertificateError::Expired | CertificateError::ExpiredContext { .. })) => {
-            "certificate_expired"
-        }
-        Some(Error::InvalidCertificate(_)) => "bad_certificate",
-        Some(Error::AlertReceived(_)) => "alert_received",
-        Some(Error::NoApplicationProtocol) => "no_application_protocol",
-        Some(_) => "protocol_error",
-        None => "io_error",
     }
 }

@@ -4,13 +4,10 @@
 //! accepted connection, because the caller's identity belongs to the
 //! connection.
 
-use std::net::SocketAddr;
-
-use prometheus_client::registry::Registry;
 use tower::ServiceBuilder;
 
 use super::{
-    app::ToApp,
+    app::{ToApp, to_app},
     authorize::{AuthorizeLayer, Caller, Policy},
 };
 use crate::{
@@ -54,19 +51,16 @@ impl Param<Telemetry> for Connection {
 }
 
 impl InboundStack {
-    /// `registry` is the sidecar's metrics registry (the inbound layers'
-    /// families are in `telemetry`).
+    /// The inbound layers' metric families are registered by `telemetry`.
     pub fn new(
         service_name: &str,
         service: &meshwork_config::Service,
         settings: &Settings,
-        _registry: &mut Registry,
         telemetry: &Telemetry,
     ) -> Self {
-        let app: SocketAddr = service.app;
         InboundStack {
             policy: Policy::new(service.clone()),
-            app: ToApp::new(service_name, app, settings),
+            app: to_app(service_name, service.app, settings),
             telemetry: telemetry.clone(),
         }
     }
@@ -86,7 +80,7 @@ impl InboundStack {
     > + Clone
     + Send
     + 'static {
-        let observe = ObserveLayer::inbound(&self.telemetry, caller.name(), caller.spiffe_id());
+        let observe = ObserveLayer::inbound(&self.telemetry, caller.name(), caller.spiffe_id().clone());
         let target = Connection {
             caller,
             policy: self.policy.clone(),

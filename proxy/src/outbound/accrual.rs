@@ -104,8 +104,13 @@ impl AccrualState {
 
     pub fn record(&self, failed: bool) {
         if !failed {
-            self.consecutive.store(0, Relaxed);
-            if self.ejected_until.swap(0, Relaxed) != 0 {
+            // Read before writing: on the usual success nothing changes, and
+            // a write would bounce the cache line between every core calling
+            // this endpoint.
+            if self.consecutive.load(Relaxed) != 0 {
+                self.consecutive.store(0, Relaxed);
+            }
+            if self.ejected_until.load(Relaxed) != 0 && self.ejected_until.swap(0, Relaxed) != 0 {
                 self.strikes.store(0, Relaxed);
                 tracing::info!(destination = %self.destination, endpoint = %self.endpoint, "endpoint back in service");
             }

@@ -93,18 +93,20 @@ impl<S> Endpoint<S> {
 
 /// The endpoints of one destination, replaced whole on every change.
 pub struct EndpointSet<S> {
+    /// The destination's name, for messages.
+    destination: Arc<str>,
     endpoints: ArcSwap<Vec<Arc<Endpoint<S>>>>,
 }
 
-impl<S> Default for EndpointSet<S> {
-    fn default() -> Self {
+impl<S> EndpointSet<S> {
+    /// An empty set, until discovery fills it.
+    pub fn new(destination: Arc<str>) -> Self {
         EndpointSet {
+            destination,
             endpoints: ArcSwap::from_pointee(Vec::new()),
         }
     }
-}
 
-impl<S> EndpointSet<S> {
     /// Applies discovery's changes. Removed endpoints finish their calls in
     /// flight; their connections close when the last one ends.
     pub fn apply(&self, changes: Vec<Change<SocketAddr, Endpoint<S>>>) {
@@ -173,15 +175,16 @@ fn pick<'a, S>(endpoints: &'a [Arc<Endpoint<S>>], exclude: Option<&Exclude>) -> 
     })
 }
 
+/// Cloned for every call (by the route and the retry layer above): one
+/// reference count.
 #[derive(Clone)]
 pub struct Balance<S> {
-    destination: Arc<str>,
     set: Arc<EndpointSet<S>>,
 }
 
 impl<S> Balance<S> {
-    pub fn new(destination: Arc<str>, set: Arc<EndpointSet<S>>) -> Self {
-        Balance { destination, set }
+    pub fn new(set: Arc<EndpointSet<S>>) -> Self {
+        Balance { set }
     }
 }
 
@@ -203,11 +206,11 @@ where
         let endpoints = self.set.endpoints.load();
         let Some(endpoint) = pick(&endpoints, req.extensions().get::<Exclude>()).cloned() else {
             let message = if endpoints.is_empty() {
-                format!("{} has no replicas", self.destination)
+                format!("{} has no replicas", self.set.destination)
             } else {
                 format!(
                     "every replica of {} is failing ({} ejected)",
-                    self.destination,
+                    self.set.destination,
                     endpoints.len()
                 )
             };

@@ -23,7 +23,12 @@ use tokio::net::TcpStream;
 use tokio_rustls::{TlsConnector, client::TlsStream};
 
 use super::destination::{Destination, ServiceName};
-use crate::{error::io_reason, identity::IdentityMismatch, param::Param};
+use crate::{
+    error::io_reason,
+    identity::{IdentityMismatch, handshake_failure_reason},
+    param::Param,
+    telemetry::{Direction, Telemetry},
+};
 
 /// Why a connection to a peer could not be made. Its text is the reason a
 /// caller reads in the `UNAVAILABLE` message.
@@ -42,8 +47,9 @@ pub enum ConnectError {
     NotHttp2,
 }
 
-/// Cloned with every clone of the client that owns it (once per call), so
-/// its parts sit behind one `Arc`.
+/// The pooled client clones its connector on every request (to have a
+/// connect ready in case the pool has no connection), so its parts sit
+/// behind one `Arc`.
 #[derive(Clone)]
 pub struct MtlsConnector(Arc<Inner>);
 
@@ -53,6 +59,8 @@ struct Inner {
     tls: TlsConnector,
     connect_timeout: Duration,
     handshake_timeout: Duration,
+    /// Refused handshakes are counted, as on the inbound side.
+    telemetry: Telemetry,
 }
 
 impl MtlsConnector {
@@ -61,6 +69,7 @@ impl MtlsConnector {
         tls: Arc<ClientConfig>,
         connect_timeout: Duration,
         handshake_timeout: Duration,
+        telemetry: Telemetry,
     ) -> Self {
         let ServiceName(name) = destination.param();
         // Workload names are DNS labels (the configuration checks), so this
@@ -74,6 +83,7 @@ impl MtlsConnector {
             tls: TlsConnector::from(tls),
             connect_timeout,
             handshake_timeout,
+            telemetry,
         }))
     }
 
@@ -84,10 +94,19 @@ impl MtlsConnector {
             .map_err(|_| ConnectError::ConnectTimeout(this.connect_timeout))?
             .map_err(ConnectError::Tcp)?;
         let _ = tcp.set_nodelay(true);
-        let tls = tokio::time::timeout(this.handshake_timeout, this.tls.connect(this.server_name.clone(), tcp))
-            .await
-            .map_err(|_| ConnectError::HandshakeTimeout(this.handshake_timeout))?
-            .map_err(|e| ConnectError::Tls(tls_reason(&e)))?;
+        let tls =
+            match tokio::time::timeout(this.handshake_timeout, this.tls.connect(this.server_name.clone(), tcp)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(error)) => {
+                    this.telemetry
+                        .tls_failure(Direction::Outbound, handshake_failure_reason(&error));
+                    return Err(ConnectError::Tls(tls_reason(&error)));
+                }
+                Err(_) => {
+                    this.telemetry.tls_failure(Direction::Outbound, "timeout");
+                    return Err(ConnectError::HandshakeTimeout(this.handshake_timeout));
+                }
+            };
         if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
             return Err(ConnectError::NotHttp2);
         }

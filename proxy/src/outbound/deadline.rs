@@ -186,7 +186,7 @@ where
             }
         };
         let policy = self.policy.load();
-        let cap = policy.method(req.uri().path()).timeout;
+        let cap = policy.timeout(req.uri().path());
         let budget = match (asked, cap) {
             (Some(a), Some(c)) => Some(a.min(c)),
             (a, c) => a.or(c),

@@ -14,9 +14,10 @@ use meshwork_config::MeshConfig;
 use tokio::sync::watch;
 use tower::discover::Change;
 
+use crate::grpc::Contracts;
+
 use super::{
     balance::{Endpoint, EndpointSet},
-    contracts::Contracts,
     policy::{DestinationPolicy, PolicyHandle},
 };
 

@@ -74,7 +74,7 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let policy = self.policy.load();
-        let faults = &policy.method(req.uri().path()).faults;
+        let faults = policy.faults(req.uri().path());
         let mut delay: Option<Duration> = None;
         let mut abort: Option<&Abort> = None;
         for fault in faults.iter() {

@@ -1,16 +1,9 @@
 //! The last outbound step: send the call to one endpoint (a replica's
-//! sidecar) over its pooled mTLS HTTP/2 connection. Each endpoint has its
-//! own client, so its pool holds connections to that replica only.
+//! sidecar) over its pooled mTLS HTTP/2 connection (see `forward.rs` at the
+//! crate root). Each endpoint has its own client, so its pool holds
+//! connections to that replica only.
 
-use std::{
-    convert::Infallible,
-    sync::Arc,
-    task::{Context, Poll},
-};
-
-use http::{Request, Response, Uri, uri::Authority, uri::Scheme};
-use hyper_util::rt::{TokioExecutor, TokioTimer};
-use tower::Service;
+use http::uri::{Authority, Scheme};
 
 use super::{
     connect::MtlsConnector,
@@ -18,67 +11,25 @@ use super::{
     replay::ReplayBody,
 };
 use crate::{
-    body::ProxyBody,
-    forward::ForwardFuture,
-    grpc::{Code, status},
+    forward::{Forwarder, Upstream},
     options::Settings,
     param::Param,
 };
 
-#[derive(Clone)]
-pub struct Forward {
-    /// Cheap to clone (its parts are shared): the balancer clones it per call.
-    client: hyper_util::client::legacy::Client<MtlsConnector, ReplayBody>,
-    /// `:authority` of forwarded calls: the destination's name, which is
-    /// also the pool key.
-    authority: Authority,
-    upstream: Arc<str>,
-}
+pub type Forward = Forwarder<MtlsConnector, ReplayBody>;
 
-impl Forward {
-    pub fn new(destination: &Destination, connector: MtlsConnector, settings: &Settings) -> Self {
-        let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-            .http2_only(true)
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(settings.pool_idle_timeout)
-            .http2_keep_alive_interval(settings.keepalive_interval)
-            .build(connector);
-        let ServiceName(name) = destination.param();
-        let authority = Authority::try_from(name.as_ref()).unwrap_or_else(|_| Authority::from_static("mesh"));
-        Forward {
-            client,
-            authority,
-            upstream: destination.label().into(),
-        }
-    }
-}
-
-impl Service<Request<ReplayBody>> for Forward {
-    type Response = Response<ProxyBody>;
-    type Error = Infallible;
-    type Future = futures::future::Either<ForwardFuture, std::future::Ready<Result<Response<ProxyBody>, Infallible>>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, mut req: Request<ReplayBody>) -> Self::Future {
-        let mut parts = std::mem::take(req.uri_mut()).into_parts();
-        parts.scheme = Some(Scheme::HTTPS);
-        parts.authority = Some(self.authority.clone());
-        match Uri::from_parts(parts) {
-            Ok(uri) => *req.uri_mut() = uri,
-            Err(error) => {
-                return futures::future::Either::Right(std::future::ready(Ok(status::response(
-                    Code::Internal,
-                    &format!("cannot forward to {}: {error}", self.upstream),
-                ))));
-            }
-        }
-        futures::future::Either::Left(ForwardFuture::to_sidecar(
-            self.client.request(req),
-            self.upstream.clone(),
-        ))
-    }
+/// The forwarder to `destination`'s endpoint, connecting with `connector`.
+pub fn forward(destination: &Destination, connector: MtlsConnector, settings: &Settings) -> Forward {
+    let ServiceName(name) = destination.param();
+    // The destination's name is the `:authority` of forwarded calls.
+    let authority = Authority::try_from(name.as_ref()).unwrap_or_else(|_| Authority::from_static("mesh"));
+    let upstream = Upstream {
+        // The connector does the TLS; the scheme keeps the pool key apart
+        // from plaintext ones.
+        scheme: Scheme::HTTPS,
+        authority,
+        label: destination.label().into(),
+        is_sidecar: true,
+    };
+    Forwarder::new(connector, upstream, settings)
 }

@@ -7,7 +7,6 @@ mod backoff;
 mod balance;
 mod budget;
 mod connect;
-mod contracts;
 mod deadline;
 mod destination;
 mod discover;
@@ -25,19 +24,20 @@ mod warm;
 
 use std::{net::SocketAddr, sync::Arc};
 
-use hyper_util::{
-    rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::graceful::Watcher,
-    service::TowerToHyperService,
-};
+use hyper_util::{rt::TokioIo, server::graceful::Watcher, service::TowerToHyperService};
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::{TcpListener, TcpStream};
 
 pub use connect::ConnectError;
 pub use retry::Attempts;
+pub use route::RouteTable;
 pub use stack::{Outbound, build};
 
-use crate::{options::Settings, serve::serve, shutdown::Shutdown};
+use crate::{
+    options::Settings,
+    serve::{http2, serve},
+    shutdown::Shutdown,
+};
 
 /// Serves the outbound listener until shutdown.
 /// `open` counts the open connections.
@@ -66,11 +66,7 @@ pub async fn run(
 async fn connection(shared: Arc<(Outbound, Settings)>, stream: TcpStream, peer: SocketAddr, watcher: Watcher) {
     let (stack, settings) = &*shared;
     let _ = stream.set_nodelay(true);
-    let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(settings.max_concurrent_streams)
-        .keep_alive_interval(Some(settings.keepalive_interval))
-        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(stack.clone()));
+    let connection = http2(settings).serve_connection(TokioIo::new(stream), TowerToHyperService::new(stack.clone()));
     if let Err(error) = watcher.watch(connection).await {
         tracing::debug!(%peer, %error, "outbound connection ended with an error");
     }

@@ -9,7 +9,7 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use arc_swap::ArcSwap;
 use meshwork_config::{Fault, GrpcCode, MeshConfig, RetryPolicy, Service};
 
-use super::contracts::Contracts;
+use crate::grpc::Contracts;
 
 /// What applies to calls of one method.
 #[derive(Debug, Clone, Default)]
@@ -38,6 +38,10 @@ pub struct DestinationPolicy {
     /// Bit `n` set: an idempotent call is retried on status `n`.
     retry_on: u32,
     pub retry: RetryPolicy,
+    /// Whether any method has a deadline cap or a fault: when not, the
+    /// deadline and fault layers need no lookup for a call.
+    any_timeout: bool,
+    any_faults: bool,
 }
 
 /// The live policy of one destination, swapped whole on reload.
@@ -88,8 +92,13 @@ impl DestinationPolicy {
         for code in &service.retry_on {
             retry_on |= 1 << code.as_i32();
         }
+        let rules = || methods.values().chain([&other]);
+        let any_timeout = rules().any(|r| r.timeout.is_some());
+        let any_faults = rules().any(|r| !r.faults.is_empty());
         DestinationPolicy {
             name: name.into(),
+            any_timeout,
+            any_faults,
             methods,
             other,
             retry_on,
@@ -100,6 +109,22 @@ impl DestinationPolicy {
     /// The rule for a call to `path` (`/pkg.Service/Method`).
     pub fn method(&self, path: &str) -> &MethodRule {
         self.methods.get(path).unwrap_or(&self.other)
+    }
+
+    /// The deadline cap of a call to `path`, if any.
+    pub fn timeout(&self, path: &str) -> Option<Duration> {
+        if !self.any_timeout {
+            return None;
+        }
+        self.method(path).timeout
+    }
+
+    /// The faults to draw for a call to `path`; empty if none.
+    pub fn faults(&self, path: &str) -> &[Fault] {
+        if !self.any_faults {
+            return &[];
+        }
+        &self.method(path).faults
     }
 
     /// Whether an idempotent call that ended with `code` is retried.
@@ -157,6 +182,36 @@ mod tests {
         let health = p.method("/grpc.health.v1.Health/Check");
         assert!(!health.idempotent && !health.single_request);
         assert_eq!(health.timeout, Some(Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn shortcuts_agree_with_the_rules() {
+        let p = policy("");
+        assert_eq!(p.timeout("/grpc.health.v1.Health/Check"), Some(Duration::from_secs(2)));
+        assert!(p.faults("/meshwork.echo.v1.EchoService/Unary").is_empty());
+        let text = r#"
+            trust_domain = "t.local"
+            [services.catalog]
+            app = "127.0.0.1:1"
+            inbound = "127.0.0.1:2"
+            outbound = "127.0.0.1:3"
+            admin = "127.0.0.1:4"
+            grpc_services = ["meshwork.echo.v1.EchoService"]
+            "#;
+        let config = MeshConfig::parse(text, std::path::Path::new("mesh.toml")).expect("config");
+        let contracts = Contracts::compiled_in().expect("contracts");
+        let bare = DestinationPolicy::new("catalog", &config.services["catalog"], &config, &contracts);
+        assert_eq!(bare.timeout("/meshwork.echo.v1.EchoService/Unary"), None);
+        assert!(bare.faults("/meshwork.echo.v1.EchoService/Unary").is_empty());
+        let faulty = policy(
+            r#"
+            [[services.catalog.faults]]
+            methods = ["Unary"]
+            abort = { percent = 100.0, status = "UNAVAILABLE" }
+            "#,
+        );
+        assert_eq!(faulty.faults("/meshwork.echo.v1.EchoService/Unary").len(), 1);
+        assert!(faulty.faults("/meshwork.echo.v1.EchoService/ServerStream").is_empty());
     }
 
     #[test]

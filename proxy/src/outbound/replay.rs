@@ -10,11 +10,13 @@ use std::{
     task::{Context, Poll},
 };
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+
+use crate::{body::prefixed_size_hint, gather::Gathered};
 
 /// A request body kept whole, to be sent by each attempt.
 #[derive(Debug, Clone, Default)]
@@ -43,13 +45,9 @@ pub enum ReadAhead {
     Failed(hyper::Error),
 }
 
-/// Reads `body` until it ends or passes `cap` bytes. Data frames are kept
-/// as they came when there is one (the usual unary case: no copy), and
-/// joined otherwise.
+/// Reads `body` until it ends or passes `cap` bytes.
 pub async fn read_ahead(mut body: Incoming, cap: usize) -> ReadAhead {
-    let mut first: Option<Bytes> = None;
-    let mut joined: Option<BytesMut> = None;
-    let mut len = 0usize;
+    let mut gathered = Gathered::default();
     let mut trailers = None;
     while !body.is_end_stream() {
         let Some(frame) = body.frame().await else { break };
@@ -64,27 +62,18 @@ pub async fn read_ahead(mut body: Incoming, cap: usize) -> ReadAhead {
                 break;
             }
         };
-        len += data.len();
-        match (&mut first, &mut joined) {
-            (None, _) => first = Some(data),
-            (Some(f), None) => {
-                let mut j = BytesMut::with_capacity(len.min(cap + 1));
-                j.extend_from_slice(f);
-                j.extend_from_slice(&data);
-                joined = Some(j);
-            }
-            (Some(_), Some(j)) => j.extend_from_slice(&data),
-        }
-        if len > cap {
-            let prefix = joined.map(BytesMut::freeze).or(first);
+        gathered.push(data);
+        if gathered.len() > cap {
             return ReadAhead::TooLarge(ReplayBody::Once {
-                prefix,
+                prefix: gathered.into_bytes(),
                 rest: Some(body),
             });
         }
     }
-    let data = joined.map(BytesMut::freeze).or(first);
-    ReadAhead::Complete(Replay { data, trailers })
+    ReadAhead::Complete(Replay {
+        data: gathered.into_bytes(),
+        trailers,
+    })
 }
 
 /// The body of one attempt.
@@ -144,19 +133,7 @@ impl Body for ReplayBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             ReplayBody::Buffered { data, .. } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
-            ReplayBody::Once { prefix, rest } => {
-                let held = prefix.as_ref().map_or(0, |p| p.len() as u64);
-                let Some(rest) = rest else {
-                    return SizeHint::with_exact(held);
-                };
-                let inner = rest.size_hint();
-                let mut hint = SizeHint::new();
-                hint.set_lower(inner.lower() + held);
-                if let Some(upper) = inner.upper() {
-                    hint.set_upper(upper + held);
-                }
-                hint
-            }
+            ReplayBody::Once { prefix, rest } => prefixed_size_hint(prefix.as_ref(), rest.as_ref()),
         }
     }
 }

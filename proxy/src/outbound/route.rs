@@ -5,6 +5,7 @@
 //! destination is answered `UNIMPLEMENTED`.
 //!
 //! The route holds one inner stack per destination, built once at start.
+//! The telemetry layer labels calls by the same [`RouteTable`] rule.
 
 use std::{
     collections::HashMap,
@@ -26,61 +27,75 @@ use crate::{
     grpc::{Code, GrpcPath, status},
 };
 
-/// Where calls go: index into the destination list, by gRPC service and by name.
-#[derive(Debug, Default)]
-pub struct RouteTable {
-    by_grpc_service: HashMap<Box<str>, usize>,
-    by_name: HashMap<Box<str>, usize>,
+/// Which mesh service a call is for, as a `T` per service: the route keeps
+/// an index into its destinations, telemetry the service's name.
+#[derive(Debug)]
+pub struct RouteTable<T> {
+    by_grpc_service: HashMap<Box<str>, T>,
+    by_name: HashMap<Box<str>, T>,
 }
 
-impl RouteTable {
-    pub fn new(config: &MeshConfig, destinations: &[Destination]) -> Self {
-        let mut table = RouteTable::default();
-        for (index, destination) in destinations.iter().enumerate() {
-            table.by_name.insert(destination.name.as_ref().into(), index);
-            if let Some(service) = config.services.get(destination.name.as_ref()) {
-                for grpc in &service.grpc_services {
-                    table.by_grpc_service.insert(grpc.as_str().into(), index);
-                }
+impl<T: Copy> RouteTable<T> {
+    /// A table of the mesh services `entry` gives a value for.
+    pub fn new(config: &MeshConfig, mut entry: impl FnMut(&str) -> Option<T>) -> Self {
+        let mut table = RouteTable {
+            by_grpc_service: HashMap::new(),
+            by_name: HashMap::new(),
+        };
+        for (name, service) in &config.services {
+            let Some(value) = entry(name) else { continue };
+            table.by_name.insert(name.as_str().into(), value);
+            for grpc in &service.grpc_services {
+                table.by_grpc_service.insert(grpc.as_str().into(), value);
             }
         }
         table
     }
 
-    /// The destination for a call to `uri`, or the message to refuse it with.
-    pub fn lookup(&self, uri: &Uri) -> Result<usize, String> {
-        let path = GrpcPath::parse(uri.path());
-        if let Some(&index) = path.and_then(|p| self.by_grpc_service.get(p.service)) {
-            return Ok(index);
-        }
-        if let Some(&index) = uri.host().and_then(|host| self.by_name.get(host)) {
-            return Ok(index);
-        }
-        Err(match path {
+    /// The service a call to `uri` is for: by the gRPC service in its
+    /// path, else by its `:authority` host.
+    pub fn get(&self, uri: &Uri) -> Option<T> {
+        let by_path = GrpcPath::parse(uri.path()).and_then(|p| self.by_grpc_service.get(p.service));
+        let by_authority = || uri.host().and_then(|host| self.by_name.get(host));
+        by_path.or_else(by_authority).copied()
+    }
+
+    /// Like [`RouteTable::get`], with the message to refuse the call with
+    /// when there is none (built only then).
+    pub fn lookup(&self, uri: &Uri) -> Result<T, String> {
+        self.get(uri).ok_or_else(|| match GrpcPath::parse(uri.path()) {
             Some(p) => format!("no mesh service serves '{}' (path {})", p.service, uri.path()),
             None => format!("no mesh service serves path '{}'", uri.path()),
         })
     }
 }
 
-#[derive(Clone)]
-pub struct Route<S> {
-    table: Arc<RouteTable>,
-    endpoints: Arc<[S]>,
+/// Cloned by hyper for every call: one reference count.
+pub struct Route<S>(Arc<Routes<S>>);
+
+struct Routes<S> {
+    table: RouteTable<usize>,
+    destinations: Box<[S]>,
+}
+
+impl<S> Clone for Route<S> {
+    fn clone(&self) -> Self {
+        Route(self.0.clone())
+    }
 }
 
 impl<S> Route<S> {
-    /// Routes over `destinations`, building each one's stack with `new_endpoint`.
+    /// Routes over `destinations`, building each one's stack with `new_stack`.
     pub fn new<E>(
         config: &MeshConfig,
         destinations: &[Destination],
-        new_endpoint: impl FnMut(&Destination) -> Result<S, E>,
+        new_stack: impl FnMut(&Destination) -> Result<S, E>,
     ) -> Result<Self, E> {
-        let endpoints = destinations.iter().map(new_endpoint).collect::<Result<Vec<S>, E>>()?;
-        Ok(Route {
-            table: Arc::new(RouteTable::new(config, destinations)),
-            endpoints: endpoints.into(),
-        })
+        let stacks = destinations.iter().map(new_stack).collect::<Result<Box<[S]>, E>>()?;
+        Ok(Route(Arc::new(Routes {
+            table: RouteTable::new(config, |name| destinations.iter().position(|d| d.name.as_ref() == name)),
+            destinations: stacks,
+        })))
     }
 }
 
@@ -95,15 +110,15 @@ where
     type Future = Either<Oneshot<S, Request<Incoming>>, Answer>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        // Which endpoint is needed is only known per call; each call waits
-        // for its own endpoint's readiness (oneshot).
+        // Which destination is needed is only known per call; each call waits
+        // for its own destination's readiness (oneshot).
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, req: Request<Incoming>) -> Self::Future {
-        match self.table.lookup(req.uri()) {
-            Ok(index) => match self.endpoints.get(index) {
-                Some(endpoint) => Either::Left(endpoint.clone().oneshot(req)),
+        match self.0.table.lookup(req.uri()) {
+            Ok(index) => match self.0.destinations.get(index) {
+                Some(stack) => Either::Left(stack.clone().oneshot(req)),
                 None => Either::Right(ready(Ok(status::response(Code::Internal, "route table out of step")))),
             },
             Err(message) => {
@@ -118,7 +133,7 @@ where
 mod tests {
     use super::*;
 
-    fn table() -> RouteTable {
+    fn table() -> RouteTable<usize> {
         let config = MeshConfig::parse(
             r#"
             trust_domain = "t.local"
@@ -138,7 +153,10 @@ mod tests {
             std::path::Path::new("mesh.toml"),
         )
         .expect("config");
-        RouteTable::new(&config, &Destination::all(&config))
+        let destinations = Destination::all(&config);
+        RouteTable::new(&config, |name| {
+            destinations.iter().position(|d| d.name.as_ref() == name)
+        })
     }
 
     fn uri(s: &str) -> Uri {

@@ -20,18 +20,18 @@ use super::{
     accrual::{self, Accrual, AccrualLayer, AccrualState},
     balance::{Balance, Endpoint, EndpointSet},
     connect::MtlsConnector,
-    contracts::Contracts,
     deadline::{DeadlineLayer, Deadlines},
     destination::{Destination, ExpectedIdentity},
     discover::{self, Followed},
     fault::{FaultLayer, Faults},
-    forward::Forward,
+    forward::{Forward, forward},
     metrics::OutboundMetrics,
     retry::{Retry, RetryLayer},
     route::Route,
     warm,
 };
 use crate::{
+    grpc::Contracts,
     identity::{Identity, IdentityError, client_config},
     options::Settings,
     param::Param,
@@ -74,8 +74,8 @@ pub fn build(
         // Destinations are the configuration's services, so this holds.
         let policy = discover::policy_handle(&name, config, &contracts)
             .ok_or_else(|| IdentityError::Config(format!("no service named {name}")))?;
-        let make = endpoint_maker(destination, identity, settings, &metrics);
-        let set = Arc::new(EndpointSet::default());
+        let make = endpoint_maker(destination, identity, settings, &metrics, telemetry);
+        let set = Arc::new(EndpointSet::new(name.clone()));
         let follow = Followed {
             name: name.clone(),
             policy: policy.clone(),
@@ -88,7 +88,7 @@ pub fn build(
             .layer(DeadlineLayer::new(policy.clone()))
             .layer(RetryLayer::new(policy.clone(), metrics.retry_counters(&name)))
             .layer(FaultLayer::new(policy))
-            .service(Balance::new(name, set)))
+            .service(Balance::new(set)))
     })?;
     tokio::spawn(discover::follow(updates, followed, contracts));
     Ok(ServiceBuilder::new()
@@ -106,9 +106,15 @@ fn endpoint_maker(
     identity: &Identity,
     settings: &Settings,
     metrics: &OutboundMetrics,
+    telemetry: &Telemetry,
 ) -> Box<dyn Fn(SocketAddr) -> Option<Endpoint<EndpointStack>> + Send + Sync> {
-    let (destination, identity, settings, metrics) =
-        (destination.clone(), identity.clone(), settings.clone(), metrics.clone());
+    let (destination, identity, settings, metrics, telemetry) = (
+        destination.clone(),
+        identity.clone(),
+        settings.clone(),
+        metrics.clone(),
+        telemetry.clone(),
+    );
     Box::new(move |addr| {
         let replica = Destination {
             addr,
@@ -123,7 +129,13 @@ fn endpoint_maker(
                 return None;
             }
         };
-        let connector = MtlsConnector::new(&replica, tls, settings.connect_timeout, settings.handshake_timeout);
+        let connector = MtlsConnector::new(
+            &replica,
+            tls,
+            settings.connect_timeout,
+            settings.handshake_timeout,
+            telemetry.clone(),
+        );
         let state = Arc::new(AccrualState::new(
             replica.name.clone(),
             addr,
@@ -132,7 +144,7 @@ fn endpoint_maker(
         ));
         let stack = ServiceBuilder::new()
             .layer(AccrualLayer::new(state.clone()))
-            .service(Forward::new(&replica, connector, &settings));
+            .service(forward(&replica, connector, &settings));
         warm::warm_up(stack.clone());
         Some(Endpoint::new(addr, stack, state))
     })

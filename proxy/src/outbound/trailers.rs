@@ -5,12 +5,14 @@
 //! a server stream is never held (the caller must see its messages as they
 //! come).
 
-use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, Response};
 use http_body::Body;
 use http_body_util::{BodyExt, Either};
 
-use crate::body::{Held, ProxyBody};
+use crate::{
+    body::{Held, ProxyBody},
+    gather::Gathered,
+};
 
 /// The `grpc-status` in `headers`, if any and well-formed.
 pub fn grpc_status(headers: &HeaderMap) -> Option<u32> {
@@ -42,10 +44,7 @@ pub async fn hold(rsp: Response<ProxyBody>, cap: usize) -> (Response<ProxyBody>,
         // Our own answers carry their status in the headers; nothing to read.
         local @ Either::Right(_) => return (Response::from_parts(parts, local), Ending::Status(None)),
     };
-    let mut first: Option<Bytes> = None;
-    let mut joined: Option<BytesMut> = None;
-    let mut len = 0usize;
-    let data = |first: Option<Bytes>, joined: Option<BytesMut>| joined.map(BytesMut::freeze).or(first);
+    let mut gathered = Gathered::default();
     while !body.is_end_stream() {
         let frame = match body.frame().await {
             None => break,
@@ -57,31 +56,21 @@ pub async fn hold(rsp: Response<ProxyBody>, cap: usize) -> (Response<ProxyBody>,
         };
         match frame.into_data() {
             Ok(chunk) => {
-                len += chunk.len();
-                match (&mut first, &mut joined) {
-                    (None, _) => first = Some(chunk),
-                    (Some(f), None) => {
-                        let mut j = BytesMut::with_capacity(len);
-                        j.extend_from_slice(f);
-                        j.extend_from_slice(&chunk);
-                        joined = Some(j);
-                    }
-                    (Some(_), Some(j)) => j.extend_from_slice(&chunk),
-                }
-                if len > cap {
-                    let held = Held::partial(data(first, joined), body);
+                gathered.push(chunk);
+                if gathered.len() > cap {
+                    let held = Held::partial(gathered.into_bytes(), body);
                     return (Response::from_parts(parts, Either::Right(held)), Ending::TooLarge);
                 }
             }
             Err(frame) => {
                 let trailers = frame.into_trailers().ok();
                 let status = trailers.as_ref().and_then(grpc_status);
-                let held = Held::complete(data(first, joined), trailers);
+                let held = Held::complete(gathered.into_bytes(), trailers);
                 return (Response::from_parts(parts, Either::Right(held)), Ending::Status(status));
             }
         }
     }
-    let held = Held::complete(data(first, joined), None);
+    let held = Held::complete(gathered.into_bytes(), None);
     (Response::from_parts(parts, Either::Right(held)), Ending::Status(None))
 }
 

@@ -9,6 +9,7 @@ use std::{
     convert::Infallible,
     future::Future,
     pin::Pin,
+    sync::Arc,
     task::{Context, Poll},
     time::{Instant, SystemTime},
 };
@@ -57,12 +58,13 @@ impl ObserveLayer {
     }
 
     /// For one inbound connection from `caller` (a workload name) proven by
-    /// `spiffe_id`.
-    pub fn inbound(telemetry: &Telemetry, caller: &str, spiffe_id: &str) -> Self {
+    /// `spiffe_id`. Shared rather than owned: every call's span carries it,
+    /// and cloning an owned attribute value would copy the string per call.
+    pub fn inbound(telemetry: &Telemetry, caller: &str, spiffe_id: Arc<str>) -> Self {
         ObserveLayer {
             side: Side::Inbound {
                 caller: telemetry.0.names.workload(caller),
-                identity: StringValue::from(spiffe_id.to_owned()),
+                identity: StringValue::from(spiffe_id),
             },
             telemetry: telemetry.clone(),
         }
@@ -140,7 +142,6 @@ where
             labels,
             span,
             start: Instant::now(),
-            start_time: SystemTime::now(),
             retries: 0,
         };
         ObserveFuture {
@@ -203,7 +204,6 @@ pub struct CallEnd {
     labels: CallLabels,
     span: opentelemetry_sdk::trace::Span,
     start: Instant,
-    start_time: SystemTime,
     retries: u32,
 }
 
@@ -217,8 +217,11 @@ impl OnEnd for CallEnd {
         let (trace_id, span_id) = (self.span.span_context().trace_id(), self.span.span_context().span_id());
         span::finish(&mut self.span, self.labels.direction, end.code, self.retries);
         if let Some(log) = &shared.access_log {
+            // The wall-clock start, worked out only when a line is written:
+            // with the log off, a call reads the clock once, not twice.
+            let start = SystemTime::now().checked_sub(elapsed).unwrap_or(SystemTime::UNIX_EPOCH);
             log.record(Record {
-                start: self.start_time,
+                start,
                 direction: self.labels.direction,
                 peer: self.labels.peer,
                 method: self.labels.method,

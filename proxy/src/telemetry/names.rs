@@ -7,13 +7,13 @@
 
 use std::collections::{HashMap, HashSet};
 
+use crate::{
+    grpc::{Contracts, GrpcPath},
+    outbound::RouteTable,
+};
 use http::Uri;
 use meshwork_config::MeshConfig;
 use parking_lot::Mutex;
-use prost::Message;
-use prost_types::FileDescriptorSet;
-
-use crate::grpc::GrpcPath;
 
 /// What stands for a method, service or peer the mesh does not know: a path
 /// from outside must not be able to grow the metrics without bound.
@@ -62,32 +62,30 @@ impl Method {
     };
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Names {
     /// By request path, `/pkg.Service/Method`.
     methods: HashMap<&'static str, Method>,
-    /// Mesh service serving each gRPC service.
-    destinations: HashMap<&'static str, &'static str>,
+    /// The mesh service a call is for, by the outbound route's rule.
+    destinations: RouteTable<&'static str>,
     /// Every mesh workload (service or client) name.
     workloads: HashSet<&'static str>,
 }
 
 impl Names {
     pub fn new(config: &MeshConfig) -> Self {
-        let mut names = Names::default();
-        let contracts = FileDescriptorSet::decode(meshwork_proto::FILE_DESCRIPTOR_SET)
-            .map(|set| paths(&set))
-            .unwrap_or_else(|error| {
-                // Compiled in, so it decodes; if not, calls still go through,
-                // only labelled `unknown`.
-                tracing::error!(%error, "cannot read the contracts; methods will be labelled unknown");
-                Vec::new()
-            });
-        for path in contracts
-            .iter()
-            .map(String::as_str)
-            .chain(STANDARD_METHODS.iter().copied())
-        {
+        let mut names = Names {
+            methods: HashMap::new(),
+            destinations: RouteTable::new(config, |name| Some(intern(name))),
+            workloads: HashSet::new(),
+        };
+        let contracts = Contracts::compiled_in().unwrap_or_else(|error| {
+            // Compiled in, so it decodes; if not, calls still go through,
+            // only labelled `unknown`.
+            tracing::error!(%error, "methods will be labelled unknown");
+            Contracts::default()
+        });
+        for path in contracts.paths().chain(STANDARD_METHODS.iter().copied()) {
             if let Some(GrpcPath { service, .. }) = GrpcPath::parse(path) {
                 let full = intern(&path[1..]);
                 let method = Method {
@@ -98,14 +96,8 @@ impl Names {
                 names.methods.insert(intern(path), method);
             }
         }
-        for (name, service) in &config.services {
-            let name = intern(name);
-            names.workloads.insert(name);
-            for grpc_service in &service.grpc_services {
-                names.destinations.insert(intern(grpc_service), name);
-            }
-        }
-        names.workloads.extend(config.clients.keys().map(|name| intern(name)));
+        let workloads = config.services.keys().chain(config.clients.keys());
+        names.workloads.extend(workloads.map(|name| intern(name)));
         names
     }
 
@@ -114,36 +106,16 @@ impl Names {
         self.methods.get(path).copied().unwrap_or(Method::UNKNOWN)
     }
 
-    /// The mesh service a call is for, as the outbound route decides it:
-    /// by the gRPC service in the path, else by an `:authority` naming a
-    /// mesh service.
+    /// The mesh service a call is for, as the outbound route decides it
+    /// (a call it cannot route is `unknown`).
     pub fn destination(&self, uri: &Uri) -> &'static str {
-        let by_path = GrpcPath::parse(uri.path()).and_then(|p| self.destinations.get(p.service));
-        let by_authority = || uri.host().and_then(|host| self.workloads.get(host));
-        by_path.or_else(by_authority).copied().unwrap_or(UNKNOWN)
+        self.destinations.get(uri).unwrap_or(UNKNOWN)
     }
 
     /// `name` if it is a workload of the mesh, else `unknown`.
     pub fn workload(&self, name: &str) -> &'static str {
         self.workloads.get(name).copied().unwrap_or(UNKNOWN)
     }
-}
-
-/// `/pkg.Service/Method` of every method in `set`.
-fn paths(set: &FileDescriptorSet) -> Vec<String> {
-    let mut paths = Vec::new();
-    for file in &set.file {
-        let package = file.package();
-        for service in &file.service {
-            for method in &service.method {
-                paths.push(match package {
-                    "" => format!("/{}/{}", service.name(), method.name()),
-                    package => format!("/{package}.{}/{}", service.name(), method.name()),
-                });
-            }
-        }
-    }
-    paths
 }
 
 #[cfg(test)]
@@ -198,6 +170,8 @@ mod tests {
             n.destination(&uri("http://127.0.0.1:9/grpc.health.v1.Health/Check")),
             UNKNOWN
         );
+        // A client is no destination: the route does not send calls there.
+        assert_eq!(n.destination(&uri("http://demo/grpc.health.v1.Health/Check")), UNKNOWN);
         assert_eq!(n.workload("demo"), "demo");
         assert_eq!(n.workload("mallory"), UNKNOWN);
     }
