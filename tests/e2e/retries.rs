@@ -4,13 +4,26 @@
 
 use std::{sync::atomic::Ordering, time::Duration};
 
+use meshwork_proto::echo::echo_service_client::EchoServiceClient;
 use tokio::time::Instant;
-use tonic::{Code, Request};
+use tonic::{Code, Request, transport::Channel};
 
 use crate::support::replicas::{Fail, Policy, ReplicaMesh, UNARY_IDEMPOTENT, echo, raw_unary};
 
 const RETRIES: &str = "meshwork_outbound_retries_total{destination=\"echo\"}";
 const REFUSED: &str = "meshwork_outbound_retries_refused_total{destination=\"echo\"}";
+
+/// How late past its deadline a call may end and still be "about the
+/// deadline": room for a debug build on a busy 2-core machine.
+const TIMING_SLACK: Duration = Duration::from_millis(250);
+
+/// Makes calls until one succeeds (at most 5 s): the connections are open after.
+async fn warm_up(client: &mut EchoServiceClient<Channel>) {
+    let until = Instant::now() + Duration::from_secs(5);
+    while client.unary(echo(8)).await.is_err() {
+        assert!(Instant::now() < until, "no call succeeded within 5 s");
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotent_call_is_retried_on_unavailable_in_headers_and_in_trailers() {
@@ -166,10 +179,7 @@ async fn deadline_shorter_than_an_injected_delay_is_deadline_exceeded() {
     println!("deadline 200 ms, injected delay 2 s: grpc-status {status} after {took:?}");
     assert_eq!(status, "4", "DEADLINE_EXCEEDED: {message}");
     assert_eq!(message, "deadline of 200ms exceeded calling echo");
-    assert!(
-        took >= deadline && took < deadline + Duration::from_millis(150),
-        "{took:?}"
-    );
+    assert!(took >= deadline && took < deadline + TIMING_SLACK, "{took:?}");
     mesh.shutdown().await;
 }
 
@@ -181,6 +191,9 @@ async fn the_remaining_time_is_passed_on_and_capped_by_configuration() {
     };
     let mesh = ReplicaMesh::start(1, policy).await;
     let mut client = mesh.client().await;
+    // The first call also opens the mTLS connection; on a busy machine that
+    // alone can take longer than the deadlines below, so it is made first.
+    warm_up(&mut client).await;
     let seen = |mesh: &ReplicaMesh| {
         let last = mesh.apps[0].seen.lock().expect("seen").last().cloned();
         let value = last.and_then(|(t, _)| t).expect("a grpc-timeout reached the app");
@@ -232,13 +245,13 @@ async fn the_remaining_time_is_passed_on_and_capped_by_configuration() {
     assert_eq!(status.code(), Code::DeadlineExceeded);
     assert_eq!(status.message(), "deadline of 300ms exceeded calling echo");
     assert!(
-        took >= Duration::from_millis(300) && took < Duration::from_millis(450),
+        took >= Duration::from_millis(300) && took < Duration::from_millis(300) + TIMING_SLACK,
         "{took:?}"
     );
     let started = Instant::now();
     let status = client.unary(echo(8)).await.expect_err("capped");
     assert_eq!(status.code(), Code::DeadlineExceeded);
-    assert!(started.elapsed() < Duration::from_millis(450));
+    assert!(started.elapsed() < Duration::from_millis(300) + TIMING_SLACK);
     mesh.shutdown().await;
 }
 

@@ -275,23 +275,35 @@ async fn scaling_catalog_in_mesh_toml_starts_and_stops_replicas_that_take_traffi
     std::fs::write(&config, scaled(2)).expect("scale down");
     mesh.wait_for("stopping catalog-2, catalog-2-proxy", Duration::from_secs(10));
 
-    // With the original replica gone, reads are served by the one the edit added.
-    kill(Pid::from_raw(first_app), Signal::SIGKILL).expect("kill catalog");
-    kill(Pid::from_raw(first_proxy), Signal::SIGKILL).expect("kill catalog-proxy");
-    let mut catalog = CatalogServiceClient::new(demo_channel(29800).await);
-    for _ in 0..50 {
-        let request = catalog::GetProductRequest {
-            product_id: "book-ddia".into(),
-        };
-        catalog.get_product(request).await.expect("read served by replica 1");
-    }
-    let (_, metrics) = http::get("127.0.0.1:29907".parse().expect("admin"), "/metrics")
-        .await
-        .expect("metrics");
-    assert!(
+    // The demo's sidecar reads mesh.toml on its own schedule (every second):
+    // read until replica 1 has served one, which shows the edit reached it.
+    let replica_1_admin = "127.0.0.1:29907".parse().expect("admin");
+    let served_demo = |metrics: &str| {
         metrics
             .lines()
-            .any(|l| l.starts_with("meshwork_requests_total{direction=\"inbound\",peer=\"demo\"")),
-        "replica 1 served none of the reads:\n{metrics}"
-    );
+            .any(|l| l.starts_with("meshwork_requests_total{direction=\"inbound\",peer=\"demo\""))
+    };
+    let mut catalog = CatalogServiceClient::new(demo_channel(29800).await);
+    let read = || catalog::GetProductRequest {
+        product_id: "book-ddia".into(),
+    };
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        catalog.get_product(read()).await.expect("read with every replica up");
+        let (_, metrics) = http::get(replica_1_admin, "/metrics").await.expect("metrics");
+        if served_demo(&metrics) {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "replica 1 served no read within 10 s:\n{metrics}"
+        );
+    }
+
+    // With the original replica gone, every read is served by the one the edit added.
+    kill(Pid::from_raw(first_app), Signal::SIGKILL).expect("kill catalog");
+    kill(Pid::from_raw(first_proxy), Signal::SIGKILL).expect("kill catalog-proxy");
+    for _ in 0..50 {
+        catalog.get_product(read()).await.expect("read served by replica 1");
+    }
 }

@@ -135,6 +135,13 @@ impl Drop for MeshProcess {
             self.signal(Signal::SIGTERM);
             let _ = self.wait(Duration::from_secs(20));
         }
+        // A failed test shows what the mesh said, the processes' logs included.
+        if std::thread::panicking() {
+            while let Ok(line) = self.lines.try_recv() {
+                self.seen.push(line);
+            }
+            eprintln!("--- output of mesh ---\n{}", self.output());
+        }
     }
 }
 

@@ -303,8 +303,7 @@ impl ReplicaMesh {
         assert!(running <= MAX_REPLICAS && listed <= MAX_REPLICAS);
         let certs = TestCerts::new(&["echo", "caller"]);
         let (base, mut bound) = bind_replica_ports(running).await;
-        let caller_out = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let caller_adm = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let [caller_out, caller_adm] = bind_outside_block(base).await;
         let caller_outbound = caller_out.local_addr().expect("addr");
         let caller_admin = caller_adm.local_addr().expect("addr");
         let file = certs.state_dir().join("mesh.toml");
@@ -469,6 +468,26 @@ fn ports(base: u16, index: u16) -> Ports {
         outbound: at(2),
         admin: at(3),
     }
+}
+
+/// Two listeners on ports outside the replicas' block from `base`: the
+/// replicas not started yet must find their ports free, and the mesh.toml
+/// that lists them all must not see one port twice. Ports that fall inside
+/// are held until the search ends, so they are not handed out again.
+async fn bind_outside_block(base: u16) -> [TcpListener; 2] {
+    let block = u32::from(base)..u32::from(base) + u32::from(MAX_REPLICAS * STEP) + 4;
+    let (mut found, mut inside) = (Vec::new(), Vec::new());
+    while found.len() < 2 {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        if block.contains(&u32::from(port)) {
+            inside.push(listener);
+        } else {
+            found.push(listener);
+        }
+    }
+    let [a, b]: [TcpListener; 2] = found.try_into().expect("two");
+    [a, b]
 }
 
 /// Finds a base port where the first `running` replicas' four ports can all
