@@ -1,0 +1,117 @@
+//! meshwork-bench: what a pair of Meshwork sidecars costs a gRPC call, side
+//! by side with no proxy, a pair of nginx and a pair of nghttpx, in one run
+//! on one machine.
+//!
+//! [`run`] starts an echo server, then for each scenario starts its proxies
+//! (`scenario`), drives the same steps through them (`measure`, `load`),
+//! reads the proxies' CPU and memory from /proc (`procstat`), and returns a
+//! [`Report`] with one Markdown table and the verdicts on the issue's
+//! targets (`report`). `BENCHMARKS.md` explains how to read it.
+
+mod args;
+mod background;
+mod echo;
+mod load;
+mod machine;
+mod measure;
+mod plan;
+mod procstat;
+mod report;
+mod scenario;
+
+use anyhow::{Context, Result, bail};
+
+pub use args::{BenchArgs, ScenarioKind, parse_size};
+pub use load::{Latency, LoadResult};
+pub use machine::Machine;
+pub use plan::{CallKind, Step};
+pub use report::{ProxyUsage, Report, ScenarioReport, StepResult, TargetCheck, Verdict};
+
+use crate::{echo::EchoServer, plan::Plan, scenario::Setup};
+
+/// Runs the benchmark `args` describe, printing progress to stderr. Every
+/// process and temp dir it makes is gone when it returns, also on error, on
+/// Ctrl-C or SIGTERM (which end it with an error), and when its future is
+/// dropped. With `--output`, the Markdown is also written there.
+pub async fn run(args: BenchArgs) -> Result<Report> {
+    let plan = Plan::from_args(&args)?;
+    let report = tokio::select! {
+        report = run_plan(&plan) => report?,
+        signal = interrupted() => bail!("interrupted by {signal}: stopped every proxy it had started"),
+    };
+    if let Some(path) = &args.output {
+        std::fs::write(path, report.markdown()).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(report)
+}
+
+async fn run_plan(plan: &Plan) -> Result<Report> {
+    for note in &plan.notes {
+        eprintln!("note: {note}");
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let echo = EchoServer::start(cpus)?;
+    let mut report = Report {
+        machine: Machine::detect(),
+        settings: format!(
+            "{} per step after {} of warm-up; the client on {} HTTP/2 connection(s), calls multiplexed as \
+             streams; echo server on {cpus} threads; nginx/nghttpx with {} worker(s)",
+            humantime::format_duration(plan.duration),
+            humantime::format_duration(plan.warmup),
+            plan.connections,
+            plan.proxy_workers,
+        ),
+        notes: plan.notes.clone(),
+        steps: plan.steps.clone(),
+        scenarios: Vec::new(),
+        skipped: Vec::new(),
+        targets: Vec::new(),
+    };
+    for &kind in &plan.scenarios {
+        let setup = scenario::start(kind, plan, echo.addr)
+            .await
+            .with_context(|| format!("starting the {kind} scenario"))?;
+        match setup {
+            Setup::Skipped(reason) => {
+                eprintln!("{kind}: skipped: {reason}");
+                report.skipped.push((kind, reason));
+            }
+            Setup::Ready(target) => {
+                eprintln!("{kind}: {}", target.mode);
+                let steps = measure::run_steps(&target, plan)
+                    .await
+                    .with_context(|| format!("measuring the {kind} scenario"))?;
+                report.scenarios.push(report::ScenarioReport {
+                    kind,
+                    mode: target.mode.clone(),
+                    steps,
+                });
+                // Stops its processes before the next scenario starts.
+                drop(target);
+            }
+        }
+    }
+    report.targets = report::check_targets(&report, plan);
+    Ok(report)
+}
+
+/// Resolves with the signal's name on Ctrl-C or SIGTERM.
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).ok();
+    let terminate = async {
+        match term.as_mut() {
+            Some(term) => {
+                term.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => match result {
+            Ok(()) => "Ctrl-C",
+            Err(_) => std::future::pending().await,
+        },
+        () = terminate => "SIGTERM",
+    }
+}

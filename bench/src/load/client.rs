@@ -1,0 +1,90 @@
+//! Connecting to a scenario's entry point and making one call of each kind.
+
+use std::{net::SocketAddr, time::Duration};
+
+use anyhow::{Context, Result};
+use meshwork_proto::echo::{EchoRequest, echo_service_client::EchoServiceClient};
+use tonic::{Code, Status, transport::Channel};
+
+use crate::{echo::MAX_MESSAGE, plan::CallKind};
+
+/// A gRPC client on one HTTP/2 connection; clones share the connection and
+/// multiplex their calls on it as streams, as real gRPC clients do.
+pub type Client = EchoServiceClient<Channel>;
+
+/// A call that takes longer than this is counted as DEADLINE_EXCEEDED.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One HTTP/2 connection (h2c) to `addr`.
+pub async fn connect(addr: SocketAddr) -> Result<Client> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .with_context(|| format!("connecting to {addr}"))?;
+    Ok(EchoServiceClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE))
+}
+
+/// `n` separate connections to `addr`.
+pub async fn connect_many(addr: SocketAddr, n: usize) -> Result<Vec<Client>> {
+    futures::future::try_join_all((0..n).map(|_| connect(addr))).await
+}
+
+/// The request a step sends: `payload` bytes (and, for server streaming,
+/// how many responses to send back).
+pub fn request(kind: CallKind, payload: usize) -> EchoRequest {
+    EchoRequest {
+        message: String::new(),
+        repeat: match kind {
+            CallKind::Unary => 0,
+            CallKind::ServerStream { messages } => messages,
+        },
+        payload: vec![0x5a; payload],
+    }
+}
+
+/// Makes one call and reads the whole answer; the error is the call's gRPC
+/// status (a proxy's HTTP error arrives as the status tonic maps it to).
+pub async fn call(client: &mut Client, kind: CallKind, request: EchoRequest) -> Result<(), Code> {
+    let answer = tokio::time::timeout(CALL_TIMEOUT, async {
+        match kind {
+            CallKind::Unary => client.unary(request).await.map(drop),
+            CallKind::ServerStream { messages } => {
+                let mut stream = client.server_stream(request).await?.into_inner();
+                let mut received = 0u32;
+                while stream.message().await?.is_some() {
+                    received += 1;
+                }
+                if received == messages {
+                    Ok(())
+                } else {
+                    Err(Status::data_loss(format!("{received} of {messages} responses")))
+                }
+            }
+        }
+    })
+    .await;
+    match answer {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(status)) => Err(status.code()),
+        Err(_elapsed) => Err(Code::DeadlineExceeded),
+    }
+}
+
+/// One unary call on a fresh connection: the scenario's whole path works.
+pub async fn probe(addr: SocketAddr) -> Result<()> {
+    let attempt = async {
+        let mut client = connect(addr).await?;
+        client
+            .unary(request(CallKind::Unary, 16))
+            .await
+            .map_err(|status| anyhow::anyhow!("{:?}: {}", status.code(), status.message()))?;
+        anyhow::Ok(())
+    };
+    tokio::time::timeout(Duration::from_secs(2), attempt)
+        .await
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within 2 s")))
+}

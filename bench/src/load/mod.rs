@@ -1,0 +1,16 @@
+//! The load generator: gRPC clients over a few multiplexed HTTP/2
+//! connections, a closed loop (fixed concurrency, for throughput), an open
+//! loop (fixed rate, for latency without coordinated omission), and holders
+//! of idle connections and streams (for memory).
+
+mod client;
+mod closed;
+mod idle;
+mod open;
+mod recorder;
+
+pub use client::{Client, connect_many, probe, request};
+pub use closed::closed_loop;
+pub use idle::{hold_connections, hold_streams};
+pub use open::open_loop;
+pub use recorder::{Latency, LoadResult};

@@ -1,0 +1,165 @@
+//! CPU time and memory of a proxy, read from /proc: the process and every
+//! process under it (nginx and nghttpx each run a master and workers).
+
+use std::{collections::HashMap, path::Path, time::Duration};
+
+use anyhow::{Context, Result, bail};
+
+/// One reading of a process tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ProcSample {
+    /// User + system CPU time consumed so far, summed over the tree.
+    pub cpu: Duration,
+    /// Resident memory now (VmRSS), summed over the tree, bytes.
+    pub rss: u64,
+    /// Peak resident memory (VmHWM) since start or the last [`reset_peak`],
+    /// summed over the tree, bytes.
+    pub peak_rss: u64,
+}
+
+/// Reads `pid` and its descendants.
+pub fn sample(pid: u32) -> Result<ProcSample> {
+    let ticks = ticks_per_second()?;
+    let mut total = ProcSample::default();
+    for p in tree(pid)? {
+        let stat = std::fs::read_to_string(format!("/proc/{p}/stat"));
+        let status = std::fs::read_to_string(format!("/proc/{p}/status"));
+        let (Ok(stat), Ok(status)) = (stat, status) else {
+            // Exited between listing and reading: it no longer uses anything.
+            if p == pid {
+                bail!("process {pid} has exited");
+            }
+            continue;
+        };
+        let stat = parse_stat(&stat).with_context(|| format!("/proc/{p}/stat"))?;
+        total.cpu += Duration::from_secs_f64((stat.utime + stat.stime) as f64 / ticks as f64);
+        total.rss += status_kib(&status, "VmRSS").unwrap_or(0) * 1024;
+        total.peak_rss += status_kib(&status, "VmHWM").unwrap_or(0) * 1024;
+    }
+    Ok(total)
+}
+
+/// Resets the peak-RSS mark (VmHWM) of `pid` and its descendants to their
+/// current RSS, so the next [`sample`] shows the peak of one step alone.
+/// Returns false where the kernel refused (then peaks run from the start).
+pub fn reset_peak(pid: u32) -> bool {
+    tree(pid).is_ok_and(|pids| {
+        pids.iter()
+            .all(|p| std::fs::write(format!("/proc/{p}/clear_refs"), "5").is_ok())
+    })
+}
+
+/// Clock ticks per second, the unit of utime and stime in /proc/<pid>/stat.
+fn ticks_per_second() -> Result<u64> {
+    let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .context("sysconf(_SC_CLK_TCK)")?
+        .context("sysconf(_SC_CLK_TCK) has no value")?;
+    u64::try_from(ticks)
+        .ok()
+        .filter(|&t| t > 0)
+        .context("sysconf(_SC_CLK_TCK) is not positive")
+}
+
+/// `pid` and all its descendants, found through each process's parent id.
+fn tree(pid: u32) -> Result<Vec<u32>> {
+    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+    for entry in std::fs::read_dir("/proc").context("reading /proc")? {
+        let Ok(entry) = entry else { continue };
+        let Some(p) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(Path::new("/proc").join(p.to_string()).join("stat"));
+        if let Some(stat) = stat.ok().and_then(|s| parse_stat(&s).ok()) {
+            children.entry(stat.ppid).or_default().push(p);
+        }
+    }
+    let mut found = vec![pid];
+    let mut next = 0;
+    while next < found.len() {
+        if let Some(kids) = children.get(&found[next]) {
+            found.extend(kids);
+        }
+        next += 1;
+    }
+    Ok(found)
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct Stat {
+    ppid: u32,
+    utime: u64,
+    stime: u64,
+}
+
+/// The fields we need of /proc/<pid>/stat. The command name (field 2) is in
+/// parentheses and may hold spaces and parentheses itself, so fields are
+/// counted from the last `)`.
+fn parse_stat(text: &str) -> Result<Stat> {
+    let (_, rest) = text.rsplit_once(')').context("no ')' after the command name")?;
+    // rest: " S ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime ..."
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |n: usize| -> Result<u64> {
+        // Field numbers as in proc(5): `state` is field 3, at index 0 here.
+        let raw = fields.get(n - 3).with_context(|| format!("field {n} missing"))?;
+        raw.parse().with_context(|| format!("field {n}: {raw:?}"))
+    };
+    Ok(Stat {
+        ppid: u32::try_from(field(4)?).context("ppid")?,
+        utime: field(14)?,
+        stime: field(15)?,
+    })
+}
+
+/// A `Key:   1234 kB` line of /proc/<pid>/status, in KiB.
+fn status_kib(text: &str, key: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(key)?.strip_prefix(':'))
+        .and_then(|value| value.split_whitespace().next())
+        .and_then(|number| number.parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_with_awkward_command_name() {
+        let text = "4242 (nginx: a) b) S 17 4242 4242 0 -1 4194560 1 2 3 4 250 75 0 0 20 0 1 0 123 4096 300";
+        assert_eq!(
+            parse_stat(text).expect("parses"),
+            Stat {
+                ppid: 17,
+                utime: 250,
+                stime: 75
+            }
+        );
+        assert!(parse_stat("garbage").is_err());
+    }
+
+    #[test]
+    fn status_fields() {
+        let text = "Name:\tmesh\nVmHWM:\t   10240 kB\nVmRSS:\t    8192 kB\n";
+        assert_eq!(status_kib(text, "VmHWM"), Some(10240));
+        assert_eq!(status_kib(text, "VmRSS"), Some(8192));
+        assert_eq!(status_kib(text, "VmSwap"), None);
+    }
+
+    #[test]
+    fn reads_this_process() {
+        let me = sample(std::process::id()).expect("sample self");
+        assert!(me.rss > 0 && me.peak_rss >= me.rss, "{me:?}");
+        // Burn CPU until a clock tick shows it (bounded, for a busy machine).
+        let before = me.cpu;
+        let start = std::time::Instant::now();
+        let mut x = 0u64;
+        let mut after = before;
+        while after <= before && start.elapsed() < Duration::from_secs(5) {
+            for _ in 0..1_000_000 {
+                x = x.wrapping_mul(31).wrapping_add(7);
+            }
+            after = sample(std::process::id()).expect("sample self").cpu;
+        }
+        std::hint::black_box(x);
+        assert!(after > before, "{before:?} → {after:?}");
+    }
+}

@@ -1,0 +1,192 @@
+//! `meshwork`: load generator → the `bench` client's outbound sidecar →
+//! mTLS → the `echo` service's inbound sidecar → echo server. The sidecars
+//! are normally two `mesh proxy` processes (the real binary, measured from
+//! /proc); in-process mode runs them on a runtime of their own inside this
+//! process instead (no `mesh` binary needed; CPU and memory not measured).
+
+use std::{net::SocketAddr, path::Path, sync::Arc};
+
+use anyhow::{Context, Result};
+use meshwork_config::MeshConfig;
+use meshwork_proxy::{Listeners, SidecarOptions};
+use tempfile::TempDir;
+use tokio::{net::TcpListener, process::Command, sync::watch};
+
+use super::{
+    Proxy, ProxyChild, Target, free_port,
+    pki::{self, CLIENT, SERVICE, TRUST_DOMAIN},
+};
+use crate::{args::ScenarioKind, background::Background, plan::MeshMode};
+
+/// The addresses of the two sidecars.
+struct Ports {
+    echo_inbound: SocketAddr,
+    echo_outbound: SocketAddr,
+    echo_admin: SocketAddr,
+    client_outbound: SocketAddr,
+    client_admin: SocketAddr,
+}
+
+pub async fn start(mode: &MeshMode, echo: SocketAddr) -> Result<Target> {
+    let dir = tempfile::Builder::new()
+        .prefix("meshwork-bench-mesh-")
+        .tempdir()
+        .context("creating a temp dir")?;
+    pki::mesh_certs(dir.path())?;
+    match mode {
+        MeshMode::Process(bin) => processes(bin, echo, dir).await,
+        MeshMode::InProcess => in_process(echo, dir).await,
+    }
+}
+
+/// mesh.toml: the echo service (callable by `bench` only) and the `bench` client.
+fn config_text(state_dir: &Path, app: SocketAddr, ports: &Ports) -> String {
+    format!(
+        r#"# Written by meshwork-bench for one run.
+trust_domain = "{TRUST_DOMAIN}"
+state_dir = '{state}'
+leaf_lifetime = "24h"
+
+[services.{SERVICE}]
+app = "{app}"
+inbound = "{echo_inbound}"
+outbound = "{echo_outbound}"
+admin = "{echo_admin}"
+grpc_services = ["meshwork.echo.v1.EchoService"]
+allow = [{{ from = "{CLIENT}" }}]
+
+[clients.{CLIENT}]
+outbound = "{client_outbound}"
+admin = "{client_admin}"
+"#,
+        state = state_dir.display(),
+        echo_inbound = ports.echo_inbound,
+        echo_outbound = ports.echo_outbound,
+        echo_admin = ports.echo_admin,
+        client_outbound = ports.client_outbound,
+        client_admin = ports.client_admin,
+    )
+}
+
+async fn processes(bin: &Path, echo: SocketAddr, dir: TempDir) -> Result<Target> {
+    let ports = Ports {
+        echo_inbound: free_port()?,
+        echo_outbound: free_port()?,
+        echo_admin: free_port()?,
+        client_outbound: free_port()?,
+        client_admin: free_port()?,
+    };
+    let config = dir.path().join("mesh.toml");
+    std::fs::write(&config, config_text(dir.path(), echo, &ports)).context("writing mesh.toml")?;
+    let mut children = Vec::new();
+    for name in [CLIENT, SERVICE] {
+        let mut command = Command::new(bin);
+        command.arg("proxy").arg("--config").arg(&config).args(["--name", name]);
+        let log = dir.path().join(format!("{name}-proxy.log"));
+        children.push(ProxyChild::spawn(&format!("mesh proxy --name {name}"), command, &log)?);
+    }
+    let proxies = vec![
+        Proxy {
+            role: "outbound",
+            pid: Some(children[0].pid()),
+        },
+        Proxy {
+            role: "inbound",
+            pid: Some(children[1].pid()),
+        },
+    ];
+    let mut target = Target {
+        kind: ScenarioKind::Meshwork,
+        addr: ports.client_outbound,
+        mode: format!("2 `mesh proxy` processes ({})", bin.display()),
+        proxies,
+        children,
+        _keep: vec![Box::new(dir)],
+    };
+    target.wait_ready(&[ports.client_admin, ports.echo_admin]).await?;
+    Ok(target)
+}
+
+/// Sidecars running on this process's `bench-sidecars` runtime; dropping it
+/// signals them to stop, then stops the runtime.
+struct InProcess {
+    _stop: watch::Sender<()>,
+    _runtime: Background,
+}
+
+async fn in_process(echo: SocketAddr, dir: TempDir) -> Result<Target> {
+    let bind = || -> Result<std::net::TcpListener> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").context("binding a sidecar listener")?;
+        listener.set_nonblocking(true)?;
+        Ok(listener)
+    };
+    let (echo_in, echo_out, echo_adm, client_out, client_adm) = (bind()?, bind()?, bind()?, bind()?, bind()?);
+    let ports = Ports {
+        echo_inbound: echo_in.local_addr()?,
+        echo_outbound: echo_out.local_addr()?,
+        echo_admin: echo_adm.local_addr()?,
+        client_outbound: client_out.local_addr()?,
+        client_admin: client_adm.local_addr()?,
+    };
+    let source = dir.path().join("mesh.toml");
+    let config = Arc::new(
+        MeshConfig::parse(&config_text(dir.path(), echo, &ports), &source).context("the benchmark's mesh.toml")?,
+    );
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let runtime = Background::new("bench-sidecars", threads)?;
+    let handle = runtime.handle().context("sidecar runtime")?;
+    let (stop, stopped) = watch::channel(());
+    for (name, inbound, outbound, admin) in [
+        (CLIENT, None, client_out, client_adm),
+        (SERVICE, Some(echo_in), echo_out, echo_adm),
+    ] {
+        let opts = SidecarOptions::from_config(config.clone(), name, 0)?;
+        let mut stopped = stopped.clone();
+        handle.spawn(async move {
+            let listeners = (|| {
+                anyhow::Ok(Listeners {
+                    inbound: inbound.map(TcpListener::from_std).transpose()?,
+                    outbound: TcpListener::from_std(outbound)?,
+                    admin: TcpListener::from_std(admin)?,
+                })
+            })();
+            let ran = match listeners {
+                Ok(listeners) => meshwork_proxy::run_with_listeners(opts, listeners, async move {
+                    // Resolves when the sender is dropped with the scenario.
+                    let _ = stopped.changed().await;
+                })
+                .await
+                .map_err(anyhow::Error::from),
+                Err(error) => Err(error),
+            };
+            if let Err(error) = ran {
+                eprintln!("in-process {name} sidecar failed: {error:#}");
+            }
+        });
+    }
+    let mut target = Target {
+        kind: ScenarioKind::Meshwork,
+        addr: ports.client_outbound,
+        mode: "2 sidecars in-process (CPU and memory not measured)".into(),
+        proxies: vec![
+            Proxy {
+                role: "outbound",
+                pid: None,
+            },
+            Proxy {
+                role: "inbound",
+                pid: None,
+            },
+        ],
+        children: Vec::new(),
+        _keep: vec![
+            Box::new(InProcess {
+                _stop: stop,
+                _runtime: runtime,
+            }),
+            Box::new(dir),
+        ],
+    };
+    target.wait_ready(&[ports.client_admin, ports.echo_admin]).await?;
+    Ok(target)
+}

@@ -1,0 +1,93 @@
+//! Smoke test: the benchmark runs for about a second in each scenario this
+//! machine can run and reports sane figures. The figures themselves belong
+//! in BENCHMARKS.md, not here. The Meshwork sidecars run in-process (cargo
+//! builds no `mesh` binary for this package's tests); nginx and nghttpx run
+//! where installed and are skipped with a message otherwise.
+
+use std::time::Duration;
+
+use clap::Parser;
+use meshwork_bench::{BenchArgs, Report, ScenarioKind, Step};
+
+#[derive(Parser)]
+struct Cli {
+    #[command(flatten)]
+    args: BenchArgs,
+}
+
+fn args(extra: &[&str]) -> BenchArgs {
+    let argv = [
+        "meshwork-bench",
+        "--in-process",
+        "--duration",
+        "100ms",
+        "--warmup",
+        "20ms",
+        "--idle-connections",
+        "5",
+        "--idle-streams",
+        "20",
+    ];
+    Cli::try_parse_from(argv.iter().chain(extra)).expect("arguments").args
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_available_scenario_reports_sane_figures() {
+    let report: Report = meshwork_bench::run(args(&[])).await.expect("the benchmark runs");
+    let markdown = report.markdown();
+    println!("{markdown}");
+
+    for (kind, reason) in &report.skipped {
+        println!("skipped {kind}: {reason}");
+        assert!(
+            matches!(kind, ScenarioKind::Nginx | ScenarioKind::Nghttpx) && reason.contains("not installed"),
+            "only a missing peer proxy may be skipped: {kind}: {reason}"
+        );
+    }
+    for kind in [ScenarioKind::Direct, ScenarioKind::Meshwork] {
+        assert!(report.scenario(kind).is_some(), "{kind} did not run");
+    }
+    assert_eq!(report.scenarios.len() + report.skipped.len(), 4);
+
+    for scenario in &report.scenarios {
+        let kind = scenario.kind;
+        assert_eq!(scenario.steps.len(), report.steps.len(), "{kind}: every step ran");
+        let is_process = matches!(kind, ScenarioKind::Nginx | ScenarioKind::Nghttpx);
+        for result in &scenario.steps {
+            let what = format!("{kind} / {}", result.step.label());
+            assert_eq!(result.failure, None, "{what}");
+            if let Some(load) = &result.load {
+                assert!(load.calls > 0, "{what}: no calls");
+                assert!(load.errors.is_empty(), "{what}: errors {:?}", load.errors);
+                assert!(load.latency.p50 > Duration::ZERO, "{what}: {:?}", load.latency);
+                assert!(load.latency.is_ordered(), "{what}: {:?}", load.latency);
+            } else {
+                assert!(!result.step.is_load(), "{what}: no load figures");
+            }
+            let expected_proxies = if kind == ScenarioKind::Direct { 0 } else { 2 };
+            assert_eq!(result.proxies.len(), expected_proxies, "{what}");
+            for proxy in &result.proxies {
+                // Processes are measured; in-process sidecars are not.
+                assert_eq!(proxy.memory.is_some(), is_process, "{what}: {proxy:?}");
+                if result.step.is_load() {
+                    assert_eq!(proxy.cpu.is_some(), is_process, "{what}: {proxy:?}");
+                }
+                if result.step == Step::Idle && is_process {
+                    assert!(proxy.memory > Some(1024 * 1024), "{what}: {proxy:?}");
+                }
+            }
+        }
+    }
+
+    assert!(markdown.contains("| unary 100 B ×32 | direct |"), "{markdown}");
+    assert!(markdown.contains("| unary 100 B ×32 | meshwork |"), "{markdown}");
+    assert!(markdown.contains("Targets"), "{markdown}");
+}
+
+#[tokio::test]
+async fn nonsense_is_refused_before_anything_starts() {
+    let error = meshwork_bench::run(args(&["--concurrency", "0"]))
+        .await
+        .expect_err("refused");
+    assert!(error.to_string().contains("at least 1"), "{error:#}");
+}
