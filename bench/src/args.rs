@@ -55,8 +55,8 @@ pub struct BenchArgs {
     /// Open (idle) bidirectional streams held to measure memory per stream.
     #[arg(long, default_value_t = 1000)]
     pub idle_streams: usize,
-    /// The `mesh` binary whose `mesh proxy` runs the sidecars. Default: the
-    /// `mesh` next to this program (the same target directory).
+    /// The sidecar binary: `mesh-proxy` (or `mesh`, run as `mesh proxy`).
+    /// Default: the `mesh-proxy` next to this program (the same target directory).
     #[arg(long)]
     pub mesh_bin: Option<PathBuf>,
     /// Run the Meshwork sidecars inside this process instead of as `mesh

@@ -77,7 +77,7 @@ pub fn size(bytes: usize) -> String {
 /// How the Meshwork scenario runs its sidecars.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MeshMode {
-    /// Two `mesh proxy` processes of this binary.
+    /// Two sidecar processes of this binary (`mesh-proxy`, or `mesh proxy`).
     Process(PathBuf),
     /// Two sidecars on their own runtime inside this process.
     InProcess,
@@ -207,17 +207,18 @@ impl Plan {
     }
 }
 
-/// `--mesh-bin`, else `mesh` next to this program, else in-process sidecars.
+/// `--mesh-bin`, else the sidecar binary `mesh-proxy` next to this program
+/// (what `mesh up` runs), else in-process sidecars.
 fn resolve_mesh_bin(given: Option<&std::path::Path>, notes: &mut Vec<String>) -> Result<MeshMode> {
     let exe = std::env::current_exe().context("finding this program's path")?;
     let path = match given {
         Some(path) if path.is_file() => path.to_path_buf(),
         Some(path) => bail!("--mesh-bin {}: no such file", path.display()),
         None => {
-            let beside = exe.with_file_name("mesh");
+            let beside = exe.with_file_name("mesh-proxy");
             if !beside.is_file() {
                 notes.push(format!(
-                    "no `mesh` binary next to {}: the Meshwork sidecars run in-process, so their CPU and memory \
+                    "no `mesh-proxy` binary next to {}: the Meshwork sidecars run in-process, so their CPU and memory \
                      are not measured (build it with `cargo build --release -p mesh`, or pass --mesh-bin)",
                     exe.display()
                 ));

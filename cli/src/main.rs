@@ -7,10 +7,11 @@
 mod certs;
 mod demo;
 mod launcher;
+mod proxy_cmd;
 mod serve;
 mod signals;
 
-use std::{path::PathBuf, process::ExitCode};
+use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -29,44 +30,24 @@ enum Command {
     Up(launcher::UpArgs),
     /// Create the mesh CA and workload certificates (or renew those close to expiry).
     Certs(certs::CertsArgs),
-    /// Run one workload's sidecar proxy.
-    Proxy(ProxyArgs),
+    /// Run one workload's sidecar proxy (as the `mesh-proxy` binary does).
+    Proxy(proxy_cmd::ProxyArgs),
     /// Run one service's app.
     Serve(serve::ServeCommand),
     /// Walk through the shop against a running mesh: register, browse, fill a cart, check out.
     Demo(demo::DemoArgs),
 }
 
-#[derive(clap::Args)]
-struct ProxyArgs {
-    /// The mesh description.
-    #[arg(long, default_value = "mesh.toml", env = "MESH_CONFIG")]
-    config: PathBuf,
-    /// The workload (service or client) whose sidecar this is.
-    #[arg(long)]
-    name: String,
-    /// Which replica of the service.
-    #[arg(long, default_value_t = 0)]
-    replica: u16,
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(anyhow::Error::from)
-        .and_then(|runtime| {
-            runtime.block_on(async move {
-                match cli.command {
-                    Command::Up(args) => launcher::up(args).await,
-                    Command::Certs(args) => certs::run(args),
-                    Command::Proxy(args) => run_proxy(args).await,
-                    Command::Serve(command) => serve::run(command).await,
-                    Command::Demo(args) => demo::run(args).await,
-                }
-            })
-        });
+    let result = match cli.command {
+        Command::Up(args) => on_runtime(launcher::up(args)),
+        Command::Certs(args) => certs::run(args),
+        // A sidecar builds a runtime of its own size.
+        Command::Proxy(args) => proxy_cmd::run(args),
+        Command::Serve(command) => on_runtime(serve::run(command)),
+        Command::Demo(args) => on_runtime(demo::run(args)),
+    };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -77,11 +58,10 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run_proxy(args: ProxyArgs) -> Result<()> {
-    // Spans are flushed when the guard drops, after the sidecar has drained.
-    let _telemetry = meshwork_telemetry::init(&format!("{}-proxy", args.name));
-    let config = meshwork_config::MeshConfig::load(&args.config)?;
-    let options = meshwork_proxy::SidecarOptions::from_config(config, &args.name, args.replica)?;
-    meshwork_proxy::run(options, signals::terminated()).await?;
-    Ok(())
+/// Runs `task` to completion on a multi-threaded runtime.
+fn on_runtime(task: impl std::future::Future<Output = Result<()>>) -> Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(task)
 }

@@ -9,7 +9,7 @@ use nix::{
     unistd::Pid,
 };
 
-use crate::support::mesh_process::{MeshProcess, pids, shop_config};
+use crate::support::mesh_process::{MESH, MESH_PROXY, MeshProcess, pids, shop_config};
 
 #[test]
 fn mesh_up_checks_out_through_the_sidecars_and_stops_cleanly() {
@@ -78,12 +78,13 @@ fn malformed_mesh_toml_is_refused_with_file_key_and_reason() {
     .expect("write");
     let path = config.to_str().expect("utf-8 path");
 
-    for command in [
-        &["up", "--config", path][..],
-        &["proxy", "--name", "cart", "--config", path],
-        &["certs", "--config", path],
+    for (program, command) in [
+        (MESH, &["up", "--config", path][..]),
+        (MESH, &["proxy", "--name", "cart", "--config", path]),
+        (MESH, &["certs", "--config", path]),
+        (MESH_PROXY, &["--name", "cart", "--config", path]),
     ] {
-        let mut mesh = MeshProcess::start(command);
+        let mut mesh = MeshProcess::start_program(program, command, &[]);
         let status = mesh.wait(Duration::from_secs(30));
         assert!(!status.success(), "{command:?} accepted a bad config");
         let output = mesh.output();
@@ -94,6 +95,15 @@ fn malformed_mesh_toml_is_refused_with_file_key_and_reason() {
             "{command:?}: {output}"
         );
     }
+    // A sidecar's thread count is checked before anything starts.
+    let mut proxy =
+        MeshProcess::start_program(MESH_PROXY, &["--name", "cart", "--config", path, "--threads", "0"], &[]);
+    assert!(!proxy.wait(Duration::from_secs(30)).success());
+    assert!(
+        proxy.output().contains("invalid value '0' for '--threads <THREADS>'"),
+        "{}",
+        proxy.output()
+    );
     // Nothing was started or written for a config that was refused.
     assert!(!dir.path().join(".mesh").exists());
 }

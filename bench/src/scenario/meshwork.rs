@@ -81,9 +81,13 @@ async fn processes(bin: &Path, echo: SocketAddr, dir: TempDir) -> Result<Target>
     let mut children = Vec::new();
     for name in [CLIENT, SERVICE] {
         let mut command = Command::new(bin);
-        command.arg("proxy").arg("--config").arg(&config).args(["--name", name]);
+        // `mesh-proxy` is the sidecar itself; `mesh` (given with --mesh-bin) runs it as `mesh proxy`.
+        if bin.file_name().is_some_and(|n| n == "mesh") {
+            command.arg("proxy");
+        }
+        command.arg("--config").arg(&config).args(["--name", name]);
         let log = dir.path().join(format!("{name}-proxy.log"));
-        children.push(ProxyChild::spawn(&format!("mesh proxy --name {name}"), command, &log)?);
+        children.push(ProxyChild::spawn(&format!("sidecar {name}"), command, &log)?);
     }
     let proxies = vec![
         Proxy {
@@ -98,7 +102,7 @@ async fn processes(bin: &Path, echo: SocketAddr, dir: TempDir) -> Result<Target>
     let mut target = Target {
         kind: ScenarioKind::Meshwork,
         addr: ports.client_outbound,
-        mode: format!("2 `mesh proxy` processes ({})", bin.display()),
+        mode: format!("2 sidecar processes ({})", bin.display()),
         proxies,
         children,
         _keep: vec![Box::new(dir)],

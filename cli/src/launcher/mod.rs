@@ -41,7 +41,37 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 /// One process of the mesh, as the launcher starts it.
 struct Process {
     label: String,
+    program: PathBuf,
     args: Vec<String>,
+}
+
+/// The binaries the launcher starts: itself for the apps (`mesh serve`),
+/// and for sidecars the lean `mesh-proxy` beside it (built with it), else
+/// itself as `mesh proxy`.
+struct Programs {
+    mesh: PathBuf,
+    sidecar: PathBuf,
+    sidecar_args: &'static [&'static str],
+}
+
+impl Programs {
+    fn find() -> Result<Self> {
+        let mesh = std::env::current_exe().context("finding the mesh binary")?;
+        let lean = mesh.with_file_name("mesh-proxy");
+        Ok(if lean.is_file() {
+            Programs {
+                mesh,
+                sidecar: lean,
+                sidecar_args: &[],
+            }
+        } else {
+            Programs {
+                sidecar: mesh.clone(),
+                mesh,
+                sidecar_args: &["proxy"],
+            }
+        })
+    }
 }
 
 pub async fn up(args: UpArgs) -> Result<()> {
@@ -65,9 +95,9 @@ pub async fn up(args: UpArgs) -> Result<()> {
     let data_dir = config.state_dir.join("data");
     std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
 
-    let exe = std::env::current_exe().context("finding the mesh binary")?;
-    let sidecars = sidecar_processes(&config, &config_path);
-    let apps = app_processes(&config, &data_dir);
+    let programs = Programs::find()?;
+    let sidecars = sidecar_processes(&config, &config_path, &programs);
+    let apps = app_processes(&config, &data_dir, &programs);
     let label_width = sidecars.iter().chain(&apps).map(|p| p.label.len()).max().unwrap_or(0);
     let mut supervisor = Supervisor::new(label_width);
     let mut pids = Vec::new();
@@ -75,7 +105,6 @@ pub async fn up(args: UpArgs) -> Result<()> {
     let started = start_and_wait(
         &mut supervisor,
         &mut pids,
-        &exe,
         &config,
         &sidecars,
         &apps,
@@ -115,7 +144,7 @@ pub async fn up(args: UpArgs) -> Result<()> {
                 if let Some(edited) = watch.reload() {
                     match edited {
                         Ok(edited) => {
-                            rescale(&mut supervisor, &exe, &config, &edited, &config_path, &data_dir).await;
+                            rescale(&mut supervisor, &programs, &config, &edited, &config_path, &data_dir).await;
                             config = edited;
                         }
                         Err(e) => eprintln!("mesh: ignoring the edited config: {e}"),
@@ -126,8 +155,8 @@ pub async fn up(args: UpArgs) -> Result<()> {
     }
     println!("mesh: stopping");
     let (apps, sidecars) = (
-        app_processes(&config, &data_dir),
-        sidecar_processes(&config, &config_path),
+        app_processes(&config, &data_dir, &programs),
+        sidecar_processes(&config, &config_path, &programs),
     );
     stop_all(&mut supervisor, &apps, &sidecars).await;
     println!("mesh: stopped");
@@ -179,14 +208,20 @@ fn modified(path: &Path) -> Option<std::time::SystemTime> {
 /// process's own addresses need a restart of `mesh up`, and are said so.
 async fn rescale(
     supervisor: &mut Supervisor,
-    exe: &Path,
+    programs: &Programs,
     old: &MeshConfig,
     new: &MeshConfig,
     config_path: &Path,
     data_dir: &Path,
 ) {
-    let (old_sidecars, new_sidecars) = (sidecar_processes(old, config_path), sidecar_processes(new, config_path));
-    let (old_apps, new_apps) = (app_processes(old, data_dir), app_processes(new, data_dir));
+    let (old_sidecars, new_sidecars) = (
+        sidecar_processes(old, config_path, programs),
+        sidecar_processes(new, config_path, programs),
+    );
+    let (old_apps, new_apps) = (
+        app_processes(old, data_dir, programs),
+        app_processes(new, data_dir, programs),
+    );
     let missing_from = |from: &[Process], of: &[Process]| -> Vec<String> {
         of.iter()
             .filter(|p| !from.iter().any(|q| q.label == p.label))
@@ -231,7 +266,7 @@ async fn rescale(
     }
     // Sidecars come first in `added`, so no new app calls out before its sidecar exists.
     for process in added {
-        match supervisor.spawn(&process.label, exe, &process.args) {
+        match supervisor.spawn(&process.label, &process.program, &process.args) {
             Ok(pid) => println!("mesh: mesh.toml changed; started {} (pid {pid})", process.label),
             Err(e) => eprintln!("mesh: cannot start {}: {e:#}", process.label),
         }
@@ -248,31 +283,36 @@ fn workload_label(spec: &SidecarSpec<'_>) -> String {
     }
 }
 
-fn sidecar_processes(config: &MeshConfig, config_path: &Path) -> Vec<Process> {
+fn sidecar_processes(config: &MeshConfig, config_path: &Path, programs: &Programs) -> Vec<Process> {
     config
         .sidecars()
         .map(|spec| Process {
             label: format!("{}-proxy", workload_label(&spec)),
-            args: vec![
-                "proxy".into(),
-                "--config".into(),
-                config_path.display().to_string(),
-                "--name".into(),
-                spec.name.into(),
-                "--replica".into(),
-                spec.replica.to_string(),
-            ],
+            program: programs.sidecar.clone(),
+            args: [programs.sidecar_args, &["--config"]]
+                .concat()
+                .into_iter()
+                .map(String::from)
+                .chain([
+                    config_path.display().to_string(),
+                    "--name".into(),
+                    spec.name.into(),
+                    "--replica".into(),
+                    spec.replica.to_string(),
+                ])
+                .collect(),
         })
         .collect()
 }
 
-fn app_processes(config: &MeshConfig, data_dir: &Path) -> Vec<Process> {
+fn app_processes(config: &MeshConfig, data_dir: &Path, programs: &Programs) -> Vec<Process> {
     config
         .sidecars()
         .filter_map(|spec| {
             let app = spec.app?;
             Some(Process {
                 label: workload_label(&spec),
+                program: programs.mesh.clone(),
                 args: vec![
                     "serve".into(),
                     spec.name.into(),
@@ -295,23 +335,18 @@ fn app_processes(config: &MeshConfig, data_dir: &Path) -> Vec<Process> {
 async fn start_and_wait(
     supervisor: &mut Supervisor,
     pids: &mut Vec<(String, u32)>,
-    exe: &Path,
     config: &MeshConfig,
     sidecars: &[Process],
     apps: &[Process],
     ready_timeout: Duration,
 ) -> Result<()> {
-    let admins: Vec<SocketAddr> = config
-        .workload_names()
-        .filter_map(|n| config.sidecar(n))
-        .map(|s| s.admin)
-        .collect();
+    let admins: Vec<SocketAddr> = config.sidecars().map(|s| s.admin).collect();
     let probe = AdminProbe::new();
     let deadline = tokio::time::Instant::now() + ready_timeout;
 
     for (processes, path) in [(sidecars, "/live"), (apps, "/ready")] {
         for process in processes {
-            let pid = supervisor.spawn(&process.label, exe, &process.args)?;
+            let pid = supervisor.spawn(&process.label, &process.program, &process.args)?;
             pids.push((process.label.clone(), pid));
         }
         tokio::select! {

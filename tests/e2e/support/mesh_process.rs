@@ -15,6 +15,7 @@ use nix::{
 };
 
 pub const MESH: &str = env!("CARGO_BIN_EXE_mesh");
+pub const MESH_PROXY: &str = env!("CARGO_BIN_EXE_mesh-proxy");
 
 /// A mesh.toml for the four shop services and the demo client, on ports from
 /// `base` up, keeping its state in `dir`. Keep `base` and its range below
@@ -51,7 +52,12 @@ impl MeshProcess {
 
     /// Like [`start`](Self::start), with extra environment variables.
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut child = Command::new(MESH)
+        Self::start_program(MESH, args, env)
+    }
+
+    /// `program args…` (`mesh` or the lean sidecar binary `mesh-proxy`).
+    pub fn start_program(program: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut child = Command::new(program)
             .args(args)
             .env("RUST_LOG", "info")
             .envs(env.iter().copied())
