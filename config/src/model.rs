@@ -12,6 +12,10 @@ use crate::policy::{Fault, MethodPolicy, RetryPolicy, Telemetry, method_matches}
 pub struct MeshConfig {
     /// The file this was read from (for messages), or a name given by the caller.
     pub source: PathBuf,
+    /// The version of `source` this was read from, taken before reading, so
+    /// an edit racing the read still shows as a change to a follower.
+    /// Unknown for a configuration parsed from text.
+    pub source_stamp: crate::FileStamp,
     /// SPIFFE trust domain, for example `meshwork.local`.
     pub trust_domain: String,
     /// Certificates, keys and databases, resolved against the file's folder.

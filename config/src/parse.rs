@@ -11,6 +11,7 @@ use std::{
 use serde::Deserialize;
 
 use crate::{
+    FileStamp,
     error::ConfigError,
     model::{Client, MeshConfig, Service},
     policy::{Fault, RetryPolicy, Telemetry},
@@ -58,11 +59,14 @@ const MIN_LEAF_LIFETIME: Duration = Duration::from_secs(10 * 60);
 impl MeshConfig {
     /// Reads and validates a `mesh.toml`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let stamp = FileStamp::of(path);
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             file: path.to_path_buf(),
             source,
         })?;
-        Self::parse(&text, path)
+        let mut config = Self::parse(&text, path)?;
+        config.source_stamp = stamp;
+        Ok(config)
     }
 
     /// Parses and validates `text`; `source` names it in errors, and its folder
@@ -82,6 +86,7 @@ impl MeshConfig {
         let base = source.parent().unwrap_or(Path::new("."));
         let config = MeshConfig {
             source: source.to_path_buf(),
+            source_stamp: FileStamp::default(),
             trust_domain: raw.trust_domain,
             state_dir: base.join(raw.state_dir),
             leaf_lifetime: raw.leaf_lifetime,

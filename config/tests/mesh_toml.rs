@@ -241,3 +241,18 @@ fn bad_traffic_policy_is_refused() {
     let (key, _) = with("[retry]\nbudget_ratio = 2.0\n");
     assert_eq!(key, "retry.budget_ratio");
 }
+
+#[test]
+fn a_loaded_config_remembers_the_version_it_was_read_from() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("mesh.toml");
+    std::fs::write(&path, VALID).expect("write");
+    let config = MeshConfig::load(&path).expect("valid");
+    assert!(config.source_stamp.is_known());
+    assert_eq!(config.source_stamp, meshwork_config::FileStamp::of(&path));
+    // An edit (here one that changes the length) is a new version.
+    std::fs::write(&path, format!("{VALID}\n# edited\n")).expect("edit");
+    assert_ne!(config.source_stamp, meshwork_config::FileStamp::of(&path));
+    // Text parsed without a file has no version to compare with.
+    assert!(!parse(VALID).expect("valid").source_stamp.is_known());
+}

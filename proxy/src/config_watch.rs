@@ -6,27 +6,33 @@
 //! inotify: portable, one `stat` a second, and it sees files replaced by
 //! rename as editors and `mesh up` write them.
 
-use std::{path::PathBuf, sync::Arc, time::Duration, time::SystemTime};
+use std::{path::Path, sync::Arc, time::Duration};
 
-use meshwork_config::MeshConfig;
+use meshwork_config::{FileStamp, MeshConfig};
 use tokio::sync::watch;
 
 use crate::shutdown::Shutdown;
 
-/// What identifies a version of the file without reading it.
-type Stamp = (SystemTime, u64);
-
-async fn stamp(path: &PathBuf) -> Option<Stamp> {
-    let meta = tokio::fs::metadata(path).await.ok()?;
-    Some((meta.modified().ok()?, meta.len()))
+async fn stamp(path: &Path) -> FileStamp {
+    FileStamp::from_metadata(tokio::fs::metadata(path).await.ok().as_ref())
 }
 
-/// Polls `path` every `interval` until shutdown, publishing each new valid
-/// configuration on `updates`. The first stamp is taken at once, so only
-/// changes after start count.
-pub async fn poll(path: PathBuf, interval: Duration, updates: watch::Sender<Arc<MeshConfig>>, mut shutdown: Shutdown) {
-    let mut seen = stamp(&path).await;
-    if seen.is_none() {
+/// Polls the file `config` was read from every `interval` until shutdown,
+/// publishing each new valid configuration on `updates`. Changes count from
+/// the version `config` was read from (or, for one parsed from text, from
+/// the file as it is at start).
+pub async fn poll(
+    config: Arc<MeshConfig>,
+    interval: Duration,
+    updates: watch::Sender<Arc<MeshConfig>>,
+    mut shutdown: Shutdown,
+) {
+    let path = config.source.clone();
+    let mut seen = match config.source_stamp {
+        stamp if stamp.is_known() => stamp,
+        _ => stamp(&path).await,
+    };
+    if !seen.is_known() {
         tracing::debug!(file = %path.display(), "mesh.toml not found; changes will be picked up if it appears");
     }
     let mut tick = tokio::time::interval(interval);
@@ -37,7 +43,7 @@ pub async fn poll(path: PathBuf, interval: Duration, updates: watch::Sender<Arc<
             _ = shutdown.requested() => return,
         }
         let now = stamp(&path).await;
-        if now.is_none() || now == seen {
+        if !now.is_known() || now == seen {
             continue;
         }
         seen = now;

@@ -91,7 +91,7 @@ pub async fn run_with_listeners(
     let outbound_stack = outbound::build(&opts.config, updates, &identity, settings, &mut registry, &telemetry)
         .map_err(identity_error)?;
     tasks.spawn(config_watch::poll(
-        opts.config.source.clone(),
+        opts.config.clone(),
         settings.config_poll_interval,
         config_updates,
         stop.clone(),

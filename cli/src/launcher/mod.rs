@@ -15,7 +15,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-use meshwork_config::{MeshConfig, SidecarSpec};
+use meshwork_config::{FileStamp, MeshConfig, SidecarSpec};
 
 use crate::{certs, demo, serve, signals};
 use children::Supervisor;
@@ -76,9 +76,9 @@ impl Programs {
 
 pub async fn up(args: UpArgs) -> Result<()> {
     let config_path = std::path::absolute(&args.config).context("resolving the config path")?;
-    // Noted before the file is read, so an edit made during start-up is seen too.
-    let mut watch = ConfigWatch::new(&config_path);
     let config = MeshConfig::load(&config_path)?;
+    // From the version just read, so an edit made during start-up is seen too.
+    let mut watch = ConfigWatch::new(&config);
     for name in config.services.keys() {
         if !serve::known_service(name) {
             bail!(
@@ -163,22 +163,22 @@ pub async fn up(args: UpArgs) -> Result<()> {
     Ok(())
 }
 
-/// Notices edits to mesh.toml, by modification time, polled: the launcher
-/// needs no more than a second's latency, and polling sees editors that
-/// replace the file as well as those that rewrite it.
+/// Notices edits to mesh.toml, polled: the launcher needs no more than a
+/// second's latency, and polling sees editors that replace the file as well
+/// as those that rewrite it.
 struct ConfigWatch {
     path: PathBuf,
-    modified: Option<std::time::SystemTime>,
+    seen: FileStamp,
     interval: tokio::time::Interval,
 }
 
 impl ConfigWatch {
-    fn new(path: &Path) -> Self {
+    fn new(config: &MeshConfig) -> Self {
         let mut interval = tokio::time::interval(Duration::from_secs(1));
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         ConfigWatch {
-            path: path.to_path_buf(),
-            modified: modified(path),
+            path: config.source.clone(),
+            seen: config.source_stamp,
             interval,
         }
     }
@@ -189,17 +189,13 @@ impl ConfigWatch {
 
     /// The file, parsed, if it changed since last time.
     fn reload(&mut self) -> Option<Result<MeshConfig, meshwork_config::ConfigError>> {
-        let now = modified(&self.path);
-        if now == self.modified {
+        let now = FileStamp::of(&self.path);
+        if !now.is_known() || now == self.seen {
             return None;
         }
-        self.modified = now;
+        self.seen = now;
         Some(MeshConfig::load(&self.path))
     }
-}
-
-fn modified(path: &Path) -> Option<std::time::SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
 /// Applies an edited mesh.toml to the running processes: starts replicas
