@@ -89,7 +89,7 @@ pub async fn walkthrough(config: &MeshConfig) -> Result<()> {
     println!("demo: 3. the catalog's first page:");
     for product in &page.products {
         println!(
-            "demo:      {:<10} {:<40} {:>10}  stock {}",
+            "demo:      {:<22} {:<40} {:>10}  stock {}",
             product.id,
             product.name,
             money(&product.price),
