@@ -13,7 +13,7 @@ use tempfile::TempDir;
 use tokio::{net::TcpListener, process::Command, sync::watch};
 
 use super::{
-    Proxy, ProxyChild, Target, free_port,
+    ProxyChild, Target, free_port,
     pki::{self, CLIENT, SERVICE, TRUST_DOMAIN},
 };
 use crate::{args::ScenarioKind, background::Background, plan::MeshMode};
@@ -89,24 +89,14 @@ async fn processes(bin: &Path, echo: SocketAddr, dir: TempDir) -> Result<Target>
         let log = dir.path().join(format!("{name}-proxy.log"));
         children.push(ProxyChild::spawn(&format!("sidecar {name}"), command, &log)?);
     }
-    let proxies = vec![
-        Proxy {
-            role: "outbound",
-            pid: Some(children[0].pid()),
-        },
-        Proxy {
-            role: "inbound",
-            pid: Some(children[1].pid()),
-        },
-    ];
-    let mut target = Target {
-        kind: ScenarioKind::Meshwork,
-        addr: ports.client_outbound,
-        mode: format!("2 sidecar processes ({})", bin.display()),
-        proxies,
+    let mode = format!("2 sidecar processes ({})", bin.display());
+    let mut target = Target::proxy_pair(
+        ScenarioKind::Meshwork,
+        ports.client_outbound,
+        mode,
         children,
-        _keep: vec![Box::new(dir)],
-    };
+        vec![Box::new(dir)],
+    );
     target.wait_ready(&[ports.client_admin, ports.echo_admin]).await?;
     Ok(target)
 }
@@ -168,29 +158,15 @@ async fn in_process(echo: SocketAddr, dir: TempDir) -> Result<Target> {
             }
         });
     }
-    let mut target = Target {
-        kind: ScenarioKind::Meshwork,
-        addr: ports.client_outbound,
-        mode: "2 sidecars in-process (CPU and memory not measured)".into(),
-        proxies: vec![
-            Proxy {
-                role: "outbound",
-                pid: None,
-            },
-            Proxy {
-                role: "inbound",
-                pid: None,
-            },
-        ],
-        children: Vec::new(),
-        _keep: vec![
-            Box::new(InProcess {
-                _stop: stop,
-                _runtime: runtime,
-            }),
-            Box::new(dir),
-        ],
-    };
+    let mode = "2 sidecars in-process (CPU and memory not measured)".into();
+    let keep: Vec<Box<dyn Send + Sync>> = vec![
+        Box::new(InProcess {
+            _stop: stop,
+            _runtime: runtime,
+        }),
+        Box::new(dir),
+    ];
+    let mut target = Target::proxy_pair(ScenarioKind::Meshwork, ports.client_outbound, mode, Vec::new(), keep);
     target.wait_ready(&[ports.client_admin, ports.echo_admin]).await?;
     Ok(target)
 }

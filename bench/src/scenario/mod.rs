@@ -75,6 +75,37 @@ pub async fn start(kind: ScenarioKind, plan: &Plan, echo: SocketAddr) -> Result<
 }
 
 impl Target {
+    /// A scenario of two proxy processes, `children[0]` outbound and
+    /// `children[1]` inbound (none for in-process sidecars), and whatever
+    /// else must live as long as it.
+    fn proxy_pair(
+        kind: ScenarioKind,
+        addr: SocketAddr,
+        mode: String,
+        children: Vec<ProxyChild>,
+        keep: Vec<Box<dyn Send + Sync>>,
+    ) -> Self {
+        let pid = |i: usize| children.get(i).map(ProxyChild::pid);
+        let proxies = vec![
+            Proxy {
+                role: "outbound",
+                pid: pid(0),
+            },
+            Proxy {
+                role: "inbound",
+                pid: pid(1),
+            },
+        ];
+        Target {
+            kind,
+            addr,
+            mode,
+            proxies,
+            children,
+            _keep: keep,
+        }
+    }
+
     /// Waits until every admin address answers `GET /ready` with 200 and a
     /// call through the whole path succeeds, failing early (with the
     /// process's output) if a proxy exits.

@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use tokio::process::Command;
 
 use super::{
-    Proxy, ProxyChild, Target, free_port, open_files_limit,
+    ProxyChild, Target, free_port, open_files_limit,
     pki::{self, PeerCerts},
 };
 use crate::args::ScenarioKind;
@@ -34,23 +34,8 @@ pub async fn start(bin: &Path, workers: usize, echo: SocketAddr) -> Result<Targe
         let log = dir.path().join(format!("{name}.log"));
         children.push(ProxyChild::spawn(&format!("{name} nghttpx"), command, &log)?);
     }
-    let mut target = Target {
-        kind: ScenarioKind::Nghttpx,
-        addr: outbound,
-        mode: format!("2 nghttpx instances, {workers} worker thread(s) each"),
-        proxies: vec![
-            Proxy {
-                role: "outbound",
-                pid: Some(children[0].pid()),
-            },
-            Proxy {
-                role: "inbound",
-                pid: Some(children[1].pid()),
-            },
-        ],
-        children,
-        _keep: vec![Box::new(dir)],
-    };
+    let mode = format!("2 nghttpx instances, {workers} worker thread(s) each");
+    let mut target = Target::proxy_pair(ScenarioKind::Nghttpx, outbound, mode, children, vec![Box::new(dir)]);
     target.wait_ready(&[]).await?;
     Ok(target)
 }
