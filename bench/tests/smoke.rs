@@ -3,11 +3,17 @@
 //! in BENCHMARKS.md, not here. The Meshwork sidecars run in-process (cargo
 //! builds no `mesh` binary for this package's tests); nginx and nghttpx run
 //! where installed and are skipped with a message otherwise.
+//!
+//! Our own paths (direct and Meshwork) must be free of errors at every step.
+//! So must the peer proxies, except at the heaviest concurrency: nginx opens
+//! one upstream connection per concurrent call, and on a loaded CI machine
+//! some of 1,024 simultaneous TLS connections fail. That is a figure the
+//! table reports, not a fault of the tool.
 
 use std::time::Duration;
 
 use clap::Parser;
-use meshwork_bench::{BenchArgs, Report, ScenarioKind, Step};
+use meshwork_bench::{BenchArgs, CallKind, Report, ScenarioKind, Step};
 
 #[derive(Parser)]
 struct Cli {
@@ -49,6 +55,7 @@ async fn every_available_scenario_reports_sane_figures() {
     }
     assert_eq!(report.scenarios.len() + report.skipped.len(), 4);
 
+    let heaviest = report.steps.iter().filter_map(closed_concurrency).max();
     for scenario in &report.scenarios {
         let kind = scenario.kind;
         assert_eq!(scenario.steps.len(), report.steps.len(), "{kind}: every step ran");
@@ -58,7 +65,11 @@ async fn every_available_scenario_reports_sane_figures() {
             assert_eq!(result.failure, None, "{what}");
             if let Some(load) = &result.load {
                 assert!(load.calls > 0, "{what}: no calls");
-                assert!(load.errors.is_empty(), "{what}: errors {:?}", load.errors);
+                let may_fail = is_process && closed_concurrency(&result.step) == heaviest;
+                if !may_fail {
+                    let (errors, examples) = (&load.errors, &load.error_examples);
+                    assert!(errors.is_empty(), "{what}: errors {errors:?}, e.g. {examples:?}");
+                }
                 assert!(load.latency.p50 > Duration::ZERO, "{what}: {:?}", load.latency);
                 assert!(load.latency.is_ordered(), "{what}: {:?}", load.latency);
             } else {
@@ -82,6 +93,18 @@ async fn every_available_scenario_reports_sane_figures() {
     assert!(markdown.contains("| unary 100 B ×32 | direct |"), "{markdown}");
     assert!(markdown.contains("| unary 100 B ×32 | meshwork |"), "{markdown}");
     assert!(markdown.contains("Targets"), "{markdown}");
+}
+
+/// The concurrency of a closed-loop unary step.
+fn closed_concurrency(step: &Step) -> Option<usize> {
+    match *step {
+        Step::Closed {
+            kind: CallKind::Unary,
+            concurrency,
+            ..
+        } => Some(concurrency),
+        _ => None,
+    }
 }
 
 #[tokio::test]

@@ -4,7 +4,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use anyhow::{Context, Result};
 use meshwork_proto::echo::{EchoRequest, echo_service_client::EchoServiceClient};
-use tonic::{Code, Status, transport::Channel};
+use tonic::{Status, transport::Channel};
 
 use crate::{echo::MAX_MESSAGE, plan::CallKind};
 
@@ -48,7 +48,7 @@ pub fn request(kind: CallKind, payload: usize) -> EchoRequest {
 
 /// Makes one call and reads the whole answer; the error is the call's gRPC
 /// status (a proxy's HTTP error arrives as the status tonic maps it to).
-pub async fn call(client: &mut Client, kind: CallKind, request: EchoRequest) -> Result<(), Code> {
+pub async fn call(client: &mut Client, kind: CallKind, request: EchoRequest) -> Result<(), Status> {
     let answer = tokio::time::timeout(CALL_TIMEOUT, async {
         match kind {
             CallKind::Unary => client.unary(request).await.map(drop),
@@ -69,8 +69,8 @@ pub async fn call(client: &mut Client, kind: CallKind, request: EchoRequest) -> 
     .await;
     match answer {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(status)) => Err(status.code()),
-        Err(_elapsed) => Err(Code::DeadlineExceeded),
+        Ok(Err(status)) => Err(status),
+        Err(_elapsed) => Err(Status::deadline_exceeded(format!("no answer within {CALL_TIMEOUT:?}"))),
     }
 }
 

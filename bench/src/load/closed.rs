@@ -47,7 +47,10 @@ pub async fn closed_loop(
         match joined {
             Ok(recorder) => total.merge(recorder),
             // A caller cannot panic short of a bug; count it, do not hide it.
-            Err(_) => total.record(Duration::ZERO, Err(tonic::Code::Internal)),
+            Err(error) => total.record(
+                Duration::ZERO,
+                Err(tonic::Status::internal(format!("a caller failed: {error}"))),
+            ),
         }
     }
     total.finish(started.elapsed())

@@ -24,7 +24,7 @@ use crate::plan::CallKind;
 pub async fn open_loop(clients: &[Client], payload: usize, rate: u32, duration: Duration) -> LoadResult {
     let interval = Duration::from_secs(1) / rate.max(1);
     let total = u32::try_from(duration.as_nanos() / interval.as_nanos().max(1)).unwrap_or(u32::MAX);
-    let (done, mut answers) = mpsc::unbounded_channel::<(Duration, Result<(), tonic::Code>)>();
+    let (done, mut answers) = mpsc::unbounded_channel::<(Duration, Result<(), tonic::Status>)>();
     let runtime = tokio::runtime::Handle::current();
     let clients: Vec<Client> = clients.to_vec();
     let request = request(CallKind::Unary, payload);
@@ -51,7 +51,10 @@ pub async fn open_loop(clients: &[Client], payload: usize, rate: u32, duration: 
     });
     let mut recorder = Recorder::new();
     if pacer.is_err() {
-        recorder.record(Duration::ZERO, Err(tonic::Code::ResourceExhausted));
+        recorder.record(
+            Duration::ZERO,
+            Err(tonic::Status::resource_exhausted("the pacing thread could not start")),
+        );
         return recorder.finish(duration);
     }
     while let Some((latency, outcome)) = answers.recv().await {

@@ -1,10 +1,11 @@
-//! Latencies into an HDR histogram, failures by gRPC status code, and the
-//! summary a load step reports.
+//! Latencies into an HDR histogram, failures by gRPC status code (with the
+//! first message seen for each, so a report says why), and the summary a
+//! load step reports.
 
 use std::{collections::BTreeMap, time::Duration};
 
 use hdrhistogram::Histogram;
-use tonic::Code;
+use tonic::Status;
 
 /// Highest latency the histogram tracks exactly (larger ones saturate).
 const MAX_TRACKED_NS: u64 = 120_000_000_000;
@@ -13,6 +14,7 @@ const MAX_TRACKED_NS: u64 = 120_000_000_000;
 pub struct Recorder {
     histogram: Histogram<u64>,
     errors: BTreeMap<String, u64>,
+    error_examples: BTreeMap<String, String>,
 }
 
 impl Recorder {
@@ -21,17 +23,24 @@ impl Recorder {
             // Nanoseconds, 3 significant digits: 0.1 % resolution at any latency.
             histogram: Histogram::new_with_bounds(1, MAX_TRACKED_NS, 3).expect("valid histogram bounds"),
             errors: BTreeMap::new(),
+            error_examples: BTreeMap::new(),
         }
     }
 
-    /// A call's outcome: its latency when it succeeded, its code otherwise.
-    pub fn record(&mut self, latency: Duration, outcome: Result<(), Code>) {
+    /// A call's outcome: its latency when it succeeded, its status otherwise.
+    pub fn record(&mut self, latency: Duration, outcome: Result<(), Status>) {
         match outcome {
             Ok(()) => {
                 let ns = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX).max(1);
                 self.histogram.saturating_record(ns);
             }
-            Err(code) => *self.errors.entry(format!("{code:?}")).or_default() += 1,
+            Err(status) => {
+                let code = format!("{:?}", status.code());
+                self.error_examples
+                    .entry(code.clone())
+                    .or_insert_with(|| status.message().to_owned());
+                *self.errors.entry(code).or_default() += 1;
+            }
         }
     }
 
@@ -45,6 +54,9 @@ impl Recorder {
         }
         for (code, n) in other.errors {
             *self.errors.entry(code).or_default() += n;
+        }
+        for (code, message) in other.error_examples {
+            self.error_examples.entry(code).or_insert(message);
         }
     }
 
@@ -62,6 +74,7 @@ impl Recorder {
                 max: Duration::from_nanos(h.max()),
             },
             errors: self.errors,
+            error_examples: self.error_examples,
         }
     }
 }
@@ -98,6 +111,8 @@ pub struct LoadResult {
     pub latency: Latency,
     /// Failed calls by gRPC status code name.
     pub errors: BTreeMap<String, u64>,
+    /// The first status message seen for each code in `errors`.
+    pub error_examples: BTreeMap<String, String>,
 }
 
 impl LoadResult {
@@ -124,14 +139,18 @@ mod tests {
         }
         let mut b = Recorder::new();
         b.record(Duration::from_secs(1), Ok(()));
-        b.record(Duration::from_millis(3), Err(Code::Unavailable));
-        b.record(Duration::from_millis(3), Err(Code::Unavailable));
+        b.record(Duration::from_millis(3), Err(Status::unavailable("first")));
+        b.record(Duration::from_millis(3), Err(Status::unavailable("second")));
         a.merge(b);
         let result = a.finish(Duration::from_secs(2));
         assert_eq!(result.calls, 101);
         assert!((result.rate() - 50.5).abs() < 1e-9);
         assert_eq!(result.errors.get("Unavailable"), Some(&2));
         assert_eq!(result.error_count(), 2);
+        assert_eq!(
+            result.error_examples.get("Unavailable").map(String::as_str),
+            Some("first")
+        );
         let l = result.latency;
         assert!(l.is_ordered(), "{l:?}");
         let near = |d: Duration, ms: f64| (d.as_secs_f64() * 1000.0 - ms).abs() / ms < 0.01;

@@ -86,6 +86,9 @@ impl StepResult {
             ));
             if load.error_count() > 0 {
                 parts.push(format!("errors {}", table::errors(load)));
+                for (code, message) in &load.error_examples {
+                    parts.push(format!("{code}: {message:?}"));
+                }
             }
         }
         if let Some(cpu) = self.cpu_per_call() {
