@@ -1,5 +1,6 @@
-//! Sending a call on through a pooled HTTP/2 client, shared by the inbound
-//! (to the app) and outbound (to a peer sidecar) sides: the request's URI is
+//! Sending a call on over the upstream's HTTP/2 connection (see
+//! `connection.rs`), shared by the inbound (to the app) and outbound (to a
+//! peer sidecar) sides: the request's URI is
 //! pointed at the upstream, the response streams back untouched, and a
 //! failure becomes `UNAVAILABLE` naming the upstream and the reason.
 //!
@@ -26,14 +27,12 @@ use http::{
     uri::{Authority, Scheme},
 };
 use http_body::Body;
-use hyper_util::{
-    client::legacy::{Client, Error as ClientError, ResponseFuture, connect::Connect},
-    rt::{TokioExecutor, TokioTimer},
-};
+use hyper::rt::{Read, Write};
 use tower::Service;
 
 use crate::{
     body::ProxyBody,
+    connection::{ConnectFailure, Connection},
     grpc::{Code, status},
     options::Settings,
 };
@@ -46,7 +45,8 @@ pub const NOT_PROCESSED: HeaderName = HeaderName::from_static("meshwork-not-proc
 pub struct Upstream {
     /// `http` to an app, `https` to a peer sidecar (the connector does TLS).
     pub scheme: Scheme,
-    /// `:authority` of forwarded calls, which is also the client's pool key.
+    /// `:authority` of forwarded calls; with the scheme, what the
+    /// connector is asked to connect to.
     pub authority: Authority,
     /// How messages name it: `catalog (127.0.0.1:7202)`.
     pub label: Box<str>,
@@ -55,16 +55,16 @@ pub struct Upstream {
     pub is_sidecar: bool,
 }
 
-/// Forwards calls to one upstream. Everything sits behind one `Arc`: hyper
-/// clones the stack for every call and the balancer clones the endpoint it
-/// picks, so a clone must cost one reference count, not one per part of
-/// the client.
+/// Forwards calls to one upstream over one shared HTTP/2 connection.
+/// Everything sits behind one `Arc`: hyper clones the stack for every call
+/// and the balancer clones the endpoint it picks, so a clone must cost one
+/// reference count, not one per part.
 pub struct Forwarder<C, B> {
     shared: Arc<Shared<C, B>>,
 }
 
 struct Shared<C, B> {
-    client: Client<C, B>,
+    connection: Connection<C, B>,
     upstream: Upstream,
 }
 
@@ -78,43 +78,56 @@ impl<C, B> Clone for Forwarder<C, B> {
 
 impl<C, B> Forwarder<C, B>
 where
-    C: Connect + Clone,
-    B: Body + Send,
+    C: Service<Uri> + Clone + Send + Sync + 'static,
+    C::Response: Read + Write + Unpin + Send + 'static,
+    C::Error: Into<Box<dyn StdError + Send + Sync>>,
+    C::Future: Send,
+    B: Body + Unpin + Send + 'static,
     B::Data: Send,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
-    /// A forwarder over its own HTTP/2-only connection pool, made by
-    /// `connector`, with the sidecar's pool and keep-alive settings.
+    /// A forwarder whose connection `connector` makes, with the sidecar's
+    /// keep-alive settings.
     pub fn new(connector: C, upstream: Upstream, settings: &Settings) -> Self {
-        let client = Client::builder(TokioExecutor::new())
-            .http2_only(true)
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(settings.pool_idle_timeout)
-            .http2_keep_alive_interval(settings.keepalive_interval)
-            .build(connector);
+        let target = Uri::builder()
+            .scheme(upstream.scheme.clone())
+            .authority(upstream.authority.clone())
+            .path_and_query("/")
+            .build()
+            .unwrap_or_default();
         Forwarder {
-            shared: Arc::new(Shared { client, upstream }),
+            shared: Arc::new(Shared {
+                connection: Connection::new(connector, target, settings),
+                upstream,
+            }),
         }
     }
 }
 
 /// A forwarded call's answer: the upstream's response (or `UNAVAILABLE`),
 /// or at once `INTERNAL` for a request whose URI cannot be pointed at it.
-pub type Forwarded<C, B> = Either<ForwardFuture<C, B>, Ready<Result<Response<ProxyBody>, Infallible>>>;
+pub type Forwarded = Either<ForwardFuture, Ready<Result<Response<ProxyBody>, Infallible>>>;
+
+/// One boxed future per call: hyper's send future cannot be named.
+pub type ForwardFuture = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, Infallible>> + Send>>;
 
 impl<C, B> Service<Request<B>> for Forwarder<C, B>
 where
-    C: Connect + Clone + Send + Sync + 'static,
-    B: Body + Send + Unpin + 'static,
+    C: Service<Uri> + Clone + Send + Sync + 'static,
+    C::Response: Read + Write + Unpin + Send + 'static,
+    C::Error: Into<Box<dyn StdError + Send + Sync>>,
+    C::Future: Send,
+    B: Body + Unpin + Send + 'static,
     B::Data: Send,
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
     type Response = Response<ProxyBody>;
     type Error = Infallible;
-    type Future = Forwarded<C, B>;
+    type Future = Forwarded;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        // The pooled client is always ready; its pool bounds connections.
+        // Calls share one connection as streams; HTTP/2 flow control and
+        // the peer's stream limit bound them.
         Poll::Ready(Ok(()))
     }
 
@@ -130,79 +143,96 @@ where
                 return Either::Right(ready(Ok(status::response(Code::Internal, &message))));
             }
         }
-        Either::Left(ForwardFuture {
-            inner: self.shared.client.request(req),
-            forwarder: self.shared.clone(),
-        })
+        let shared = self.shared.clone();
+        Either::Left(Box::pin(async move {
+            let failure = match shared.connection.sender().await {
+                Err(ConnectFailure(error)) => Failure::Connect(error),
+                Ok(mut sender) => match sender.send.send_request(req).await {
+                    Ok(mut rsp) => {
+                        if !shared.upstream.is_sidecar {
+                            rsp.headers_mut().remove(NOT_PROCESSED);
+                        }
+                        return Ok(rsp.map(http_body_util::Either::Left));
+                    }
+                    Err(error) => {
+                        if breaks_connection(&error) {
+                            shared.connection.retire(sender.generation);
+                        }
+                        Failure::Send(error)
+                    }
+                },
+            };
+            Ok(unavailable(&shared.upstream, &failure))
+        }))
     }
 }
 
-/// The response of a forwarded call. A named future rather than a boxed one:
-/// the client's future is already boxed, this adds no second allocation.
-pub struct ForwardFuture<C, B> {
-    inner: ResponseFuture,
-    /// For the upstream's label and kind, read only when the call fails or
-    /// the marker must be dropped.
-    forwarder: Arc<Shared<C, B>>,
+/// Why a call could not be forwarded.
+enum Failure {
+    /// No connection could be made: the request was never sent.
+    Connect(Arc<dyn StdError + Send + Sync>),
+    Send(hyper::Error),
 }
 
-impl<C, B> Future for ForwardFuture<C, B> {
-    type Output = Result<Response<ProxyBody>, Infallible>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = &mut *self;
-        let upstream = &this.forwarder.upstream;
-        match Pin::new(&mut this.inner).poll(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Ok(mut rsp)) => {
-                if !upstream.is_sidecar {
-                    rsp.headers_mut().remove(NOT_PROCESSED);
-                }
-                Poll::Ready(Ok(rsp.map(http_body_util::Either::Left)))
-            }
-            Poll::Ready(Err(error)) => {
-                let reason = reason(&error);
-                tracing::warn!(upstream = %upstream.label, %reason, "call failed");
-                let message = format!("{} is unavailable: {reason}", upstream.label);
-                let mut rsp = status::response(Code::Unavailable, &message);
-                if never_sent(&error) {
-                    rsp.headers_mut().insert(NOT_PROCESSED, HeaderValue::from_static("1"));
-                }
-                Poll::Ready(Ok(rsp))
-            }
-        }
+/// `UNAVAILABLE` naming the upstream and the reason, marked
+/// [`NOT_PROCESSED`] when the request provably never reached it.
+fn unavailable(upstream: &Upstream, failure: &Failure) -> Response<ProxyBody> {
+    let (reason, not_sent) = match failure {
+        Failure::Connect(error) => (reason(&**error), true),
+        Failure::Send(error) => (reason(error), never_sent(error)),
+    };
+    tracing::warn!(upstream = %upstream.label, %reason, "call failed");
+    let message = format!("{} is unavailable: {reason}", upstream.label);
+    let mut rsp = status::response(Code::Unavailable, &message);
+    if not_sent {
+        rsp.headers_mut().insert(NOT_PROCESSED, HeaderValue::from_static("1"));
     }
+    rsp
 }
 
-/// Whether the request provably never reached the upstream: no connection
-/// could be made (TCP, TLS), the request was cancelled before it was sent,
-/// the stream was refused (`REFUSED_STREAM`), or the upstream's GOAWAY did
-/// not cover it (h2 fails exactly the streams above the GOAWAY's last
-/// stream id with a remote GOAWAY error).
-fn never_sent(error: &ClientError) -> bool {
-    if error.is_connect() {
+/// Whether a failed send says the connection itself is gone or going
+/// (closed, GOAWAY, an I/O or protocol error), rather than only the call's
+/// own stream being reset.
+fn breaks_connection(error: &hyper::Error) -> bool {
+    if error.is_canceled() || error.is_closed() {
         return true;
     }
+    match h2_error(error) {
+        Some(h2) => !h2.is_reset(),
+        None => false,
+    }
+}
+
+fn h2_error(error: &hyper::Error) -> Option<&h2::Error> {
     let mut source: Option<&(dyn StdError + 'static)> = error.source();
     while let Some(e) = source {
-        if let Some(hyper) = e.downcast_ref::<hyper::Error>()
-            && hyper.is_canceled()
-        {
-            return true;
-        }
         if let Some(h2) = e.downcast_ref::<h2::Error>() {
-            let refused = h2.is_reset() && h2.reason() == Some(h2::Reason::REFUSED_STREAM);
-            return h2.is_remote() && (refused || h2.is_go_away());
+            return Some(h2);
         }
         source = e.source();
     }
-    false
+    None
+}
+
+/// Whether a request that was handed to the connection provably never
+/// reached the upstream: it was cancelled before it was sent (the
+/// connection closed first), the stream was refused (`REFUSED_STREAM`), or
+/// the upstream's GOAWAY did not cover it (h2 fails exactly the streams
+/// above the GOAWAY's last stream id with a remote GOAWAY error).
+fn never_sent(error: &hyper::Error) -> bool {
+    if error.is_canceled() {
+        return true;
+    }
+    h2_error(error).is_some_and(|h2| {
+        let refused = h2.is_reset() && h2.reason() == Some(h2::Reason::REFUSED_STREAM);
+        h2.is_remote() && (refused || h2.is_go_away())
+    })
 }
 
 /// The most useful words for why a call failed: a connector's own error
 /// (which already says what happened, e.g. an identity mismatch), else a
 /// short name for common socket errors, else the innermost error's text.
-fn reason(error: &ClientError) -> String {
+fn reason(error: &(dyn StdError + 'static)) -> String {
     let mut source: Option<&(dyn StdError + 'static)> = Some(error);
     let mut innermost: &(dyn StdError + 'static) = error;
     while let Some(e) = source {

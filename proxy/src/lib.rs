@@ -5,7 +5,7 @@
 //!   the mesh policy and forwarded to the app over plaintext HTTP/2.
 //! - **outbound** (h2c on loopback): the app calls every peer through here;
 //!   each call is routed by its gRPC service (or `:authority`) to the peer's
-//!   inbound over pooled mTLS HTTP/2, checking the peer's identity.
+//!   inbound over shared mTLS HTTP/2, checking the peer's identity.
 //! - **admin** (HTTP/1.1 on loopback): `/live`, `/ready`, `/metrics`.
 //!
 //! Each step of a request's way is one tower layer in its own module; the
@@ -16,6 +16,7 @@
 mod admin;
 mod body;
 mod config_watch;
+mod connection;
 mod error;
 mod forward;
 mod gather;

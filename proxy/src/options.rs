@@ -78,10 +78,8 @@ pub struct Settings {
     pub max_connections: usize,
     /// Concurrent HTTP/2 streams per connection we accept.
     pub max_concurrent_streams: u32,
-    /// HTTP/2 PING interval, to find dead peers on idle pooled connections.
+    /// HTTP/2 PING interval, to find dead peers on connections, idle or not.
     pub keepalive_interval: Duration,
-    /// How long a pooled connection may sit idle before it is closed.
-    pub pool_idle_timeout: Duration,
     /// On shutdown, how long in-flight streams get to finish.
     pub drain_grace: Duration,
     /// How often the certificate files are checked for changes.
@@ -100,7 +98,6 @@ impl Default for Settings {
             max_connections: 4096,
             max_concurrent_streams: 1024,
             keepalive_interval: Duration::from_secs(20),
-            pool_idle_timeout: Duration::from_secs(90),
             drain_grace: Duration::from_secs(10),
             reload_interval: Duration::from_secs(2),
             config_poll_interval: Duration::from_secs(1),

@@ -195,7 +195,7 @@ async fn metrics_count_calls_refusals_and_connections() {
         ),
         1.0
     );
-    // The pooled connections from the caller's and stranger's sidecars stay open.
+    // The connections from the caller's and stranger's sidecars stay open.
     assert!(
         value(&text, "meshwork_open_connections{direction=\"inbound\"}") >= 2.0,
         "{text}"

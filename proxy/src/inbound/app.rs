@@ -1,4 +1,4 @@
-//! The last inbound step: forward the call to the app over a pooled,
+//! The last inbound step: forward the call to the app over a shared,
 //! plaintext HTTP/2 connection on loopback (see `forward.rs`).
 
 use std::net::SocketAddr;

@@ -1,6 +1,6 @@
 //! Connecting to a peer sidecar: TCP with a timeout, then TLS presenting our
 //! certificate and checking the peer's SPIFFE ID, negotiating HTTP/2.
-//! The connection pool calls this when it needs a new connection.
+//! An endpoint's forwarder calls this when it needs a new connection.
 
 use std::{
     future::Future,
@@ -14,10 +14,7 @@ use std::{
 
 use http::Uri;
 use hyper::rt::{Read, ReadBufCursor, Write};
-use hyper_util::{
-    client::legacy::connect::{Connected, Connection},
-    rt::TokioIo,
-};
+use hyper_util::rt::TokioIo;
 use rustls::{ClientConfig, pki_types::ServerName};
 use tokio::net::TcpStream;
 use tokio_rustls::{TlsConnector, client::TlsStream};
@@ -47,9 +44,7 @@ pub enum ConnectError {
     NotHttp2,
 }
 
-/// The pooled client clones its connector on every request (to have a
-/// connect ready in case the pool has no connection), so its parts sit
-/// behind one `Arc`.
+/// Cloned for every connect, so its parts sit behind one `Arc`.
 #[derive(Clone)]
 pub struct MtlsConnector(Arc<Inner>);
 
@@ -148,12 +143,6 @@ impl tower::Service<Uri> for MtlsConnector {
 
 /// An mTLS connection to a peer sidecar, as the HTTP client sees it.
 pub struct MeshStream(TokioIo<TlsStream<TcpStream>>);
-
-impl Connection for MeshStream {
-    fn connected(&self) -> Connected {
-        Connected::new().negotiated_h2()
-    }
-}
 
 impl Read for MeshStream {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: ReadBufCursor<'_>) -> Poll<io::Result<()>> {

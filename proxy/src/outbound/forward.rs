@@ -1,7 +1,6 @@
 //! The last outbound step: send the call to one endpoint (a replica's
-//! sidecar) over its pooled mTLS HTTP/2 connection (see `forward.rs` at the
-//! crate root). Each endpoint has its own client, so its pool holds
-//! connections to that replica only.
+//! sidecar) over its mTLS HTTP/2 connection (see `forward.rs` at the crate
+//! root). Each endpoint has its own forwarder and connection.
 
 use http::uri::{Authority, Scheme};
 
@@ -24,8 +23,7 @@ pub fn forward(destination: &Destination, connector: MtlsConnector, settings: &S
     // The destination's name is the `:authority` of forwarded calls.
     let authority = Authority::try_from(name.as_ref()).unwrap_or_else(|_| Authority::from_static("mesh"));
     let upstream = Upstream {
-        // The connector does the TLS; the scheme keeps the pool key apart
-        // from plaintext ones.
+        // The connector does the TLS.
         scheme: Scheme::HTTPS,
         authority,
         label: destination.label().into(),

@@ -4,7 +4,7 @@
 //! observe (trace context, client span) → route by gRPC service → per
 //! destination: deadline → retry (budget, backoff) → fault injection →
 //! balance (P2C over peak-EWMA) → per endpoint: failure accrual → forward
-//! over the endpoint's pooled mTLS HTTP/2 connection.
+//! over the endpoint's shared mTLS HTTP/2 connection.
 //!
 //! Discovery keeps each destination's endpoint set and policy up to date
 //! from the watched mesh.toml (`discover.rs`).
@@ -38,7 +38,7 @@ use crate::{
     telemetry::{Observe, ObserveLayer, Telemetry},
 };
 
-/// One endpoint's stack: failure accrual over its own pooled client.
+/// One endpoint's stack: failure accrual over its own connection.
 type EndpointStack = Accrual<Forward>;
 
 /// One destination's stack, below the route.

@@ -1,5 +1,5 @@
 //! Warming a new endpoint up: one health check through its stack as soon as
-//! discovery adds it, so that its pooled connection (TCP, TLS, HTTP/2) is
+//! discovery adds it, so that its connection (TCP, TLS, HTTP/2) is
 //! open before calls arrive. The balancer's latency estimate then measures
 //! calls, not a connection set-up, which would read as a slow replica and
 //! starve a new one for many seconds. A failed warm-up counts towards
