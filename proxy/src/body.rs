@@ -1,5 +1,6 @@
-//! The one response body type every layer returns: either the peer's body,
-//! streamed through untouched, or a body the proxy holds itself ([`Held`]):
+//! The one response body type every layer returns: either the upstream's
+//! body ([`UpstreamBody`]), streamed through untouched, or a body the proxy
+//! holds itself ([`Held`]):
 //! empty for a status the proxy answers, or a response the retry layer read
 //! ahead (up to its cap) to find its `grpc-status` before letting it go.
 //! An enum rather than a boxed body: no allocation per call.
@@ -10,12 +11,13 @@ use std::{
 };
 
 use bytes::Bytes;
+use h2::RecvStream;
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Either;
-use hyper::body::Incoming;
+use tokio::sync::oneshot;
 
-pub type ProxyBody = Either<Incoming, Held>;
+pub type ProxyBody = Either<UpstreamBody, Held>;
 
 pub fn empty() -> ProxyBody {
     Either::Right(Held::default())
@@ -27,7 +29,7 @@ pub fn empty() -> ProxyBody {
 #[derive(Debug, Default)]
 pub struct Held {
     data: Option<Bytes>,
-    rest: Option<Incoming>,
+    rest: Option<UpstreamBody>,
     trailers: Option<HeaderMap>,
 }
 
@@ -42,7 +44,7 @@ impl Held {
     }
 
     /// The start of a body already read, followed by the rest still unread.
-    pub fn partial(data: Option<Bytes>, rest: Incoming) -> Self {
+    pub fn partial(data: Option<Bytes>, rest: UpstreamBody) -> Self {
         Held {
             data,
             rest: Some(rest),
@@ -53,9 +55,9 @@ impl Held {
 
 impl Body for Held {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = h2::Error;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
         let this = self.get_mut();
         if let Some(data) = this.data.take() {
             return Poll::Ready(Some(Ok(Frame::data(data))));
@@ -79,7 +81,7 @@ impl Body for Held {
 }
 
 /// The size of `held` bytes followed by what is left of `rest`.
-pub fn prefixed_size_hint(held: Option<&Bytes>, rest: Option<&Incoming>) -> SizeHint {
+pub fn prefixed_size_hint(held: Option<&Bytes>, rest: Option<&impl Body>) -> SizeHint {
     let held = held.map_or(0, |d| d.len() as u64);
     let Some(rest) = rest else {
         return SizeHint::with_exact(held);
@@ -91,4 +93,61 @@ pub fn prefixed_size_hint(held: Option<&Bytes>, rest: Option<&Incoming>) -> Size
         hint.set_upper(upper + held);
     }
     hint
+}
+
+/// An upstream's response body, read from its HTTP/2 stream: the data,
+/// each chunk's flow-control window given back as it is passed on, then
+/// the trailers.
+#[derive(Debug)]
+pub struct UpstreamBody {
+    recv: RecvStream,
+    data_done: bool,
+    /// Dropped with the body, which stops the task still sending the
+    /// request body of a streaming call (see `pipe.rs`).
+    _request_pipe: Option<oneshot::Sender<()>>,
+}
+
+impl UpstreamBody {
+    pub fn new(recv: RecvStream, request_pipe: Option<oneshot::Sender<()>>) -> Self {
+        UpstreamBody {
+            recv,
+            data_done: false,
+            _request_pipe: request_pipe,
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = h2::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
+        let this = self.get_mut();
+        if !this.data_done {
+            match this.recv.poll_data(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(data))) => {
+                    // The window is given back as the data moves on: the
+                    // caller's own flow control then paces the upstream.
+                    let _ = this.recv.flow_control().release_capacity(data.len());
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Poll::Ready(Some(Err(error))) => return Poll::Ready(Some(Err(error))),
+                Poll::Ready(None) => this.data_done = true,
+            }
+        }
+        match this.recv.poll_trailers(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(trailers)) => Poll::Ready(trailers.map(|t| Ok(Frame::trailers(t)))),
+            Poll::Ready(Err(error)) => Poll::Ready(Some(Err(error))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.recv.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
 }

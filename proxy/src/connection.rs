@@ -1,32 +1,45 @@
 //! One HTTP/2 connection per upstream, shared by every call to it as
-//! streams: made on first use, made again once it has closed or failed.
+//! streams: made on first use, made again once it has closed or failed,
+//! and pinged while open so a dead peer is found.
 //!
-//! Written here rather than taken from hyper-util's pooled client: HTTP/2
-//! needs no pool of connections, only one, and that client boxed a 3.6 KiB
-//! future per call (its pool checkout and connect machinery) and took a
-//! lock on every checkout. Here a call clones a ready sender under a
-//! short, uncontended lock and sends; only the first call after a close
-//! waits for the connect, which all waiting calls share (single flight).
+//! The client side speaks `h2` directly rather than through hyper's client.
+//! hyper's HTTP/2 client spawns one task per request to wait for the
+//! response and usually a second to send the body, each as large as its
+//! whole connection future (about 2.6 KiB), and its pooled client boxed a
+//! further 3.6 KiB per call. A unary call through the sidecar needs none of
+//! that: its request body is already in hand (see `pipe.rs`), so the call's
+//! own future sends it and awaits the response.
 
 use std::{
     error::Error as StdError,
-    sync::{Arc, Mutex, PoisonError},
+    future::Future,
+    pin::Pin,
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
 };
 
+use bytes::Bytes;
 use futures::{
     FutureExt,
     future::{BoxFuture, Shared},
 };
-use http::Uri;
-use http_body::Body;
-use hyper::{
-    client::conn::http2::{Builder, SendRequest},
-    rt::{Read, Write},
-};
-use hyper_util::rt::{TokioExecutor, TokioTimer};
-use tower::{Service, ServiceExt};
+use h2::client::SendRequest;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::options::Settings;
+
+pub type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// Makes a new connection to one upstream: TCP to an app, TCP and TLS to a
+/// peer sidecar.
+pub trait Connect: Send + Sync + 'static {
+    type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+
+    fn connect(&self) -> Pin<Box<dyn Future<Output = Result<Self::Io, BoxError>> + Send>>;
+}
 
 /// Why no connection could be made (TCP, TLS, or the HTTP/2 handshake);
 /// shared by every call that waited for the attempt.
@@ -35,74 +48,68 @@ pub struct ConnectFailure(pub Arc<dyn StdError + Send + Sync>);
 
 /// A sender on the current connection; `generation` names the connection
 /// so a call that saw it fail can retire exactly that one.
-pub struct Sender<B> {
-    pub send: SendRequest<B>,
+#[derive(Clone)]
+pub struct Sender {
+    pub send: SendRequest<Bytes>,
     pub generation: u64,
+    /// Set when the connection's task has ended.
+    closed: Arc<AtomicBool>,
 }
 
-// Derived `Clone` would require `B: Clone`; a sender clones without it.
-impl<B> Clone for Sender<B> {
-    fn clone(&self) -> Self {
-        Sender {
-            send: self.send.clone(),
-            generation: self.generation,
-        }
-    }
-}
+type Connecting = Shared<BoxFuture<'static, Result<Sender, ConnectFailure>>>;
 
-type Connecting<B> = Shared<BoxFuture<'static, Result<Sender<B>, ConnectFailure>>>;
-
-enum State<B> {
+enum State {
     Idle,
-    Connecting { generation: u64, attempt: Connecting<B> },
-    Ready(Sender<B>),
+    Connecting { generation: u64, attempt: Connecting },
+    Ready(Sender),
 }
+
+/// HTTP/2 settings of our client connections: hyper's client defaults,
+/// which suit a proxy (large windows, so one slow stream cannot stall a
+/// fast one for long), and the sidecar's keep-alive.
+#[derive(Clone, Copy)]
+struct Http2 {
+    keepalive_interval: Duration,
+}
+
+const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
+const CONNECTION_WINDOW: u32 = 5 * 1024 * 1024;
+const MAX_SEND_BUFFER: usize = 1024 * 1024;
+/// How long a keep-alive PING may go unanswered before the connection is
+/// taken for dead.
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The connection to one upstream and the means to make it again.
-pub struct Connection<C, B> {
-    connector: C,
-    /// What the connector is asked to connect to (`http://127.0.0.1:7101`).
-    target: Uri,
-    builder: Builder<TokioExecutor>,
-    state: Mutex<(State<B>, u64)>,
+pub struct Connection<C> {
+    connector: Arc<C>,
+    http2: Http2,
+    /// The state, and the last generation handed out.
+    state: Mutex<(State, u64)>,
 }
 
-impl<C, B> Connection<C, B>
-where
-    C: Service<Uri> + Clone + Send + Sync + 'static,
-    C::Response: Read + Write + Unpin + Send + 'static,
-    C::Error: Into<Box<dyn StdError + Send + Sync>>,
-    C::Future: Send,
-    B: Body + Unpin + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn StdError + Send + Sync>>,
-{
-    pub fn new(connector: C, target: Uri, settings: &Settings) -> Self {
-        let mut builder = Builder::new(TokioExecutor::new());
-        builder
-            .timer(TokioTimer::new())
-            .keep_alive_interval(settings.keepalive_interval)
-            .keep_alive_while_idle(true);
+impl<C: Connect> Connection<C> {
+    pub fn new(connector: C, settings: &Settings) -> Self {
         Connection {
-            connector,
-            target,
-            builder,
+            connector: Arc::new(connector),
+            http2: Http2 {
+                keepalive_interval: settings.keepalive_interval,
+            },
             state: Mutex::new((State::Idle, 0)),
         }
     }
 
     /// A sender on an open connection, connecting first if there is none.
-    pub async fn sender(&self) -> Result<Sender<B>, ConnectFailure> {
+    pub async fn sender(&self) -> Result<Sender, ConnectFailure> {
         let (generation, attempt) = {
             let mut guard = self.state.lock().unwrap_or_else(PoisonError::into_inner);
             let (state, last_generation) = &mut *guard;
             match state {
-                State::Ready(sender) if !sender.send.is_closed() => return Ok(sender.clone()),
+                State::Ready(sender) if !sender.closed.load(Ordering::Relaxed) => return Ok(sender.clone()),
                 State::Connecting { generation, attempt } => (*generation, attempt.clone()),
                 State::Idle | State::Ready(_) => {
                     *last_generation += 1;
                     let generation = *last_generation;
-                    let attempt = self.connect(generation).shared();
+                    let attempt = connect(self.connector.clone(), self.http2, generation).shared();
                     *state = State::Connecting {
                         generation,
                         attempt: attempt.clone(),
@@ -132,27 +139,63 @@ where
             guard.0 = State::Idle;
         }
     }
+}
 
-    fn connect(&self, generation: u64) -> BoxFuture<'static, Result<Sender<B>, ConnectFailure>> {
-        let connector = self.connector.clone();
-        let target = self.target.clone();
-        let builder = self.builder.clone();
-        async move {
-            let io = connector
-                .oneshot(target)
-                .await
-                .map_err(|error| ConnectFailure(Arc::from(error.into())))?;
-            let (send, connection) = builder
-                .handshake(io)
-                .await
-                .map_err(|error| ConnectFailure(Arc::new(error)))?;
-            tokio::spawn(async move {
-                if let Err(error) = connection.await {
-                    tracing::debug!(%error, "upstream connection ended");
-                }
-            });
-            Ok(Sender { send, generation })
-        }
-        .boxed()
+fn connect<C: Connect>(
+    connector: Arc<C>,
+    http2: Http2,
+    generation: u64,
+) -> BoxFuture<'static, Result<Sender, ConnectFailure>> {
+    async move {
+        let io = connector
+            .connect()
+            .await
+            .map_err(|error| ConnectFailure(Arc::from(error)))?;
+        let (send, connection) = h2::client::Builder::new()
+            .initial_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW)
+            .max_send_buffer_size(MAX_SEND_BUFFER)
+            .enable_push(false)
+            .handshake::<_, Bytes>(io)
+            .await
+            .map_err(|error| ConnectFailure(Arc::new(error)))?;
+        let closed = Arc::new(AtomicBool::new(false));
+        tokio::spawn(drive(connection, http2, closed.clone()));
+        Ok(Sender {
+            send,
+            generation,
+            closed,
+        })
     }
+    .boxed()
+}
+
+/// Runs the connection until it ends or stops answering PINGs.
+async fn drive<T>(mut connection: h2::client::Connection<T, Bytes>, http2: Http2, closed: Arc<AtomicBool>)
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    let ping_pong = connection.ping_pong();
+    let keepalive = async move {
+        let Some(mut ping_pong) = ping_pong else {
+            return std::future::pending().await;
+        };
+        let mut ticks = tokio::time::interval(http2.keepalive_interval);
+        ticks.tick().await;
+        loop {
+            ticks.tick().await;
+            match tokio::time::timeout(KEEPALIVE_TIMEOUT, ping_pong.ping(h2::Ping::opaque())).await {
+                Ok(Ok(_pong)) => {}
+                Ok(Err(error)) => return format!("keep-alive PING failed: {error}"),
+                Err(_) => return format!("no answer to a keep-alive PING within {KEEPALIVE_TIMEOUT:?}"),
+            }
+        }
+    };
+    tokio::select! {
+        ended = &mut connection => if let Err(error) = ended {
+            tracing::debug!(%error, "upstream connection ended");
+        },
+        reason = keepalive => tracing::warn!(%reason, "closing an upstream connection"),
+    }
+    closed.store(true, Ordering::Relaxed);
 }

@@ -16,25 +16,27 @@ use std::{
     convert::Infallible,
     error::Error as StdError,
     future::{Future, Ready, ready},
+    marker::PhantomData,
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
 };
 
+use bytes::Bytes;
 use futures::future::Either;
 use http::{
     HeaderName, HeaderValue, Request, Response, Uri,
     uri::{Authority, Scheme},
 };
 use http_body::Body;
-use hyper::rt::{Read, Write};
 use tower::Service;
 
 use crate::{
-    body::ProxyBody,
-    connection::{ConnectFailure, Connection},
+    body::{ProxyBody, UpstreamBody},
+    connection::{BoxError, Connect, ConnectFailure, Connection},
     grpc::{Code, status},
     options::Settings,
+    pipe::send_body,
 };
 
 /// Response header on a sidecar's `UNAVAILABLE`: the call never reached
@@ -60,11 +62,12 @@ pub struct Upstream {
 /// and the balancer clones the endpoint it picks, so a clone must cost one
 /// reference count, not one per part.
 pub struct Forwarder<C, B> {
-    shared: Arc<Shared<C, B>>,
+    shared: Arc<Shared<C>>,
+    _body: PhantomData<fn(B)>,
 }
 
-struct Shared<C, B> {
-    connection: Connection<C, B>,
+struct Shared<C> {
+    connection: Connection<C>,
     upstream: Upstream,
 }
 
@@ -72,34 +75,21 @@ impl<C, B> Clone for Forwarder<C, B> {
     fn clone(&self) -> Self {
         Forwarder {
             shared: self.shared.clone(),
+            _body: PhantomData,
         }
     }
 }
 
-impl<C, B> Forwarder<C, B>
-where
-    C: Service<Uri> + Clone + Send + Sync + 'static,
-    C::Response: Read + Write + Unpin + Send + 'static,
-    C::Error: Into<Box<dyn StdError + Send + Sync>>,
-    C::Future: Send,
-    B: Body + Unpin + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn StdError + Send + Sync>>,
-{
+impl<C: Connect, B> Forwarder<C, B> {
     /// A forwarder whose connection `connector` makes, with the sidecar's
     /// keep-alive settings.
     pub fn new(connector: C, upstream: Upstream, settings: &Settings) -> Self {
-        let target = Uri::builder()
-            .scheme(upstream.scheme.clone())
-            .authority(upstream.authority.clone())
-            .path_and_query("/")
-            .build()
-            .unwrap_or_default();
         Forwarder {
             shared: Arc::new(Shared {
-                connection: Connection::new(connector, target, settings),
+                connection: Connection::new(connector, settings),
                 upstream,
             }),
+            _body: PhantomData,
         }
     }
 }
@@ -108,18 +98,15 @@ where
 /// or at once `INTERNAL` for a request whose URI cannot be pointed at it.
 pub type Forwarded = Either<ForwardFuture, Ready<Result<Response<ProxyBody>, Infallible>>>;
 
-/// One boxed future per call: hyper's send future cannot be named.
+/// One boxed future per call: it holds h2's futures, which hold the call's
+/// state while the response is awaited.
 pub type ForwardFuture = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, Infallible>> + Send>>;
 
 impl<C, B> Service<Request<B>> for Forwarder<C, B>
 where
-    C: Service<Uri> + Clone + Send + Sync + 'static,
-    C::Response: Read + Write + Unpin + Send + 'static,
-    C::Error: Into<Box<dyn StdError + Send + Sync>>,
-    C::Future: Send,
-    B: Body + Unpin + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+    C: Connect,
+    B: Body<Data = Bytes> + Unpin + Send + 'static,
+    B::Error: Into<BoxError>,
 {
     type Response = Response<ProxyBody>;
     type Error = Infallible;
@@ -145,88 +132,98 @@ where
         }
         let shared = self.shared.clone();
         Either::Left(Box::pin(async move {
-            let failure = match shared.connection.sender().await {
-                Err(ConnectFailure(error)) => Failure::Connect(error),
-                Ok(mut sender) => match sender.send.send_request(req).await {
-                    Ok(mut rsp) => {
-                        if !shared.upstream.is_sidecar {
-                            rsp.headers_mut().remove(NOT_PROCESSED);
-                        }
-                        return Ok(rsp.map(http_body_util::Either::Left));
-                    }
-                    Err(error) => {
-                        if breaks_connection(&error) {
-                            shared.connection.retire(sender.generation);
-                        }
-                        Failure::Send(error)
-                    }
-                },
+            let sender = match shared.connection.sender().await {
+                Ok(sender) => sender,
+                Err(ConnectFailure(error)) => return Ok(unavailable(&shared.upstream, &Failure::Connect(error))),
             };
-            Ok(unavailable(&shared.upstream, &failure))
+            match exchange(sender.send, req).await {
+                Ok(mut rsp) => {
+                    if !shared.upstream.is_sidecar {
+                        rsp.headers_mut().remove(NOT_PROCESSED);
+                    }
+                    Ok(rsp.map(http_body_util::Either::Left))
+                }
+                Err(failure) => {
+                    if failure.breaks_connection() {
+                        shared.connection.retire(sender.generation);
+                    }
+                    Ok(unavailable(&shared.upstream, &failure))
+                }
+            }
         }))
     }
+}
+
+/// Opens a stream for `req`, sends its body and awaits the response head.
+async fn exchange<B>(send: h2::client::SendRequest<Bytes>, req: Request<B>) -> Result<Response<UpstreamBody>, Failure>
+where
+    B: Body<Data = Bytes> + Unpin + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    // Waits while the upstream's stream limit is reached.
+    let mut send = send.ready().await.map_err(Failure::Open)?;
+    let (parts, body) = req.into_parts();
+    let end = body.is_end_stream();
+    let (response, stream) = send
+        .send_request(Request::from_parts(parts, ()), end)
+        .map_err(Failure::Open)?;
+    let request_pipe = if end { None } else { send_body(body, stream).await };
+    let rsp = response.await.map_err(Failure::Exchange)?;
+    Ok(rsp.map(|recv| UpstreamBody::new(recv, request_pipe)))
 }
 
 /// Why a call could not be forwarded.
 enum Failure {
     /// No connection could be made: the request was never sent.
     Connect(Arc<dyn StdError + Send + Sync>),
-    Send(hyper::Error),
+    /// The stream could not be opened: the request was never sent.
+    Open(h2::Error),
+    /// The stream failed after the request went out.
+    Exchange(h2::Error),
+}
+
+impl Failure {
+    /// Whether the connection itself is gone or going (closed, GOAWAY, an
+    /// I/O or protocol error), rather than only the call's stream reset.
+    fn breaks_connection(&self) -> bool {
+        match self {
+            Failure::Connect(_) => false,
+            Failure::Open(error) | Failure::Exchange(error) => !error.is_reset(),
+        }
+    }
+
+    /// Whether the request provably never reached the upstream.
+    fn never_sent(&self) -> bool {
+        match self {
+            Failure::Connect(_) | Failure::Open(_) => true,
+            Failure::Exchange(error) => never_sent(error),
+        }
+    }
 }
 
 /// `UNAVAILABLE` naming the upstream and the reason, marked
 /// [`NOT_PROCESSED`] when the request provably never reached it.
 fn unavailable(upstream: &Upstream, failure: &Failure) -> Response<ProxyBody> {
-    let (reason, not_sent) = match failure {
-        Failure::Connect(error) => (reason(&**error), true),
-        Failure::Send(error) => (reason(error), never_sent(error)),
+    let reason = match failure {
+        Failure::Connect(error) => reason(&**error),
+        Failure::Open(error) | Failure::Exchange(error) => reason(error),
     };
     tracing::warn!(upstream = %upstream.label, %reason, "call failed");
     let message = format!("{} is unavailable: {reason}", upstream.label);
     let mut rsp = status::response(Code::Unavailable, &message);
-    if not_sent {
+    if failure.never_sent() {
         rsp.headers_mut().insert(NOT_PROCESSED, HeaderValue::from_static("1"));
     }
     rsp
 }
 
-/// Whether a failed send says the connection itself is gone or going
-/// (closed, GOAWAY, an I/O or protocol error), rather than only the call's
-/// own stream being reset.
-fn breaks_connection(error: &hyper::Error) -> bool {
-    if error.is_canceled() || error.is_closed() {
-        return true;
-    }
-    match h2_error(error) {
-        Some(h2) => !h2.is_reset(),
-        None => false,
-    }
-}
-
-fn h2_error(error: &hyper::Error) -> Option<&h2::Error> {
-    let mut source: Option<&(dyn StdError + 'static)> = error.source();
-    while let Some(e) = source {
-        if let Some(h2) = e.downcast_ref::<h2::Error>() {
-            return Some(h2);
-        }
-        source = e.source();
-    }
-    None
-}
-
-/// Whether a request that was handed to the connection provably never
-/// reached the upstream: it was cancelled before it was sent (the
-/// connection closed first), the stream was refused (`REFUSED_STREAM`), or
-/// the upstream's GOAWAY did not cover it (h2 fails exactly the streams
-/// above the GOAWAY's last stream id with a remote GOAWAY error).
-fn never_sent(error: &hyper::Error) -> bool {
-    if error.is_canceled() {
-        return true;
-    }
-    h2_error(error).is_some_and(|h2| {
-        let refused = h2.is_reset() && h2.reason() == Some(h2::Reason::REFUSED_STREAM);
-        h2.is_remote() && (refused || h2.is_go_away())
-    })
+/// Whether a request whose stream was opened provably never reached the
+/// upstream: the stream was refused (`REFUSED_STREAM`), or the upstream's
+/// GOAWAY did not cover it (h2 fails exactly the streams above the
+/// GOAWAY's last stream id with a remote GOAWAY error).
+fn never_sent(error: &h2::Error) -> bool {
+    let refused = error.is_reset() && error.reason() == Some(h2::Reason::REFUSED_STREAM);
+    error.is_remote() && (refused || error.is_go_away())
 }
 
 /// The most useful words for why a call failed: a connector's own error

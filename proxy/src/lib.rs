@@ -26,6 +26,7 @@ mod inbound;
 mod options;
 mod outbound;
 mod param;
+mod pipe;
 mod serve;
 mod shutdown;
 mod sidecar;

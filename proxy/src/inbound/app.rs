@@ -1,25 +1,27 @@
 //! The last inbound step: forward the call to the app over a shared,
 //! plaintext HTTP/2 connection on loopback (see `forward.rs`).
 
-use std::net::SocketAddr;
+use std::{future::Future, net::SocketAddr, pin::Pin, time::Duration};
 
 use http::uri::{Authority, Scheme};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
+use tokio::net::TcpStream;
 
 use crate::{
+    connection::{BoxError, Connect},
     forward::{Forwarder, Upstream},
     options::Settings,
 };
 
-pub type ToApp = Forwarder<HttpConnector, Incoming>;
+pub type ToApp = Forwarder<AppConnector, Incoming>;
 
 /// The forwarder to `app`; `service` names it in messages
 /// ("echo app (127.0.0.1:7101)").
 pub fn to_app(service: &str, app: SocketAddr, settings: &Settings) -> ToApp {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(settings.connect_timeout));
+    let connector = AppConnector {
+        addr: app,
+        timeout: settings.connect_timeout,
+    };
     // A SocketAddr always forms a valid authority; fall back to the
     // loopback name rather than fail if that ever changed.
     let authority = Authority::try_from(app.to_string()).unwrap_or_else(|_| Authority::from_static("127.0.0.1"));
@@ -30,4 +32,25 @@ pub fn to_app(service: &str, app: SocketAddr, settings: &Settings) -> ToApp {
         is_sidecar: false,
     };
     Forwarder::new(connector, upstream, settings)
+}
+
+/// Plain TCP to the app, with a timeout and without Nagle's delay.
+pub struct AppConnector {
+    addr: SocketAddr,
+    timeout: Duration,
+}
+
+impl Connect for AppConnector {
+    type Io = TcpStream;
+
+    fn connect(&self) -> Pin<Box<dyn Future<Output = Result<TcpStream, BoxError>> + Send>> {
+        let (addr, timeout) = (self.addr, self.timeout);
+        Box::pin(async move {
+            let tcp = tokio::time::timeout(timeout, TcpStream::connect(addr))
+                .await
+                .map_err(|_| format!("connect timed out after {timeout:?}"))??;
+            tcp.set_nodelay(true)?;
+            Ok(tcp)
+        })
+    }
 }

@@ -2,25 +2,15 @@
 //! certificate and checking the peer's SPIFFE ID, negotiating HTTP/2.
 //! An endpoint's forwarder calls this when it needs a new connection.
 
-use std::{
-    future::Future,
-    io,
-    net::SocketAddr,
-    pin::Pin,
-    sync::Arc,
-    task::{Context, Poll},
-    time::Duration,
-};
+use std::{future::Future, io, net::SocketAddr, pin::Pin, sync::Arc, time::Duration};
 
-use http::Uri;
-use hyper::rt::{Read, ReadBufCursor, Write};
-use hyper_util::rt::TokioIo;
 use rustls::{ClientConfig, pki_types::ServerName};
 use tokio::net::TcpStream;
 use tokio_rustls::{TlsConnector, client::TlsStream};
 
 use super::destination::{Destination, ServiceName};
 use crate::{
+    connection::{BoxError, Connect},
     error::io_reason,
     identity::{IdentityMismatch, handshake_failure_reason},
     param::Param,
@@ -82,7 +72,7 @@ impl MtlsConnector {
         }))
     }
 
-    async fn connect(self) -> Result<MeshStream, ConnectError> {
+    async fn handshake(self) -> Result<TlsStream<TcpStream>, ConnectError> {
         let this = &*self.0;
         let tcp = tokio::time::timeout(this.connect_timeout, TcpStream::connect(this.addr))
             .await
@@ -105,7 +95,7 @@ impl MtlsConnector {
         if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
             return Err(ConnectError::NotHttp2);
         }
-        Ok(MeshStream(TokioIo::new(tls)))
+        Ok(tls)
     }
 }
 
@@ -125,53 +115,12 @@ fn tls_reason(error: &io::Error) -> String {
     }
 }
 
-impl tower::Service<Uri> for MtlsConnector {
-    type Response = MeshStream;
-    type Error = ConnectError;
-    type Future = Pin<Box<dyn Future<Output = Result<MeshStream, ConnectError>> + Send>>;
+impl Connect for MtlsConnector {
+    type Io = TlsStream<TcpStream>;
 
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), ConnectError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    /// The URI is ignored: each destination has its own connector.
-    fn call(&mut self, _uri: Uri) -> Self::Future {
+    fn connect(&self) -> Pin<Box<dyn Future<Output = Result<Self::Io, BoxError>> + Send>> {
         // Boxed once per new connection, not per call.
-        Box::pin(self.clone().connect())
-    }
-}
-
-/// An mTLS connection to a peer sidecar, as the HTTP client sees it.
-pub struct MeshStream(TokioIo<TlsStream<TcpStream>>);
-
-impl Read for MeshStream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: ReadBufCursor<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
-    }
-}
-
-impl Write for MeshStream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.0.is_write_vectored()
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().0).poll_write_vectored(cx, bufs)
+        let this = self.clone();
+        Box::pin(async move { this.handshake().await.map_err(BoxError::from) })
     }
 }

@@ -1,0 +1,191 @@
+//! Sending a request body on an upstream HTTP/2 stream.
+//!
+//! What the body has ready at once is sent by the call itself, up to
+//! [`EAGER_LIMIT`] bytes: for a unary or server-streaming call that is the
+//! whole request (the retry layer has read it ahead), so no task is
+//! spawned. h2 queues data beyond the stream's send window, which is why
+//! the eager part is capped. Whatever the body has not produced yet (a
+//! client stream, a large upload) is piped by a task that waits for the
+//! stream's send window before each chunk, so a slow upstream slows the
+//! caller instead of filling our memory.
+
+use std::{
+    future::{Future, poll_fn},
+    pin::Pin,
+    task::{Context, Poll, ready},
+};
+
+use bytes::Bytes;
+use h2::{Reason, SendStream};
+use http_body::{Body, Frame};
+use tokio::sync::oneshot;
+
+use crate::connection::BoxError;
+
+/// Bytes sent without waiting for the stream's send window.
+pub const EAGER_LIMIT: usize = 64 * 1024;
+
+/// Sends `body` on `stream`. Returns the handle whose drop stops the pipe
+/// task, when one was needed; the response body keeps it.
+pub async fn send_body<B>(mut body: B, mut stream: SendStream<Bytes>) -> Option<oneshot::Sender<()>>
+where
+    B: Body<Data = Bytes> + Unpin + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let mut sent = 0usize;
+    let waiting = poll_fn(|cx| Poll::Ready(eager(&mut body, &mut stream, &mut sent, cx))).await;
+    let pending = match waiting {
+        Eager::Done => return None,
+        Eager::Waiting(pending) => pending,
+    };
+    let (stop, stopped) = oneshot::channel();
+    tokio::spawn(Pipe {
+        body,
+        stream,
+        pending,
+        stopped,
+    });
+    Some(stop)
+}
+
+enum Eager {
+    /// The body ended, failed (the stream was reset), or the stream closed.
+    Done,
+    /// More is to come; a chunk already read waits for the send window.
+    Waiting(Option<Bytes>),
+}
+
+/// Sends the frames the body has ready now.
+fn eager<B>(body: &mut B, stream: &mut SendStream<Bytes>, sent: &mut usize, cx: &mut Context<'_>) -> Eager
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    loop {
+        let frame = match Pin::new(&mut *body).poll_frame(cx) {
+            Poll::Pending => return Eager::Waiting(None),
+            Poll::Ready(frame) => frame,
+        };
+        match on_frame(frame, body.is_end_stream(), stream) {
+            Step::Done => return Eager::Done,
+            Step::Continue => {}
+            Step::Data(data) if *sent + data.len() > EAGER_LIMIT => return Eager::Waiting(Some(data)),
+            Step::Data(data) => {
+                *sent += data.len();
+                if send_data(stream, data, body.is_end_stream()) {
+                    return Eager::Done;
+                }
+            }
+        }
+    }
+}
+
+enum Step {
+    Done,
+    Continue,
+    /// Data to send (after waiting for the window, in the pipe).
+    Data(Bytes),
+}
+
+/// What to do with one frame of the body: trailers and the end are sent at
+/// once; data is handed back to be sent.
+fn on_frame<E: Into<BoxError>>(
+    frame: Option<Result<Frame<Bytes>, E>>,
+    end: bool,
+    stream: &mut SendStream<Bytes>,
+) -> Step {
+    match frame {
+        None => {
+            let _ = stream.send_data(Bytes::new(), true);
+            Step::Done
+        }
+        Some(Err(error)) => {
+            let error: BoxError = error.into();
+            tracing::debug!(%error, "request body broke off; resetting the upstream stream");
+            stream.send_reset(Reason::CANCEL);
+            Step::Done
+        }
+        Some(Ok(frame)) => match frame.into_data() {
+            Ok(data) if data.is_empty() && !end => Step::Continue,
+            Ok(data) => Step::Data(data),
+            Err(frame) => {
+                if let Ok(trailers) = frame.into_trailers() {
+                    let _ = stream.send_trailers(trailers);
+                    return Step::Done;
+                }
+                Step::Continue
+            }
+        },
+    }
+}
+
+/// Sends one chunk; true when that ended the request (or the stream is
+/// gone and nothing more can be sent).
+fn send_data(stream: &mut SendStream<Bytes>, data: Bytes, end: bool) -> bool {
+    match stream.send_data(data, end) {
+        Ok(()) => end,
+        Err(error) => {
+            tracing::debug!(%error, "upstream stream closed while sending the request body");
+            true
+        }
+    }
+}
+
+/// The rest of a streaming request body, sent as the window allows.
+struct Pipe<B> {
+    body: B,
+    stream: SendStream<Bytes>,
+    /// A chunk read but not yet sent.
+    pending: Option<Bytes>,
+    /// Resolves when the response body is dropped: the caller is gone.
+    stopped: oneshot::Receiver<()>,
+}
+
+impl<B> Future for Pipe<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        if Pin::new(&mut this.stopped).poll(cx).is_ready() {
+            this.stream.send_reset(Reason::CANCEL);
+            return Poll::Ready(());
+        }
+        loop {
+            if let Poll::Ready(reset) = this.stream.poll_reset(cx) {
+                tracing::debug!(reason = ?reset.ok(), "upstream reset the stream");
+                return Poll::Ready(());
+            }
+            if let Some(data) = this.pending.take() {
+                // An empty frame (the end of the stream) needs no window.
+                this.stream.reserve_capacity(data.len());
+                if this.stream.capacity() == 0 && !data.is_empty() {
+                    match this.stream.poll_capacity(cx) {
+                        Poll::Pending => {
+                            this.pending = Some(data);
+                            return Poll::Pending;
+                        }
+                        Poll::Ready(Some(Ok(_))) => {}
+                        Poll::Ready(Some(Err(_)) | None) => return Poll::Ready(()),
+                    }
+                }
+                if this.stream.capacity() == 0 && !data.is_empty() {
+                    this.pending = Some(data);
+                    continue;
+                }
+                if send_data(&mut this.stream, data, this.body.is_end_stream()) {
+                    return Poll::Ready(());
+                }
+            }
+            let frame = ready!(Pin::new(&mut this.body).poll_frame(cx));
+            match on_frame(frame, this.body.is_end_stream(), &mut this.stream) {
+                Step::Done => return Poll::Ready(()),
+                Step::Continue => {}
+                Step::Data(data) => this.pending = Some(data),
+            }
+        }
+    }
+}
