@@ -26,10 +26,14 @@ use std::{
     task::{Context, Poll},
 };
 
+use futures::{
+    FutureExt,
+    future::{Either, Map},
+};
 use http::{Request, Response, request::Parts};
 use hyper::body::Incoming;
 use meshwork_config::GrpcCode;
-use tower::{Layer, Service, ServiceExt};
+use tower::{Layer, Service, ServiceExt, util::Oneshot};
 
 use super::{
     accrual::ServedBy,
@@ -97,6 +101,14 @@ pub struct Retry<S> {
 
 type Answer = Result<Response<ProxyBody>, Infallible>;
 
+/// A call that cannot be retried goes straight through (a named future, no
+/// allocation); one that may be is a boxed loop that awaits body reads,
+/// attempts and backoffs (a hand-written state machine would save the
+/// allocation at the cost of much harder code).
+pub type RetryFuture<S> = Either<Map<Oneshot<S, Request<ReplayBody>>, fn(Answer) -> Answer>, BoxedAnswer>;
+
+type BoxedAnswer = Pin<Box<dyn Future<Output = Answer> + Send>>;
+
 impl<S> Service<Request<Incoming>> for Retry<S>
 where
     S: Service<Request<ReplayBody>, Response = Response<ProxyBody>, Error = Infallible> + Clone + Send + 'static,
@@ -104,10 +116,7 @@ where
 {
     type Response = Response<ProxyBody>;
     type Error = Infallible;
-    /// Boxed: one allocation per call, for a loop that awaits body reads,
-    /// attempts and backoffs; a hand-written state machine would save it at
-    /// the cost of much harder code.
-    type Future = Pin<Box<dyn Future<Output = Answer> + Send>>;
+    type Future = RetryFuture<S>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         // Each attempt waits for the inner service's readiness itself.
@@ -115,8 +124,24 @@ where
     }
 
     fn call(&mut self, req: Request<Incoming>) -> Self::Future {
-        Box::pin(call(self.inner.clone(), self.shared.clone(), req))
+        let shared = &self.shared;
+        shared.budget.deposit();
+        let policy = shared.policy.load();
+        let rule = policy.method(req.uri().path());
+        if rule.single_request && policy.retry.max_attempts > 1 {
+            return Either::Right(Box::pin(call(self.inner.clone(), shared.clone(), req)));
+        }
+        // Streamed once: no copy of the request is kept.
+        let deadline = req.extensions().get::<Deadline>().copied();
+        let (parts, body) = req.into_parts();
+        let req = attempt_request(Some(parts), None, ReplayBody::once(body), deadline, Exclude::default());
+        Either::Left(self.inner.clone().oneshot(req).map(answer_once as fn(Answer) -> Answer))
     }
+}
+
+fn answer_once(rsp: Answer) -> Answer {
+    let Ok(rsp) = rsp;
+    Ok(answer(rsp, 1))
 }
 
 /// What to do after an attempt.
@@ -126,6 +151,8 @@ enum Verdict {
     Retry(Response<ProxyBody>),
 }
 
+/// A call that may be retried: its request read ahead (when it fits the
+/// replay cap), then attempts until one gives an answer.
 async fn call<S>(mut inner: S, shared: Arc<Shared>, req: Request<Incoming>) -> Answer
 where
     S: Service<Request<ReplayBody>, Response = Response<ProxyBody>, Error = Infallible>,
@@ -133,38 +160,33 @@ where
     let policy = shared.policy.load_full();
     let rule = policy.method(req.uri().path());
     let retry = &policy.retry;
-    shared.budget.deposit();
     let deadline = req.extensions().get::<Deadline>().copied();
     let (parts, body) = req.into_parts();
 
-    let (first, replay) = if rule.single_request && retry.max_attempts > 1 {
-        match read_ahead(body, retry.max_replay_bytes).await {
-            ReadAhead::Complete(replay) => (replay.body(), Some(replay)),
-            ReadAhead::TooLarge(body) => (body, None),
-            ReadAhead::Failed(error) => {
-                let message = format!("the request body broke off: {error}");
-                return Ok(status::response_for(GrpcCode::Cancelled, &message));
-            }
+    let replay = match read_ahead(body, retry.max_replay_bytes).await {
+        ReadAhead::Complete(replay) => replay,
+        ReadAhead::TooLarge(body) => {
+            // Sent once: no copy of the request is kept.
+            let req = attempt_request(Some(parts), None, body, deadline, Exclude::default());
+            let Ok(rsp) = inner.ready().await?.call(req).await;
+            return Ok(answer(rsp, 1));
         }
-    } else {
-        (ReplayBody::once(body), None)
-    };
-    let Some(replay) = replay else {
-        // Sent once: no copy of the request is needed.
-        let req = attempt_request(Some(parts), None, first, deadline, Exclude::default());
-        let Ok(rsp) = inner.ready().await?.call(req).await;
-        return Ok(answer(rsp, 1));
+        ReadAhead::Failed(error) => {
+            let message = format!("the request body broke off: {error}");
+            return Ok(status::response_for(GrpcCode::Cancelled, &message));
+        }
     };
 
-    let mut body = Some(first);
     let mut exclude = Exclude::default();
     let mut attempt = 1u32;
     loop {
-        let this_body = body.take().unwrap_or_else(|| replay.body());
-        let req = attempt_request(None, Some(&parts), this_body, deadline, exclude);
+        let req = attempt_request(None, Some(&parts), replay.body(), deadline, exclude);
         let Ok(rsp) = inner.ready().await?.call(req).await;
         let last = attempt >= retry.max_attempts;
-        let verdict = judge(rsp, &policy, rule, last, retry.max_replay_bytes).await;
+        // Boxed: holding a response to its trailers is a large future
+        // needed only for a moment; unboxed, its space would sit in every
+        // call's future for as long as the call waits upstream.
+        let verdict = Box::pin(judge(rsp, &policy, rule, last, retry.max_replay_bytes)).await;
         let rsp = match verdict {
             Verdict::Answer(rsp) => return Ok(answer(rsp, attempt)),
             Verdict::Retry(rsp) => rsp,
