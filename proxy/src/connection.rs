@@ -98,6 +98,16 @@ impl<C: Connect> Connection<C> {
         }
     }
 
+    /// A sender on the open connection, if there is one: the fast path of
+    /// every call.
+    pub fn ready(&self) -> Option<Sender> {
+        let guard = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        match &guard.0 {
+            State::Ready(sender) if !sender.closed.load(Ordering::Relaxed) => Some(sender.clone()),
+            _ => None,
+        }
+    }
+
     /// A sender on an open connection, connecting first if there is none.
     pub async fn sender(&self) -> Result<Sender, ConnectFailure> {
         let (generation, attempt) = {

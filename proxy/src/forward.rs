@@ -31,9 +31,12 @@ use http::{
 use http_body::Body;
 use tower::Service;
 
+use h2::client::ResponseFuture;
+use tokio::sync::oneshot;
+
 use crate::{
     body::{ProxyBody, UpstreamBody},
-    connection::{BoxError, Connect, ConnectFailure, Connection},
+    connection::{BoxError, Connect, ConnectFailure, Connection, Sender},
     grpc::{Code, status},
     options::Settings,
     pipe::send_body,
@@ -96,11 +99,7 @@ impl<C: Connect, B> Forwarder<C, B> {
 
 /// A forwarded call's answer: the upstream's response (or `UNAVAILABLE`),
 /// or at once `INTERNAL` for a request whose URI cannot be pointed at it.
-pub type Forwarded = Either<ForwardFuture, Ready<Result<Response<ProxyBody>, Infallible>>>;
-
-/// One boxed future per call: it holds h2's futures, which hold the call's
-/// state while the response is awaited.
-pub type ForwardFuture = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, Infallible>> + Send>>;
+pub type Forwarded<C, B> = Either<ForwardFuture<C, B>, Ready<Result<Response<ProxyBody>, Infallible>>>;
 
 impl<C, B> Service<Request<B>> for Forwarder<C, B>
 where
@@ -110,7 +109,7 @@ where
 {
     type Response = Response<ProxyBody>;
     type Error = Infallible;
-    type Future = Forwarded;
+    type Future = Forwarded<C, B>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         // Calls share one connection as streams; HTTP/2 flow control and
@@ -130,46 +129,134 @@ where
                 return Either::Right(ready(Ok(status::response(Code::Internal, &message))));
             }
         }
-        let shared = self.shared.clone();
-        Either::Left(Box::pin(async move {
-            let sender = match shared.connection.sender().await {
-                Ok(sender) => sender,
-                Err(ConnectFailure(error)) => return Ok(unavailable(&shared.upstream, &Failure::Connect(error))),
-            };
-            match exchange(sender.send, req).await {
-                Ok(mut rsp) => {
-                    if !shared.upstream.is_sidecar {
-                        rsp.headers_mut().remove(NOT_PROCESSED);
-                    }
-                    Ok(rsp.map(http_body_util::Either::Left))
-                }
-                Err(failure) => {
-                    if failure.breaks_connection() {
-                        shared.connection.retire(sender.generation);
-                    }
-                    Ok(unavailable(&shared.upstream, &failure))
+        let step = match self.shared.connection.ready() {
+            Some(sender) => Step::Opening { req, sender },
+            None => {
+                let shared = self.shared.clone();
+                Step::Connecting {
+                    req,
+                    connect: Box::pin(async move { shared.connection.sender().await }),
                 }
             }
-        }))
+        };
+        Either::Left(ForwardFuture {
+            shared: self.shared.clone(),
+            step,
+        })
     }
 }
 
-/// Opens a stream for `req`, sends its body and awaits the response head.
-async fn exchange<B>(send: h2::client::SendRequest<Bytes>, req: Request<B>) -> Result<Response<UpstreamBody>, Failure>
+/// One forwarded call, written out as a state machine rather than an
+/// async block: it is not boxed, and while it waits for the response it
+/// holds only h2's handle on the stream (the request has gone out), not
+/// the space of every earlier step.
+pub struct ForwardFuture<C, B> {
+    shared: Arc<Shared<C>>,
+    step: Step<B>,
+}
+
+enum Step<B> {
+    /// No open connection: making one (boxed, as this is rare).
+    Connecting {
+        req: Request<B>,
+        connect: Pin<Box<dyn Future<Output = Result<Sender, ConnectFailure>> + Send>>,
+    },
+    /// Opening the stream, which waits while the upstream's limit on
+    /// concurrent streams is reached.
+    Opening {
+        req: Request<B>,
+        sender: Sender,
+    },
+    /// The request is out; waiting for the response head.
+    Waiting {
+        response: ResponseFuture,
+        request_pipe: Option<oneshot::Sender<()>>,
+        generation: u64,
+    },
+    Done,
+}
+
+impl<C, B> Future for ForwardFuture<C, B>
 where
+    C: Connect,
     B: Body<Data = Bytes> + Unpin + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    // Waits while the upstream's stream limit is reached.
-    let mut send = send.ready().await.map_err(Failure::Open)?;
-    let (parts, body) = req.into_parts();
-    let end = body.is_end_stream();
-    let (response, stream) = send
-        .send_request(Request::from_parts(parts, ()), end)
-        .map_err(Failure::Open)?;
-    let request_pipe = if end { None } else { send_body(body, stream).await };
-    let rsp = response.await.map_err(Failure::Exchange)?;
-    Ok(rsp.map(|recv| UpstreamBody::new(recv, request_pipe)))
+    type Output = Result<Response<ProxyBody>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        loop {
+            this.step = match std::mem::replace(&mut this.step, Step::Done) {
+                Step::Connecting { req, mut connect } => match connect.as_mut().poll(cx) {
+                    Poll::Pending => {
+                        this.step = Step::Connecting { req, connect };
+                        return Poll::Pending;
+                    }
+                    Poll::Ready(Ok(sender)) => Step::Opening { req, sender },
+                    Poll::Ready(Err(ConnectFailure(error))) => return this.fail(Failure::Connect(error), None),
+                },
+                Step::Opening { req, mut sender } => match sender.send.poll_ready(cx) {
+                    Poll::Pending => {
+                        this.step = Step::Opening { req, sender };
+                        return Poll::Pending;
+                    }
+                    Poll::Ready(Err(error)) => return this.fail(Failure::Open(error), Some(sender.generation)),
+                    Poll::Ready(Ok(())) => {
+                        let (parts, body) = req.into_parts();
+                        let end = body.is_end_stream();
+                        match sender.send.send_request(Request::from_parts(parts, ()), end) {
+                            Err(error) => return this.fail(Failure::Open(error), Some(sender.generation)),
+                            Ok((response, stream)) => Step::Waiting {
+                                response,
+                                request_pipe: if end { None } else { send_body(body, stream, cx) },
+                                generation: sender.generation,
+                            },
+                        }
+                    }
+                },
+                Step::Waiting {
+                    mut response,
+                    request_pipe,
+                    generation,
+                } => match Pin::new(&mut response).poll(cx) {
+                    Poll::Pending => {
+                        this.step = Step::Waiting {
+                            response,
+                            request_pipe,
+                            generation,
+                        };
+                        return Poll::Pending;
+                    }
+                    Poll::Ready(Err(error)) => return this.fail(Failure::Exchange(error), Some(generation)),
+                    Poll::Ready(Ok(rsp)) => {
+                        let mut rsp =
+                            rsp.map(|recv| http_body_util::Either::Left(UpstreamBody::new(recv, request_pipe)));
+                        if !this.shared.upstream.is_sidecar {
+                            rsp.headers_mut().remove(NOT_PROCESSED);
+                        }
+                        return Poll::Ready(Ok(rsp));
+                    }
+                },
+                // Polled after completion, which the Future contract leaves
+                // open: never complete twice.
+                Step::Done => return Poll::Pending,
+            };
+        }
+    }
+}
+
+impl<C: Connect, B> ForwardFuture<C, B> {
+    /// Ends the call with `UNAVAILABLE`, retiring the connection when the
+    /// failure concerns it.
+    fn fail(&self, failure: Failure, generation: Option<u64>) -> Poll<Result<Response<ProxyBody>, Infallible>> {
+        if let Some(generation) = generation
+            && failure.breaks_connection()
+        {
+            self.shared.connection.retire(generation);
+        }
+        Poll::Ready(Ok(unavailable(&self.shared.upstream, &failure)))
+    }
 }
 
 /// Why a call could not be forwarded.

@@ -10,7 +10,7 @@
 //! caller instead of filling our memory.
 
 use std::{
-    future::{Future, poll_fn},
+    future::Future,
     pin::Pin,
     task::{Context, Poll, ready},
 };
@@ -25,16 +25,17 @@ use crate::connection::BoxError;
 /// Bytes sent without waiting for the stream's send window.
 pub const EAGER_LIMIT: usize = 64 * 1024;
 
-/// Sends `body` on `stream`. Returns the handle whose drop stops the pipe
-/// task, when one was needed; the response body keeps it.
-pub async fn send_body<B>(mut body: B, mut stream: SendStream<Bytes>) -> Option<oneshot::Sender<()>>
+/// Sends `body` on `stream`: what is ready now from the calling task
+/// (`cx` is its context), the rest from a pipe task. Returns the handle
+/// whose drop stops the pipe task, when one was needed; the response body
+/// keeps it.
+pub fn send_body<B>(mut body: B, mut stream: SendStream<Bytes>, cx: &mut Context<'_>) -> Option<oneshot::Sender<()>>
 where
     B: Body<Data = Bytes> + Unpin + Send + 'static,
     B::Error: Into<BoxError>,
 {
     let mut sent = 0usize;
-    let waiting = poll_fn(|cx| Poll::Ready(eager(&mut body, &mut stream, &mut sent, cx))).await;
-    let pending = match waiting {
+    let pending = match eager(&mut body, &mut stream, &mut sent, cx) {
         Eager::Done => return None,
         Eager::Waiting(pending) => pending,
     };
