@@ -20,7 +20,7 @@ use meshwork_telemetry::{
     body::{End, ObservedBody, OnEnd},
     grpc_status, propagation,
 };
-use opentelemetry::{StringValue, trace::Span as _};
+use opentelemetry::StringValue;
 use tower::{Layer, Service};
 
 use crate::outbound::Attempts;
@@ -202,20 +202,20 @@ where
 pub struct CallEnd {
     telemetry: Telemetry,
     labels: CallLabels,
-    span: opentelemetry_sdk::trace::Span,
+    span: span::CallSpan,
     start: Instant,
     retries: u32,
 }
 
 impl OnEnd for CallEnd {
-    fn on_end(mut self, end: End) {
+    fn on_end(self, end: End) {
         let elapsed = self.start.elapsed();
         let shared = &self.telemetry.0;
         shared
             .calls
             .response(&self.labels, grpc_status::label(end.code), elapsed.as_secs_f64());
         let (trace_id, span_id) = (self.span.span_context().trace_id(), self.span.span_context().span_id());
-        span::finish(&mut self.span, self.labels.direction, end.code, self.retries);
+        self.span.finish(end.code, self.retries);
         if let Some(log) = &shared.access_log {
             // The wall-clock start, worked out only when a line is written:
             // with the log off, a call reads the clock once, not twice.

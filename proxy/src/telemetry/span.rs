@@ -14,10 +14,6 @@ use opentelemetry_sdk::trace::{SdkTracer, Span};
 
 use super::{metrics::Direction, names::Method};
 
-/// Attributes set at the start and at the end of a span; sized so the
-/// span's attribute vector never grows.
-const ATTRIBUTES: usize = 9;
-
 /// What a span says about the call and its peer.
 pub struct CallInfo<'a> {
     pub direction: Direction,
@@ -33,7 +29,21 @@ pub struct CallInfo<'a> {
     pub local: &'static str,
 }
 
-pub fn start(tracer: &SdkTracer, call: CallInfo<'_>, parent: &Context) -> Span {
+/// A call's span while the call is in flight, with what its attributes will
+/// say. The attributes are written only when the span ends: a span's
+/// attribute vector is its largest part (over a kilobyte), and a sidecar
+/// with many calls in flight would otherwise hold one per call.
+pub struct CallSpan {
+    span: Span,
+    direction: Direction,
+    service: &'static str,
+    method: &'static str,
+    server: &'static str,
+    peer: &'static str,
+    peer_identity: StringValue,
+}
+
+pub fn start(tracer: &SdkTracer, call: CallInfo<'_>, parent: &Context) -> CallSpan {
     let name: Cow<'static, str> = if call.method.full == super::names::UNKNOWN {
         // Not a known contract: the path names it (spans are not metric
         // series, so this does not grow anything without bound).
@@ -45,34 +55,51 @@ pub fn start(tracer: &SdkTracer, call: CallInfo<'_>, parent: &Context) -> Span {
         Direction::Inbound => (SpanKind::Server, call.local),
         Direction::Outbound => (SpanKind::Client, call.peer),
     };
-    let mut attributes = Vec::with_capacity(ATTRIBUTES);
-    attributes.extend([
-        KeyValue::new("rpc.system", "grpc"),
-        KeyValue::new("rpc.service", call.method.service),
-        KeyValue::new("rpc.method", call.method.method),
-        KeyValue::new("server.address", server),
-        KeyValue::new("net.peer.name", call.peer),
-        KeyValue::new("meshwork.peer.identity", call.peer_identity),
-    ]);
-    tracer
+    let span = tracer
         .span_builder(name)
         .with_kind(kind)
-        .with_attributes(attributes)
-        .start_with_context(tracer, parent)
+        .start_with_context(tracer, parent);
+    CallSpan {
+        span,
+        direction: call.direction,
+        service: call.method.service,
+        method: call.method.method,
+        server,
+        peer: call.peer,
+        peer_identity: call.peer_identity,
+    }
 }
 
-/// Records how the call ended and ends the span.
-pub fn finish(span: &mut Span, direction: Direction, code: u8, retries: u32) {
-    span.set_attribute(KeyValue::new("rpc.grpc.status_code", i64::from(code)));
-    span.set_attribute(KeyValue::new("meshwork.retries", i64::from(retries)));
-    // The RPC conventions: a client fails on any non-OK status, a server
-    // only on those that mean the server failed.
-    let failed = match direction {
-        Direction::Outbound => code != meshwork_telemetry::grpc_status::OK,
-        Direction::Inbound => meshwork_telemetry::grpc_status::is_server_error(code),
-    };
-    if failed {
-        span.set_status(Status::error(meshwork_telemetry::grpc_status::name(code)));
+impl CallSpan {
+    pub fn span_context(&self) -> &opentelemetry::trace::SpanContext {
+        self.span.span_context()
     }
-    span.end();
+
+    /// Records the call's attributes and how it ended, and ends the span.
+    pub fn finish(mut self, code: u8, retries: u32) {
+        if !self.span.is_recording() {
+            return;
+        }
+        self.span.set_attributes([
+            KeyValue::new("rpc.system", "grpc"),
+            KeyValue::new("rpc.service", self.service),
+            KeyValue::new("rpc.method", self.method),
+            KeyValue::new("server.address", self.server),
+            KeyValue::new("net.peer.name", self.peer),
+            KeyValue::new("meshwork.peer.identity", self.peer_identity),
+            KeyValue::new("rpc.grpc.status_code", i64::from(code)),
+            KeyValue::new("meshwork.retries", i64::from(retries)),
+        ]);
+        // The RPC conventions: a client fails on any non-OK status, a server
+        // only on those that mean the server failed.
+        let failed = match self.direction {
+            Direction::Outbound => code != meshwork_telemetry::grpc_status::OK,
+            Direction::Inbound => meshwork_telemetry::grpc_status::is_server_error(code),
+        };
+        if failed {
+            self.span
+                .set_status(Status::error(meshwork_telemetry::grpc_status::name(code)));
+        }
+        self.span.end();
+    }
 }
