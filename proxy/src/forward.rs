@@ -275,7 +275,7 @@ impl Failure {
     fn breaks_connection(&self) -> bool {
         match self {
             Failure::Connect(_) => false,
-            Failure::Open(error) | Failure::Exchange(error) => !error.is_reset(),
+            Failure::Open(error) | Failure::Exchange(error) => error.is_go_away() || error.is_io(),
         }
     }
 
@@ -291,6 +291,14 @@ impl Failure {
 /// `UNAVAILABLE` naming the upstream and the reason, marked
 /// [`NOT_PROCESSED`] when the request provably never reached it.
 fn unavailable(upstream: &Upstream, failure: &Failure) -> Response<ProxyBody> {
+    if let Failure::Open(error) = failure
+        && is_user_error(error)
+    {
+        // The request itself cannot go out on HTTP/2 (h2 refused its
+        // headers): sending it again would fail the same way.
+        let message = format!("cannot forward to {}: {error}", upstream.label);
+        return status::response(Code::Internal, &message);
+    }
     let reason = match failure {
         Failure::Connect(error) => reason(&**error),
         Failure::Open(error) | Failure::Exchange(error) => reason(error),
@@ -302,6 +310,12 @@ fn unavailable(upstream: &Upstream, failure: &Failure) -> Response<ProxyBody> {
         rsp.headers_mut().insert(NOT_PROCESSED, HeaderValue::from_static("1"));
     }
     rsp
+}
+
+/// An error of ours rather than of the connection or the stream (h2 gives
+/// only these no reason code, I/O errors aside), e.g. malformed headers.
+fn is_user_error(error: &h2::Error) -> bool {
+    error.reason().is_none() && !error.is_io()
 }
 
 /// Whether a request whose stream was opened provably never reached the
