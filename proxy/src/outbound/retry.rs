@@ -153,60 +153,69 @@ enum Verdict {
 
 /// A call that may be retried: its request read ahead (when it fits the
 /// replay cap), then attempts until one gives an answer.
-async fn call<S>(mut inner: S, shared: Arc<Shared>, req: Request<Incoming>) -> Answer
+///
+/// A plain function returning an `async move` block rather than an `async
+/// fn`: an async fn keeps its arguments twice in its future (as captured
+/// and as locals), and this future lives as long as the call.
+fn call<S>(mut inner: S, shared: Arc<Shared>, req: Request<Incoming>) -> impl Future<Output = Answer> + Send
 where
-    S: Service<Request<ReplayBody>, Response = Response<ProxyBody>, Error = Infallible>,
+    S: Service<Request<ReplayBody>, Response = Response<ProxyBody>, Error = Infallible> + Send + 'static,
+    S::Future: Send,
 {
     let policy = shared.policy.load_full();
-    let rule = policy.method(req.uri().path());
-    let retry = &policy.retry;
     let deadline = req.extensions().get::<Deadline>().copied();
     let (parts, body) = req.into_parts();
-
-    let replay = match read_ahead(body, retry.max_replay_bytes).await {
-        ReadAhead::Complete(replay) => replay,
-        ReadAhead::TooLarge(body) => {
-            // Sent once: no copy of the request is kept.
-            let req = attempt_request(Some(parts), None, body, deadline, Exclude::default());
-            let Ok(rsp) = inner.ready().await?.call(req).await;
-            return Ok(answer(rsp, 1));
-        }
-        ReadAhead::Failed(error) => {
-            let message = format!("the request body broke off: {error}");
-            return Ok(status::response_for(GrpcCode::Cancelled, &message));
-        }
-    };
-
-    let mut exclude = Exclude::default();
-    let mut attempt = 1u32;
-    loop {
-        let req = attempt_request(None, Some(&parts), replay.body(), deadline, exclude);
-        let Ok(rsp) = inner.ready().await?.call(req).await;
-        let last = attempt >= retry.max_attempts;
-        // Boxed: holding a response to its trailers is a large future
-        // needed only for a moment; unboxed, its space would sit in every
-        // call's future for as long as the call waits upstream.
-        let verdict = Box::pin(judge(rsp, &policy, rule, last, retry.max_replay_bytes)).await;
-        let rsp = match verdict {
-            Verdict::Answer(rsp) => return Ok(answer(rsp, attempt)),
-            Verdict::Retry(rsp) => rsp,
+    async move {
+        let rule = policy.method(parts.uri.path());
+        let retry = &policy.retry;
+        let replay = match read_ahead(body, retry.max_replay_bytes).await {
+            ReadAhead::Complete(replay) => replay,
+            ReadAhead::TooLarge(body) => {
+                // Sent once: no copy of the request is kept. Boxed, as this
+                // rare path's space would otherwise be in every call's future.
+                let req = attempt_request(Some(parts), None, body, deadline, Exclude::default());
+                return Box::pin(inner.oneshot(req).map(answer_once)).await;
+            }
+            ReadAhead::Failed(error) => {
+                let message = format!("the request body broke off: {error}");
+                return Ok(status::response_for(GrpcCode::Cancelled, &message));
+            }
         };
-        let wait = backoff::full_jitter(attempt, retry.backoff_base, retry.backoff_max);
-        if deadline.is_some_and(|d| d.remaining() <= wait) {
-            return Ok(answer(rsp, attempt));
+
+        let mut exclude = Exclude::default();
+        let mut attempt = 1u32;
+        loop {
+            // The attempt's response lives in this block only, so the
+            // backoff below does not keep its space.
+            let wait = {
+                let req = attempt_request(None, Some(&parts), replay.body(), deadline, exclude);
+                let Ok(rsp) = (&mut inner).oneshot(req).await;
+                let last = attempt >= retry.max_attempts;
+                // Boxed: holding a response to its trailers is a large future
+                // needed only for a moment; unboxed, its space would sit in
+                // every call's future for as long as the call waits upstream.
+                let rsp = match Box::pin(judge(rsp, &policy, rule, last, retry.max_replay_bytes)).await {
+                    Verdict::Answer(rsp) => return Ok(answer(rsp, attempt)),
+                    Verdict::Retry(rsp) => rsp,
+                };
+                let wait = backoff::full_jitter(attempt, retry.backoff_base, retry.backoff_max);
+                if deadline.is_some_and(|d| d.remaining() <= wait) {
+                    return Ok(answer(rsp, attempt));
+                }
+                if !shared.budget.withdraw() {
+                    shared.counters.refused.inc();
+                    tracing::debug!(destination = %policy.name, "retry budget spent; not retrying");
+                    return Ok(answer(rsp, attempt));
+                }
+                shared.counters.retries.inc();
+                if let Some(ServedBy(addr)) = rsp.extensions().get::<ServedBy>() {
+                    exclude.add(*addr);
+                }
+                wait
+            };
+            tokio::time::sleep(wait).await;
+            attempt += 1;
         }
-        if !shared.budget.withdraw() {
-            shared.counters.refused.inc();
-            tracing::debug!(destination = %policy.name, "retry budget spent; not retrying");
-            return Ok(answer(rsp, attempt));
-        }
-        shared.counters.retries.inc();
-        if let Some(ServedBy(addr)) = rsp.extensions().get::<ServedBy>() {
-            exclude.add(*addr);
-        }
-        drop(rsp);
-        tokio::time::sleep(wait).await;
-        attempt += 1;
     }
 }
 
