@@ -203,7 +203,7 @@ where
         req.extensions_mut().insert(Deadline { at, budget });
         Either::Left(DeadlineFuture {
             inner: self.inner.call(req),
-            sleep: Some(tokio::time::sleep_until(at)),
+            sleep: Some(Box::pin(tokio::time::sleep_until(at))),
             budget,
             destination: Some(policy.name.clone()),
         })
@@ -215,8 +215,9 @@ pin_project_lite::pin_project! {
     pub struct DeadlineFuture<F> {
         #[pin]
         inner: F,
-        #[pin]
-        sleep: Option<Sleep>,
+        // Boxed: most calls carry no deadline and should not carry a
+        // timer's space (112 bytes) either.
+        sleep: Option<Pin<Box<Sleep>>>,
         budget: Duration,
         destination: Option<Arc<str>>,
     }
@@ -233,7 +234,10 @@ where
         if let Poll::Ready(rsp) = this.inner.poll(cx) {
             return Poll::Ready(rsp);
         }
-        let expired = this.sleep.as_pin_mut().is_some_and(|sleep| sleep.poll(cx).is_ready());
+        let expired = this
+            .sleep
+            .as_mut()
+            .is_some_and(|sleep| sleep.as_mut().poll(cx).is_ready());
         if !expired {
             return Poll::Pending;
         }

@@ -26,14 +26,11 @@ use std::{
     task::{Context, Poll},
 };
 
-use futures::{
-    FutureExt,
-    future::{Either, Map},
-};
+use futures::FutureExt;
 use http::{Request, Response, request::Parts};
 use hyper::body::Incoming;
 use meshwork_config::GrpcCode;
-use tower::{Layer, Service, ServiceExt, util::Oneshot};
+use tower::{Layer, Service, ServiceExt};
 
 use super::{
     accrual::ServedBy,
@@ -101,12 +98,11 @@ pub struct Retry<S> {
 
 type Answer = Result<Response<ProxyBody>, Infallible>;
 
-/// A call that cannot be retried goes straight through (a named future, no
-/// allocation); one that may be is a boxed loop that awaits body reads,
-/// attempts and backoffs (a hand-written state machine would save the
-/// allocation at the cost of much harder code).
-pub type RetryFuture<S> = Either<Map<Oneshot<S, Request<ReplayBody>>, fn(Answer) -> Answer>, BoxedAnswer>;
-
+/// Boxed, one allocation per call: the loop awaits body reads, attempts
+/// and backoffs (a hand-written state machine would save the allocation at
+/// the cost of much harder code). A call that cannot be retried is boxed
+/// too, rather than made a second variant of a named future: that variant
+/// would put its space into every unary call's future.
 type BoxedAnswer = Pin<Box<dyn Future<Output = Answer> + Send>>;
 
 impl<S> Service<Request<Incoming>> for Retry<S>
@@ -116,7 +112,7 @@ where
 {
     type Response = Response<ProxyBody>;
     type Error = Infallible;
-    type Future = RetryFuture<S>;
+    type Future = BoxedAnswer;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         // Each attempt waits for the inner service's readiness itself.
@@ -129,13 +125,13 @@ where
         let policy = shared.policy.load();
         let rule = policy.method(req.uri().path());
         if rule.single_request && policy.retry.max_attempts > 1 {
-            return Either::Right(Box::pin(call(self.inner.clone(), shared.clone(), req)));
+            return Box::pin(call(self.inner.clone(), shared.clone(), req));
         }
         // Streamed once: no copy of the request is kept.
         let deadline = req.extensions().get::<Deadline>().copied();
         let (parts, body) = req.into_parts();
         let req = attempt_request(Some(parts), None, ReplayBody::once(body), deadline, Exclude::default());
-        Either::Left(self.inner.clone().oneshot(req).map(answer_once as fn(Answer) -> Answer))
+        Box::pin(self.inner.clone().oneshot(req).map(answer_once))
     }
 }
 
