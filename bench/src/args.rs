@@ -70,7 +70,8 @@ pub struct BenchArgs {
     #[arg(long)]
     pub nghttpx_bin: Option<PathBuf>,
     /// Worker processes (nginx) or threads (nghttpx) of each peer proxy.
-    /// Default: the number of CPUs, as many threads as a Meshwork sidecar's runtime.
+    /// Default: the number of CPUs, each peer at its strongest here (a Meshwork
+    /// sidecar runs one thread).
     #[arg(long)]
     pub proxy_workers: Option<usize>,
     /// Also write the Markdown report to this file.
