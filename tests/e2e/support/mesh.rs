@@ -76,8 +76,10 @@ impl Mesh {
         let (caller_out, caller_adm) = (listener().await, listener().await);
         let (stranger_out, stranger_adm) = (listener().await, listener().await);
         let (idle_in, idle_out, idle_adm) = (listener().await, listener().await, listener().await);
-        let [idle_app, down_inbound, unused @ ..] = free_ports::<8>().await;
         let impostor = listener().await;
+        // Last: once released, the kernel may hand these ports to the next
+        // bind, and a listener bound after this could take one of them.
+        let [idle_app, down_inbound, unused @ ..] = free_ports::<8>().await;
         let addr = |l: &TcpListener| l.local_addr().expect("addr");
         let (echo_inbound, echo_admin) = (addr(&echo_in), addr(&echo_adm));
         let caller_outbound = addr(&caller_out);
