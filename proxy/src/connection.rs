@@ -209,3 +209,125 @@ where
     }
     closed.store(true, Ordering::Relaxed);
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::*;
+
+    struct Tcp(std::net::SocketAddr);
+
+    impl Connect for Tcp {
+        type Io = TcpStream;
+
+        fn connect(&self) -> Pin<Box<dyn Future<Output = Result<TcpStream, BoxError>> + Send>> {
+            let addr = self.0;
+            Box::pin(async move { Ok(TcpStream::connect(addr).await?) })
+        }
+    }
+
+    /// An HTTP/2 server that counts the connections it accepts and closes
+    /// each when told to.
+    async fn server() -> (
+        std::net::SocketAddr,
+        Arc<AtomicUsize>,
+        tokio::sync::broadcast::Sender<()>,
+    ) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let (close, _) = tokio::sync::broadcast::channel::<()>(4);
+        let (count, closer) = (accepted.clone(), close.clone());
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                let mut closed = closer.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut connection) = h2::server::handshake(tcp).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = async { while connection.accept().await.is_some() {} } => {}
+                        _ = closed.recv() => {}
+                    }
+                });
+            }
+        });
+        (addr, accepted, close)
+    }
+
+    /// Waits (up to 5 s) until the server has accepted `n` connections.
+    async fn accepted_reaches(accepted: &AtomicUsize, n: usize) {
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while accepted.load(Ordering::SeqCst) < n {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the server accepts");
+        assert_eq!(accepted.load(Ordering::SeqCst), n);
+    }
+
+    #[tokio::test]
+    async fn callers_share_one_connection_and_a_closed_one_is_made_again() {
+        let (addr, accepted, close) = server().await;
+        let connection = Connection::new(Tcp(addr), &Settings::default());
+
+        let (a, b) = tokio::join!(connection.sender(), connection.sender());
+        let (a, b) = (a.expect("connects"), b.expect("connects"));
+        assert_eq!(a.generation, b.generation, "one connect for both callers");
+        accepted_reaches(&accepted, 1).await;
+        assert!(connection.ready().is_some());
+
+        // The server closes it: the next caller gets a new one.
+        close.send(()).expect("a connection listens");
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while connection.ready().is_some() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the close is noticed");
+        let c = connection.sender().await.expect("connects again");
+        assert!(c.generation > a.generation);
+        accepted_reaches(&accepted, 2).await;
+
+        // A retired connection is replaced even though it is still open.
+        connection.retire(c.generation);
+        let d = connection.sender().await.expect("connects again");
+        assert!(d.generation > c.generation);
+        accepted_reaches(&accepted, 3).await;
+        // Retiring an old generation leaves the current one alone.
+        connection.retire(c.generation);
+        assert_eq!(connection.ready().map(|s| s.generation), Some(d.generation));
+    }
+
+    #[tokio::test]
+    async fn a_failed_connect_is_reported_to_every_waiting_caller_and_tried_again() {
+        // A port nothing listens on: bound, then released.
+        let addr = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind")
+            .local_addr()
+            .expect("addr");
+        let connection = Connection::new(Tcp(addr), &Settings::default());
+        let (a, b) = tokio::join!(connection.sender(), connection.sender());
+        for failure in [a.err(), b.err()] {
+            let ConnectFailure(error) = failure.expect("refused");
+            assert!(error.to_string().to_lowercase().contains("refused"), "{error}");
+        }
+        assert!(connection.ready().is_none());
+        // Nothing is cached: once the upstream is there, the next call connects.
+        let listener = TcpListener::bind(addr).await.expect("rebind the same port");
+        tokio::spawn(async move {
+            if let Ok((tcp, _)) = listener.accept().await {
+                let _keep = h2::server::handshake(tcp).await;
+                std::future::pending::<()>().await;
+            }
+        });
+        connection.sender().await.expect("connects once the upstream listens");
+    }
+}
