@@ -1,7 +1,7 @@
 //! Sending a call on over the upstream's HTTP/2 connection (see
 //! `connection.rs`), shared by the inbound (to the app) and outbound (to a
-//! peer sidecar) sides: the request's URI is
-//! pointed at the upstream, the response streams back untouched, and a
+//! peer sidecar) sides: the request's URI is pointed at the upstream, its
+//! body is sent (see `pipe.rs`), the response streams back untouched, and a
 //! failure becomes `UNAVAILABLE` naming the upstream and the reason.
 //!
 //! When the failure proves the request never reached the upstream (no
@@ -24,15 +24,14 @@ use std::{
 
 use bytes::Bytes;
 use futures::future::Either;
+use h2::client::ResponseFuture;
 use http::{
     HeaderName, HeaderValue, Request, Response, Uri,
     uri::{Authority, Scheme},
 };
 use http_body::Body;
-use tower::Service;
-
-use h2::client::ResponseFuture;
 use tokio::sync::oneshot;
+use tower::Service;
 
 use crate::{
     body::{ProxyBody, UpstreamBody},
@@ -50,8 +49,7 @@ pub const NOT_PROCESSED: HeaderName = HeaderName::from_static("meshwork-not-proc
 pub struct Upstream {
     /// `http` to an app, `https` to a peer sidecar (the connector does TLS).
     pub scheme: Scheme,
-    /// `:authority` of forwarded calls; with the scheme, what the
-    /// connector is asked to connect to.
+    /// `:authority` of forwarded calls.
     pub authority: Authority,
     /// How messages name it: `catalog (127.0.0.1:7202)`.
     pub label: Box<str>,
@@ -247,15 +245,15 @@ where
 }
 
 impl<C: Connect, B> ForwardFuture<C, B> {
-    /// Ends the call with `UNAVAILABLE`, retiring the connection when the
-    /// failure concerns it.
+    /// Ends the call with the failure's status, retiring the connection
+    /// when the failure concerns it.
     fn fail(&self, failure: Failure, generation: Option<u64>) -> Poll<Result<Response<ProxyBody>, Infallible>> {
         if let Some(generation) = generation
             && failure.breaks_connection()
         {
             self.shared.connection.retire(generation);
         }
-        Poll::Ready(Ok(unavailable(&self.shared.upstream, &failure)))
+        Poll::Ready(Ok(answer_failure(&self.shared.upstream, &failure)))
     }
 }
 
@@ -289,8 +287,9 @@ impl Failure {
 }
 
 /// `UNAVAILABLE` naming the upstream and the reason, marked
-/// [`NOT_PROCESSED`] when the request provably never reached it.
-fn unavailable(upstream: &Upstream, failure: &Failure) -> Response<ProxyBody> {
+/// [`NOT_PROCESSED`] when the request provably never reached it; or
+/// `INTERNAL` for a request that cannot be sent at all.
+fn answer_failure(upstream: &Upstream, failure: &Failure) -> Response<ProxyBody> {
     if let Failure::Open(error) = failure
         && is_user_error(error)
     {

@@ -34,8 +34,7 @@ where
     B: Body<Data = Bytes> + Unpin + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    let mut sent = 0usize;
-    let pending = match eager(&mut body, &mut stream, &mut sent, cx) {
+    let pending = match eager(&mut body, &mut stream, cx) {
         Eager::Done => return None,
         Eager::Waiting(pending) => pending,
     };
@@ -57,11 +56,12 @@ enum Eager {
 }
 
 /// Sends the frames the body has ready now.
-fn eager<B>(body: &mut B, stream: &mut SendStream<Bytes>, sent: &mut usize, cx: &mut Context<'_>) -> Eager
+fn eager<B>(body: &mut B, stream: &mut SendStream<Bytes>, cx: &mut Context<'_>) -> Eager
 where
     B: Body<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
 {
+    let mut sent = 0usize;
     loop {
         let frame = match Pin::new(&mut *body).poll_frame(cx) {
             Poll::Pending => return Eager::Waiting(None),
@@ -70,9 +70,9 @@ where
         match on_frame(frame, body.is_end_stream(), stream) {
             Step::Done => return Eager::Done,
             Step::Continue => {}
-            Step::Data(data) if *sent + data.len() > EAGER_LIMIT => return Eager::Waiting(Some(data)),
+            Step::Data(data) if sent + data.len() > EAGER_LIMIT => return Eager::Waiting(Some(data)),
             Step::Data(data) => {
-                *sent += data.len();
+                sent += data.len();
                 if send_data(stream, data, body.is_end_stream()) {
                     return Eager::Done;
                 }
