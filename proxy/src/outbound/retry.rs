@@ -39,7 +39,7 @@ use super::{
     budget::RetryBudget,
     deadline::{Deadline, GRPC_TIMEOUT, encode_timeout},
     metrics::RetryCounters,
-    policy::PolicyHandle,
+    policy::{DestinationPolicy, PolicyHandle},
     replay::{ReadAhead, ReplayBody, read_ahead},
     trailers::{Ending, grpc_status, hold},
 };
@@ -122,10 +122,14 @@ where
     fn call(&mut self, req: Request<Incoming>) -> Self::Future {
         let shared = &self.shared;
         shared.budget.deposit();
-        let policy = shared.policy.load();
+        let policy = shared.policy.load_full();
         let rule = policy.method(req.uri().path());
         if rule.single_request && policy.retry.max_attempts > 1 {
-            return Box::pin(call(self.inner.clone(), shared.clone(), req));
+            let method = Method {
+                idempotent: rule.idempotent,
+                single_response: rule.single_response,
+            };
+            return Box::pin(call(self.inner.clone(), shared.clone(), policy, method, req));
         }
         // Streamed once: no copy of the request is kept.
         let deadline = req.extensions().get::<Deadline>().copied();
@@ -138,6 +142,13 @@ where
 fn answer_once(rsp: Answer) -> Answer {
     let Ok(rsp) = rsp;
     Ok(answer(rsp, 1))
+}
+
+/// What the retry loop needs to know of the called method.
+#[derive(Clone, Copy)]
+struct Method {
+    idempotent: bool,
+    single_response: bool,
 }
 
 /// What to do after an attempt.
@@ -153,16 +164,20 @@ enum Verdict {
 /// A plain function returning an `async move` block rather than an `async
 /// fn`: an async fn keeps its arguments twice in its future (as captured
 /// and as locals), and this future lives as long as the call.
-fn call<S>(mut inner: S, shared: Arc<Shared>, req: Request<Incoming>) -> impl Future<Output = Answer> + Send
+fn call<S>(
+    mut inner: S,
+    shared: Arc<Shared>,
+    policy: Arc<DestinationPolicy>,
+    method: Method,
+    req: Request<Incoming>,
+) -> impl Future<Output = Answer> + Send
 where
     S: Service<Request<ReplayBody>, Response = Response<ProxyBody>, Error = Infallible> + Send + 'static,
     S::Future: Send,
 {
-    let policy = shared.policy.load_full();
     let deadline = req.extensions().get::<Deadline>().copied();
     let (parts, body) = req.into_parts();
     async move {
-        let rule = policy.method(parts.uri.path());
         let retry = &policy.retry;
         let replay = match read_ahead(body, retry.max_replay_bytes).await {
             ReadAhead::Complete(replay) => replay,
@@ -190,7 +205,7 @@ where
                 // Boxed: holding a response to its trailers is a large future
                 // needed only for a moment; unboxed, its space would sit in
                 // every call's future for as long as the call waits upstream.
-                let rsp = match Box::pin(judge(rsp, &policy, rule, last, retry.max_replay_bytes)).await {
+                let rsp = match Box::pin(judge(rsp, &policy, method, last, retry.max_replay_bytes)).await {
                     Verdict::Answer(rsp) => return Ok(answer(rsp, attempt)),
                     Verdict::Retry(rsp) => rsp,
                 };
@@ -219,8 +234,8 @@ where
 /// when only they can tell.
 async fn judge(
     rsp: Response<ProxyBody>,
-    policy: &super::policy::DestinationPolicy,
-    rule: &super::policy::MethodRule,
+    policy: &DestinationPolicy,
+    method: Method,
     last: bool,
     cap: usize,
 ) -> Verdict {
@@ -230,13 +245,13 @@ async fn judge(
     if rsp.headers().contains_key(NOT_PROCESSED) {
         return Verdict::Retry(rsp);
     }
-    if !rule.idempotent {
+    if !method.idempotent {
         return Verdict::Answer(rsp);
     }
     match grpc_status(rsp.headers()) {
         Some(code) if policy.retries_on(code) => Verdict::Retry(rsp),
         Some(_) => Verdict::Answer(rsp),
-        None if !rule.single_response => Verdict::Answer(rsp),
+        None if !method.single_response => Verdict::Answer(rsp),
         None => match hold(rsp, cap).await {
             (rsp, Ending::Status(Some(code))) if policy.retries_on(code) => Verdict::Retry(rsp),
             (rsp, Ending::Status(_) | Ending::TooLarge) => Verdict::Answer(rsp),
