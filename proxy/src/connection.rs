@@ -9,6 +9,10 @@
 //! further 3.6 KiB per call. A unary call through the sidecar needs none of
 //! that: its request body is already in hand (see `pipe.rs`), so the call's
 //! own future sends it and awaits the response.
+//!
+//! A call takes the ready sender under a short, uncontended lock; only the
+//! first call after a close waits for the connect, which every call then
+//! waiting shares (single flight).
 
 use std::{
     error::Error as StdError,
