@@ -1,6 +1,8 @@
-//! The one response body type every layer returns: either the upstream's
-//! body ([`UpstreamBody`]), streamed through untouched, or a body the proxy
-//! holds itself ([`Held`]):
+//! The bodies the proxy moves. Every body it receives arrives on an
+//! HTTP/2 stream ([`RecvBody`]): a request from the app or a peer sidecar,
+//! or an upstream's response. The one response body type every layer
+//! returns is either such an upstream body, streamed through untouched, or
+//! a body the proxy holds itself ([`Held`]):
 //! empty for a status the proxy answers, or a response the retry layer read
 //! ahead (up to its cap) to find its `grpc-status` before letting it go.
 //! An enum rather than a boxed body: no allocation per call.
@@ -17,7 +19,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::Either;
 use tokio::sync::oneshot;
 
-pub type ProxyBody = Either<UpstreamBody, Held>;
+pub type ProxyBody = Either<RecvBody, Held>;
 
 pub fn empty() -> ProxyBody {
     Either::Right(Held::default())
@@ -29,7 +31,7 @@ pub fn empty() -> ProxyBody {
 #[derive(Debug, Default)]
 pub struct Held {
     data: Option<Bytes>,
-    rest: Option<UpstreamBody>,
+    rest: Option<RecvBody>,
     trailers: Option<HeaderMap>,
 }
 
@@ -44,7 +46,7 @@ impl Held {
     }
 
     /// The start of a body already read, followed by the rest still unread.
-    pub fn partial(data: Option<Bytes>, rest: UpstreamBody) -> Self {
+    pub fn partial(data: Option<Bytes>, rest: RecvBody) -> Self {
         Held {
             data,
             rest: Some(rest),
@@ -95,21 +97,31 @@ pub fn prefixed_size_hint(held: Option<&Bytes>, rest: Option<&impl Body>) -> Siz
     hint
 }
 
-/// An upstream's response body, read from its HTTP/2 stream: the data,
-/// each chunk's flow-control window given back as it is passed on, then
-/// the trailers.
+/// A body arriving on an HTTP/2 stream: the data, each chunk's
+/// flow-control window given back as it is passed on, then the trailers.
 #[derive(Debug)]
-pub struct UpstreamBody {
+pub struct RecvBody {
     recv: RecvStream,
     data_done: bool,
-    /// Dropped with the body, which stops the task still sending the
-    /// request body of a streaming call (see `pipe.rs`).
+    /// For an upstream's response to a streaming call: dropped with the
+    /// body, which stops the task still sending the request body (see
+    /// `pipe.rs`).
     _request_pipe: Option<oneshot::Sender<()>>,
 }
 
-impl UpstreamBody {
-    pub fn new(recv: RecvStream, request_pipe: Option<oneshot::Sender<()>>) -> Self {
-        UpstreamBody {
+impl RecvBody {
+    pub fn new(recv: RecvStream) -> Self {
+        RecvBody {
+            recv,
+            data_done: false,
+            _request_pipe: None,
+        }
+    }
+
+    /// An upstream's response, whose request body `request_pipe`'s task
+    /// may still be sending.
+    pub fn response(recv: RecvStream, request_pipe: Option<oneshot::Sender<()>>) -> Self {
+        RecvBody {
             recv,
             data_done: false,
             _request_pipe: request_pipe,
@@ -117,7 +129,7 @@ impl UpstreamBody {
     }
 }
 
-impl Body for UpstreamBody {
+impl Body for RecvBody {
     type Data = Bytes;
     type Error = h2::Error;
 
@@ -128,7 +140,7 @@ impl Body for UpstreamBody {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Ok(data))) => {
                     // The window is given back as the data moves on: the
-                    // caller's own flow control then paces the upstream.
+                    // receiving side's flow control then paces the sender.
                     let _ = this.recv.flow_control().release_capacity(data.len());
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }

@@ -33,7 +33,7 @@ use futures::{
 use h2::client::SendRequest;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::options::Settings;
+use crate::{keepalive, options::Settings};
 
 pub type BoxError = Box<dyn StdError + Send + Sync>;
 
@@ -79,9 +79,6 @@ struct Http2 {
 const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
 const CONNECTION_WINDOW: u32 = 5 * 1024 * 1024;
 const MAX_SEND_BUFFER: usize = 1024 * 1024;
-/// How long a keep-alive PING may go unanswered before the connection is
-/// taken for dead.
-const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The connection to one upstream and the means to make it again.
 pub struct Connection<C> {
@@ -189,22 +186,7 @@ async fn drive<T>(mut connection: h2::client::Connection<T, Bytes>, http2: Http2
 where
     T: AsyncRead + AsyncWrite + Unpin,
 {
-    let ping_pong = connection.ping_pong();
-    let keepalive = async move {
-        let Some(mut ping_pong) = ping_pong else {
-            return std::future::pending().await;
-        };
-        let mut ticks = tokio::time::interval(http2.keepalive_interval);
-        ticks.tick().await;
-        loop {
-            ticks.tick().await;
-            match tokio::time::timeout(KEEPALIVE_TIMEOUT, ping_pong.ping(h2::Ping::opaque())).await {
-                Ok(Ok(_pong)) => {}
-                Ok(Err(error)) => return format!("keep-alive PING failed: {error}"),
-                Err(_) => return format!("no answer to a keep-alive PING within {KEEPALIVE_TIMEOUT:?}"),
-            }
-        }
-    };
+    let keepalive = keepalive::dead_peer(connection.ping_pong(), http2.keepalive_interval);
     tokio::select! {
         ended = &mut connection => if let Err(error) = ended {
             tracing::debug!(%error, "upstream connection ended");

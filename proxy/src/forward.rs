@@ -34,7 +34,7 @@ use tokio::sync::oneshot;
 use tower::Service;
 
 use crate::{
-    body::{ProxyBody, UpstreamBody},
+    body::{ProxyBody, RecvBody},
     connection::{BoxError, Connect, ConnectFailure, Connection, Sender},
     grpc::{Code, status},
     options::Settings,
@@ -59,7 +59,7 @@ pub struct Upstream {
 }
 
 /// Forwards calls to one upstream over one shared HTTP/2 connection.
-/// Everything sits behind one `Arc`: hyper clones the stack for every call
+/// Everything sits behind one `Arc`: the server clones the stack for every call
 /// and the balancer clones the endpoint it picks, so a clone must cost one
 /// reference count, not one per part.
 pub struct Forwarder<C, B> {
@@ -229,7 +229,7 @@ where
                     Poll::Ready(Err(error)) => return this.fail(Failure::Exchange(error), Some(generation)),
                     Poll::Ready(Ok(rsp)) => {
                         let mut rsp =
-                            rsp.map(|recv| http_body_util::Either::Left(UpstreamBody::new(recv, request_pipe)));
+                            rsp.map(|recv| http_body_util::Either::Left(RecvBody::response(recv, request_pipe)));
                         if !this.shared.upstream.is_sidecar {
                             rsp.headers_mut().remove(NOT_PROCESSED);
                         }

@@ -1,6 +1,8 @@
-//! Sending a request body on an upstream HTTP/2 stream.
+//! Sending a body on an HTTP/2 stream, as the stream's send window allows:
+//! a request body to an upstream, and a response body back to the caller
+//! (see `server.rs`).
 //!
-//! What the body has ready at once is sent by the call itself, up to
+//! For a request, what the body has ready at once is sent by the call itself, up to
 //! [`EAGER_LIMIT`] bytes: for a unary or server-streaming call that is the
 //! whole request (the retry layer has read it ahead), so no task is
 //! spawned. h2 queues data beyond the stream's send window, which is why
@@ -43,7 +45,8 @@ where
         body,
         stream,
         pending,
-        stopped,
+        stopped: Some(stopped),
+        broken: Reason::CANCEL,
     });
     Some(stop)
 }
@@ -67,7 +70,7 @@ where
             Poll::Pending => return Eager::Waiting(None),
             Poll::Ready(frame) => frame,
         };
-        match on_frame(frame, body.is_end_stream(), stream) {
+        match on_frame(frame, body.is_end_stream(), stream, Reason::CANCEL) {
             Step::Done => return Eager::Done,
             Step::Continue => {}
             Step::Data(data) if sent + data.len() > EAGER_LIMIT => return Eager::Waiting(Some(data)),
@@ -89,11 +92,13 @@ enum Step {
 }
 
 /// What to do with one frame of the body: trailers and the end are sent at
-/// once; data is handed back to be sent.
+/// once; data is handed back to be sent. A body that fails resets the
+/// stream with the reason its own stream was reset with, else `broken`.
 fn on_frame<E: Into<BoxError>>(
     frame: Option<Result<Frame<Bytes>, E>>,
     end: bool,
     stream: &mut SendStream<Bytes>,
+    broken: Reason,
 ) -> Step {
     match frame {
         None => {
@@ -102,8 +107,12 @@ fn on_frame<E: Into<BoxError>>(
         }
         Some(Err(error)) => {
             let error: BoxError = error.into();
-            tracing::debug!(%error, "request body broke off; resetting the upstream stream");
-            stream.send_reset(Reason::CANCEL);
+            let reason = error
+                .downcast_ref::<h2::Error>()
+                .and_then(h2::Error::reason)
+                .unwrap_or(broken);
+            tracing::debug!(%error, ?reason, "body broke off; resetting the stream it was sent on");
+            stream.send_reset(reason);
             Step::Done
         }
         Some(Ok(frame)) => match frame.into_data() {
@@ -126,20 +135,39 @@ fn send_data(stream: &mut SendStream<Bytes>, data: Bytes, end: bool) -> bool {
     match stream.send_data(data, end) {
         Ok(()) => end,
         Err(error) => {
-            tracing::debug!(%error, "upstream stream closed while sending the request body");
+            tracing::debug!(%error, "stream closed while sending a body");
             true
         }
     }
 }
 
-/// The rest of a streaming request body, sent as the window allows.
-struct Pipe<B> {
+/// A body (or its rest) sent as the stream's window allows: the rest of a
+/// streaming request, in a task of its own; a response, in the stream's
+/// own future.
+pub struct Pipe<B> {
     body: B,
     stream: SendStream<Bytes>,
     /// A chunk read but not yet sent.
     pending: Option<Bytes>,
-    /// Resolves when the response body is dropped: the caller is gone.
-    stopped: oneshot::Receiver<()>,
+    /// For a request: resolves when the response body is dropped, as the
+    /// caller is then gone.
+    stopped: Option<oneshot::Receiver<()>>,
+    /// The reset reason when the body fails without one of its own.
+    broken: Reason,
+}
+
+impl<B> Pipe<B> {
+    /// Sends a response body; a body that fails resets the stream with
+    /// `INTERNAL_ERROR` unless its upstream gave a reason.
+    pub fn response(body: B, stream: SendStream<Bytes>) -> Self {
+        Pipe {
+            body,
+            stream,
+            pending: None,
+            stopped: None,
+            broken: Reason::INTERNAL_ERROR,
+        }
+    }
 }
 
 impl<B> Future for Pipe<B>
@@ -151,13 +179,15 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
-        if Pin::new(&mut this.stopped).poll(cx).is_ready() {
+        if let Some(stopped) = this.stopped.as_mut()
+            && Pin::new(stopped).poll(cx).is_ready()
+        {
             this.stream.send_reset(Reason::CANCEL);
             return Poll::Ready(());
         }
         loop {
             if let Poll::Ready(reset) = this.stream.poll_reset(cx) {
-                tracing::debug!(reason = ?reset.ok(), "upstream reset the stream");
+                tracing::debug!(reason = ?reset.ok(), "the receiving side reset the stream");
                 return Poll::Ready(());
             }
             if let Some(data) = this.pending.take() {
@@ -182,7 +212,7 @@ where
                 }
             }
             let frame = ready!(Pin::new(&mut this.body).poll_frame(cx));
-            match on_frame(frame, this.body.is_end_stream(), &mut this.stream) {
+            match on_frame(frame, this.body.is_end_stream(), &mut this.stream, this.broken) {
                 Step::Done => return Poll::Ready(()),
                 Step::Continue => {}
                 Step::Data(data) => this.pending = Some(data),

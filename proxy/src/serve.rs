@@ -1,32 +1,18 @@
 //! The accept loop every listener shares: a bounded number of open
 //! connections, and on shutdown: stop accepting, let open connections finish
-//! their in-flight streams (HTTP/2 GOAWAY, HTTP/1 close after the response),
-//! and give up after a grace period.
+//! their in-flight streams (each connection is handed the [`Shutdown`] and
+//! says GOAWAY, or closes after its response on HTTP/1), and give up after a
+//! grace period.
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
-use hyper_util::{
-    rt::{TokioExecutor, TokioTimer},
-    server::graceful::{GracefulShutdown, Watcher},
-};
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::{
     net::{TcpListener, TcpStream},
     sync::Semaphore,
 };
 
-use crate::{options::Settings, shutdown::Shutdown};
-
-/// The HTTP/2 server for one accepted connection (inbound or outbound), with
-/// the sidecar's stream limit and keep-alive.
-pub fn http2(settings: &Settings) -> hyper::server::conn::http2::Builder<TokioExecutor> {
-    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-    builder
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(settings.max_concurrent_streams)
-        .keep_alive_interval(Some(settings.keepalive_interval));
-    builder
-}
+use crate::shutdown::Shutdown;
 
 /// Accepts connections on `listener` and runs `handle` for each in its own
 /// task until shutdown; then drains. `label` names the listener in logs;
@@ -40,11 +26,13 @@ pub async fn serve<H, F>(
     open: Option<Gauge>,
     handle: H,
 ) where
-    H: Fn(TcpStream, SocketAddr, Watcher) -> F,
+    H: Fn(TcpStream, SocketAddr, Shutdown) -> F,
     F: Future<Output = ()> + Send + 'static,
 {
-    let graceful = GracefulShutdown::new();
-    let slots = Arc::new(Semaphore::new(max_connections));
+    // One permit per open connection: they all come back once every
+    // connection has ended, which is what draining waits for.
+    let max_connections = u32::try_from(max_connections.min(Semaphore::MAX_PERMITS)).unwrap_or(u32::MAX);
+    let slots = Arc::new(Semaphore::new(max_connections as usize));
     loop {
         // Take a slot before accepting, so at the limit connections queue in
         // the kernel's backlog rather than being accepted and starved.
@@ -61,7 +49,7 @@ pub async fn serve<H, F>(
         };
         match accepted {
             Ok((stream, peer)) => {
-                let connection = handle(stream, peer, graceful.watcher());
+                let connection = handle(stream, peer, shutdown.clone());
                 let open = open.clone();
                 if let Some(open) = &open {
                     open.inc();
@@ -82,11 +70,14 @@ pub async fn serve<H, F>(
         }
     }
     drop(listener);
-    let open = graceful.count();
+    let open = max_connections as usize - slots.available_permits();
     if open > 0 {
         tracing::info!(listener = %label, open, "draining connections");
     }
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(grace, slots.acquire_many(max_connections))
+        .await
+        .is_err()
+    {
         tracing::warn!(listener = %label, ?grace, "connections still open after the grace period; closing them");
     }
 }

@@ -10,10 +10,7 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header::CONTENT_TYPE};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_util::{
-    rt::{TokioIo, TokioTimer},
-    server::graceful::Watcher,
-};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::registry::Registry;
 use tokio::net::{TcpListener, TcpStream};
 
@@ -48,12 +45,12 @@ pub async fn run(
         settings.drain_grace,
         shutdown,
         None,
-        move |stream, peer, watcher| connection(state.clone(), stream, peer, watcher),
+        move |stream, peer, shutdown| connection(state.clone(), stream, peer, shutdown),
     )
     .await;
 }
 
-async fn connection(state: Arc<State>, stream: TcpStream, peer: SocketAddr, watcher: Watcher) {
+async fn connection(state: Arc<State>, stream: TcpStream, peer: SocketAddr, mut shutdown: Shutdown) {
     let service = hyper::service::service_fn(move |req| {
         let rsp = answer(&state, &req);
         async move { Ok::<_, Infallible>(rsp) }
@@ -63,7 +60,16 @@ async fn connection(state: Arc<State>, stream: TcpStream, peer: SocketAddr, watc
         // Slow or stuck clients must not hold a connection forever.
         .header_read_timeout(std::time::Duration::from_secs(10))
         .serve_connection(TokioIo::new(stream), service);
-    if let Err(error) = watcher.watch(connection).await {
+    tokio::pin!(connection);
+    let ended = tokio::select! {
+        ended = connection.as_mut() => ended,
+        () = shutdown.requested() => {
+            // Finish the response in progress, then close.
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(error) = ended {
         tracing::debug!(%peer, %error, "admin connection ended with an error");
     }
 }

@@ -3,8 +3,8 @@
 
 use std::{future::Future, net::SocketAddr, pin::Pin, time::Duration};
 
+use crate::body::RecvBody;
 use http::uri::{Authority, Scheme};
-use hyper::body::Incoming;
 use tokio::net::TcpStream;
 
 use crate::{
@@ -13,7 +13,7 @@ use crate::{
     options::Settings,
 };
 
-pub type ToApp = Forwarder<AppConnector, Incoming>;
+pub type ToApp = Forwarder<AppConnector, RecvBody>;
 
 /// The forwarder to `app`; `service` names it in messages
 /// ("echo app (127.0.0.1:7101)").

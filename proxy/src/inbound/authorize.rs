@@ -12,9 +12,9 @@ use std::{
     task::{Context, Poll},
 };
 
+use crate::body::RecvBody;
 use futures::future::Either;
 use http::{Request, Response};
-use hyper::body::Incoming;
 use meshwork_config::Service as ServiceConfig;
 use tower::{Layer, Service};
 
@@ -87,7 +87,7 @@ fn always_open(service: &str) -> bool {
 }
 
 /// Built once per connection; its services share it, so the per-call clone
-/// hyper makes of the stack costs one reference count here.
+/// the server makes of the stack costs one reference count here.
 #[derive(Clone)]
 pub struct AuthorizeLayer {
     shared: Arc<Shared>,
@@ -130,9 +130,9 @@ pub struct Authorize<S> {
 
 type Answer = Ready<Result<Response<ProxyBody>, Infallible>>;
 
-impl<S> Service<Request<Incoming>> for Authorize<S>
+impl<S> Service<Request<RecvBody>> for Authorize<S>
 where
-    S: Service<Request<Incoming>, Response = Response<ProxyBody>, Error = Infallible>,
+    S: Service<Request<RecvBody>, Response = Response<ProxyBody>, Error = Infallible>,
 {
     type Response = Response<ProxyBody>;
     type Error = Infallible;
@@ -142,7 +142,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+    fn call(&mut self, req: Request<RecvBody>) -> Self::Future {
         let Shared {
             caller,
             policy,

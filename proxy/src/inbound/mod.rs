@@ -10,7 +10,6 @@ mod stack;
 
 use std::{net::SocketAddr, sync::Arc};
 
-use hyper_util::{rt::TokioIo, server::graceful::Watcher, service::TowerToHyperService};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::{TlsAcceptor, server::TlsStream};
 
@@ -20,7 +19,8 @@ pub use stack::InboundStack;
 use crate::{
     identity::{Identity, handshake_failure_reason, workload_of},
     options::Settings,
-    serve::{http2, serve},
+    serve::serve,
+    server::Http2Server,
     shutdown::Shutdown,
     telemetry::Direction,
 };
@@ -49,7 +49,8 @@ pub async fn run(
         acceptor,
         trust_domain: identity.trust_domain.clone(),
         stack,
-        settings: settings.clone(),
+        handshake_timeout: settings.handshake_timeout,
+        server: Http2Server::new(settings),
     });
     serve(
         label,
@@ -58,7 +59,7 @@ pub async fn run(
         settings.drain_grace,
         shutdown,
         Some(open),
-        move |stream, peer, watcher| shared.clone().connection(stream, peer, watcher),
+        move |stream, peer, shutdown| shared.clone().connection(stream, peer, shutdown),
     )
     .await;
 }
@@ -67,13 +68,14 @@ struct Shared {
     acceptor: TlsAcceptor,
     trust_domain: Arc<str>,
     stack: InboundStack,
-    settings: Settings,
+    handshake_timeout: std::time::Duration,
+    server: Http2Server,
 }
 
 impl Shared {
-    async fn connection(self: Arc<Self>, stream: TcpStream, peer: SocketAddr, watcher: Watcher) {
+    async fn connection(self: Arc<Self>, stream: TcpStream, peer: SocketAddr, shutdown: Shutdown) {
         let _ = stream.set_nodelay(true);
-        let tls = match tokio::time::timeout(self.settings.handshake_timeout, self.acceptor.accept(stream)).await {
+        let tls = match tokio::time::timeout(self.handshake_timeout, self.acceptor.accept(stream)).await {
             Ok(Ok(tls)) => tls,
             Ok(Err(error)) => {
                 tracing::warn!(%peer, reason = %error, "refused TLS connection");
@@ -95,9 +97,8 @@ impl Shared {
             }
         };
         tracing::debug!(%peer, caller = %caller.name(), "accepted connection");
-        let service = TowerToHyperService::new(self.stack.for_connection(caller));
-        let connection = http2(&self.settings).serve_connection(TokioIo::new(tls), service);
-        if let Err(error) = watcher.watch(connection).await {
+        let service = self.stack.for_connection(caller);
+        if let Err(error) = self.server.serve(tls, service, shutdown).await {
             tracing::debug!(%peer, %error, "inbound connection ended with an error");
         }
     }

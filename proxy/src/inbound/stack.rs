@@ -73,7 +73,7 @@ impl InboundStack {
         &self,
         caller: Caller,
     ) -> impl tower::Service<
-        http::Request<hyper::body::Incoming>,
+        http::Request<crate::body::RecvBody>,
         Response = http::Response<Observed<ProxyBody>>,
         Error = std::convert::Infallible,
         Future: Send,

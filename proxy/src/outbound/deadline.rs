@@ -22,9 +22,9 @@ use std::{
     time::Duration,
 };
 
+use crate::body::RecvBody;
 use futures::future::Either;
 use http::{HeaderName, HeaderValue, Request, Response};
-use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 use tower::{Layer, Service};
 
@@ -160,9 +160,9 @@ pub struct Deadlines<S> {
 
 type Answer = Ready<Result<Response<ProxyBody>, Infallible>>;
 
-impl<S> Service<Request<Incoming>> for Deadlines<S>
+impl<S> Service<Request<RecvBody>> for Deadlines<S>
 where
-    S: Service<Request<Incoming>, Response = Response<ProxyBody>, Error = Infallible>,
+    S: Service<Request<RecvBody>, Response = Response<ProxyBody>, Error = Infallible>,
 {
     type Response = Response<ProxyBody>;
     type Error = Infallible;
@@ -172,7 +172,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<Incoming>) -> Self::Future {
+    fn call(&mut self, mut req: Request<RecvBody>) -> Self::Future {
         let asked = match req.headers().get(GRPC_TIMEOUT).map(|v| parse_timeout(v.as_bytes())) {
             None => None,
             Some(Ok(timeout)) => Some(timeout),

@@ -24,7 +24,6 @@ mod warm;
 
 use std::{net::SocketAddr, sync::Arc};
 
-use hyper_util::{rt::TokioIo, server::graceful::Watcher, service::TowerToHyperService};
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::{TcpListener, TcpStream};
 
@@ -33,11 +32,7 @@ pub use retry::Attempts;
 pub use route::RouteTable;
 pub use stack::{Outbound, build};
 
-use crate::{
-    options::Settings,
-    serve::{http2, serve},
-    shutdown::Shutdown,
-};
+use crate::{options::Settings, serve::serve, server::Http2Server, shutdown::Shutdown};
 
 /// Serves the outbound listener until shutdown.
 /// `open` counts the open connections.
@@ -50,7 +45,7 @@ pub async fn run(
     shutdown: Shutdown,
 ) {
     let label: Arc<str> = format!("{sidecar} outbound").into();
-    let shared = Arc::new((stack, settings.clone()));
+    let shared = Arc::new((stack, Http2Server::new(settings)));
     serve(
         label,
         listener,
@@ -58,16 +53,15 @@ pub async fn run(
         settings.drain_grace,
         shutdown,
         Some(open),
-        move |stream, peer, watcher| connection(shared.clone(), stream, peer, watcher),
+        move |stream, peer, shutdown| connection(shared.clone(), stream, peer, shutdown),
     )
     .await;
 }
 
-async fn connection(shared: Arc<(Outbound, Settings)>, stream: TcpStream, peer: SocketAddr, watcher: Watcher) {
-    let (stack, settings) = &*shared;
+async fn connection(shared: Arc<(Outbound, Http2Server)>, stream: TcpStream, peer: SocketAddr, shutdown: Shutdown) {
+    let (stack, server) = &*shared;
     let _ = stream.set_nodelay(true);
-    let connection = http2(settings).serve_connection(TokioIo::new(stream), TowerToHyperService::new(stack.clone()));
-    if let Err(error) = watcher.watch(connection).await {
+    if let Err(error) = server.serve(stream, stack.clone(), shutdown).await {
         tracing::debug!(%peer, %error, "outbound connection ended with an error");
     }
 }

@@ -10,11 +10,11 @@ use std::{
     task::{Context, Poll},
 };
 
+use crate::body::RecvBody;
 use bytes::Bytes;
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 
 use crate::{body::prefixed_size_hint, gather::Gathered};
 
@@ -42,11 +42,11 @@ pub enum ReadAhead {
     /// Over the cap: the part read, and the rest still to stream.
     TooLarge(ReplayBody),
     /// The caller's stream broke.
-    Failed(hyper::Error),
+    Failed(h2::Error),
 }
 
 /// Reads `body` until it ends or passes `cap` bytes.
-pub async fn read_ahead(mut body: Incoming, cap: usize) -> ReadAhead {
+pub async fn read_ahead(mut body: RecvBody, cap: usize) -> ReadAhead {
     let mut gathered = Gathered::default();
     let mut trailers = None;
     while !body.is_end_stream() {
@@ -87,13 +87,13 @@ pub enum ReplayBody {
     /// Sent once: what was read ahead (if anything), then the rest.
     Once {
         prefix: Option<Bytes>,
-        rest: Option<Incoming>,
+        rest: Option<RecvBody>,
     },
 }
 
 impl ReplayBody {
     /// A body passed through untouched.
-    pub fn once(body: Incoming) -> Self {
+    pub fn once(body: RecvBody) -> Self {
         ReplayBody::Once {
             prefix: None,
             rest: Some(body),
@@ -103,9 +103,9 @@ impl ReplayBody {
 
 impl Body for ReplayBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = h2::Error;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
         match self.get_mut() {
             ReplayBody::Buffered { data, trailers } => Poll::Ready(match data.take() {
                 Some(data) => Some(Ok(Frame::data(data))),

@@ -26,9 +26,9 @@ use std::{
     task::{Context, Poll},
 };
 
+use crate::body::RecvBody;
 use futures::FutureExt;
 use http::{Request, Response, request::Parts};
-use hyper::body::Incoming;
 use meshwork_config::GrpcCode;
 use tower::{Layer, Service, ServiceExt};
 
@@ -105,7 +105,7 @@ type Answer = Result<Response<ProxyBody>, Infallible>;
 /// would put its space into every unary call's future.
 type BoxedAnswer = Pin<Box<dyn Future<Output = Answer> + Send>>;
 
-impl<S> Service<Request<Incoming>> for Retry<S>
+impl<S> Service<Request<RecvBody>> for Retry<S>
 where
     S: Service<Request<ReplayBody>, Response = Response<ProxyBody>, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send,
@@ -119,7 +119,7 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+    fn call(&mut self, req: Request<RecvBody>) -> Self::Future {
         let shared = &self.shared;
         shared.budget.deposit();
         let policy = shared.policy.load_full();
@@ -169,7 +169,7 @@ fn call<S>(
     shared: Arc<Shared>,
     policy: Arc<DestinationPolicy>,
     method: Method,
-    req: Request<Incoming>,
+    req: Request<RecvBody>,
 ) -> impl Future<Output = Answer> + Send
 where
     S: Service<Request<ReplayBody>, Response = Response<ProxyBody>, Error = Infallible> + Send + 'static,

@@ -15,9 +15,9 @@ use std::{
     task::{Context, Poll},
 };
 
+use crate::body::RecvBody;
 use futures::future::Either;
 use http::{Request, Response, Uri};
-use hyper::body::Incoming;
 use meshwork_config::MeshConfig;
 use tower::{Service, ServiceExt, util::Oneshot};
 
@@ -70,7 +70,7 @@ impl<T: Copy> RouteTable<T> {
     }
 }
 
-/// Cloned by hyper for every call: one reference count.
+/// Cloned by the server for every call: one reference count.
 pub struct Route<S>(Arc<Routes<S>>);
 
 struct Routes<S> {
@@ -101,13 +101,13 @@ impl<S> Route<S> {
 
 type Answer = Ready<Result<Response<ProxyBody>, Infallible>>;
 
-impl<S> Service<Request<Incoming>> for Route<S>
+impl<S> Service<Request<RecvBody>> for Route<S>
 where
-    S: Service<Request<Incoming>, Response = Response<ProxyBody>, Error = Infallible> + Clone,
+    S: Service<Request<RecvBody>, Response = Response<ProxyBody>, Error = Infallible> + Clone,
 {
     type Response = Response<ProxyBody>;
     type Error = Infallible;
-    type Future = Either<Oneshot<S, Request<Incoming>>, Answer>;
+    type Future = Either<Oneshot<S, Request<RecvBody>>, Answer>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         // Which destination is needed is only known per call; each call waits
@@ -115,7 +115,7 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+    fn call(&mut self, req: Request<RecvBody>) -> Self::Future {
         match self.0.table.lookup(req.uri()) {
             Ok(index) => match self.0.destinations.get(index) {
                 Some(stack) => Either::Left(stack.clone().oneshot(req)),

@@ -14,8 +14,8 @@ use std::{
     time::{Instant, SystemTime},
 };
 
+use crate::body::RecvBody;
 use http::{Request, Response};
-use hyper::body::Incoming;
 use meshwork_telemetry::{
     body::{End, ObservedBody, OnEnd},
     grpc_status, propagation,
@@ -93,9 +93,9 @@ pub struct Observe<S> {
 /// A response body as the telemetry layer passes it on.
 pub type Observed<B> = ObservedBody<B, CallEnd>;
 
-impl<S, B> Service<Request<Incoming>> for Observe<S>
+impl<S, B> Service<Request<RecvBody>> for Observe<S>
 where
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>,
+    S: Service<Request<RecvBody>, Response = Response<B>, Error = Infallible>,
 {
     type Response = Response<Observed<B>>;
     type Error = Infallible;
@@ -105,7 +105,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<Incoming>) -> Self::Future {
+    fn call(&mut self, mut req: Request<RecvBody>) -> Self::Future {
         let shared = &self.telemetry.0;
         let method = shared.names.method(req.uri().path());
         let (direction, peer, peer_identity) = match &self.side {

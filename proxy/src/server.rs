@@ -1,0 +1,454 @@
+//! Serving one accepted HTTP/2 connection (the app's on the outbound
+//! listener, a peer sidecar's on the inbound) with `h2` directly: each
+//! stream becomes a call into the sidecar's stack, whose response is sent
+//! back as the stream's send window allows.
+//!
+//! Not hyper's server, for the same reason the client side is not hyper's
+//! (see `connection.rs`): hyper spawns a task per request, sized like its
+//! whole stream future, and stamps a `Date` header on every response. Here,
+//! on the sidecar's single-threaded runtime, a connection's calls run
+//! inside the connection's own task: the streams it accepts are polled
+//! together with the connection, so no task is spawned per call and the
+//! frames several calls produce leave in one write. On a multi-threaded
+//! runtime each call is spawned instead, so one busy connection can use
+//! every thread.
+//!
+//! A caller that resets its stream cancels the call: the stack's future
+//! (and with it the upstream's stream) is dropped.
+
+use std::{
+    convert::Infallible,
+    future::{Future, poll_fn},
+    pin::Pin,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use futures::{StreamExt, stream::FuturesUnordered};
+use h2::server::SendResponse;
+use http::{Request, Response};
+use http_body::Body;
+use pin_project_lite::pin_project;
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    runtime::{Handle, RuntimeFlavor},
+};
+use tower::{Service, ServiceExt, util::Oneshot};
+
+use crate::{body::RecvBody, connection::BoxError, keepalive, options::Settings, pipe::Pipe, shutdown::Shutdown};
+
+/// hyper's server defaults, which the sidecar served with until it spoke
+/// h2 itself: windows of 1 MiB, 400 KiB of queued sends per stream, and
+/// request headers up to 16 KiB.
+const STREAM_WINDOW: u32 = 1024 * 1024;
+const CONNECTION_WINDOW: u32 = 1024 * 1024;
+const MAX_SEND_BUFFER: usize = 400 * 1024;
+const MAX_HEADER_LIST: u32 = 16 * 1024;
+/// Streams the peer made us reset (malformed requests) before the
+/// connection is closed: a bound on abuse.
+const MAX_LOCAL_ERROR_RESETS: usize = 1024;
+
+/// Why a connection ended other than by closing cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectionError {
+    #[error("no HTTP/2 connection preface within {0:?}")]
+    HandshakeTimeout(Duration),
+    #[error("HTTP/2 handshake failed: {0}")]
+    Handshake(h2::Error),
+    #[error(transparent)]
+    Http2(h2::Error),
+    #[error("{0}")]
+    DeadPeer(String),
+}
+
+/// The sidecar's HTTP/2 server settings, built once per listener.
+#[derive(Clone)]
+pub struct Http2Server {
+    builder: h2::server::Builder,
+    handshake_timeout: Duration,
+    keepalive_interval: Duration,
+}
+
+impl Http2Server {
+    pub fn new(settings: &Settings) -> Self {
+        let mut builder = h2::server::Builder::new();
+        builder
+            .initial_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW)
+            .max_send_buffer_size(MAX_SEND_BUFFER)
+            .max_header_list_size(MAX_HEADER_LIST)
+            .max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESETS))
+            .max_concurrent_streams(settings.max_concurrent_streams);
+        Http2Server {
+            builder,
+            handshake_timeout: settings.handshake_timeout,
+            keepalive_interval: settings.keepalive_interval,
+        }
+    }
+
+    /// Serves `io` until the peer closes it, it fails, or it stops
+    /// answering PINGs. On shutdown it says GOAWAY and serves the calls
+    /// already begun until they end.
+    pub async fn serve<IO, S, B>(&self, io: IO, service: S, mut shutdown: Shutdown) -> Result<(), ConnectionError>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+        S: Service<Request<RecvBody>, Response = Response<B>, Error = Infallible> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        B: Body<Data = Bytes> + Unpin + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let handshake = tokio::time::timeout(self.handshake_timeout, self.builder.handshake::<_, Bytes>(io));
+        let mut connection = match handshake.await {
+            Ok(Ok(connection)) => connection,
+            Ok(Err(error)) => return Err(ConnectionError::Handshake(error)),
+            Err(_) => return Err(ConnectionError::HandshakeTimeout(self.handshake_timeout)),
+        };
+        let keepalive = keepalive::dead_peer(connection.ping_pong(), self.keepalive_interval);
+        let drain = shutdown.requested();
+        tokio::pin!(keepalive, drain);
+        let mut serving = Serving {
+            connection,
+            service,
+            calls: FuturesUnordered::new(),
+            spawn_calls: Handle::current().runtime_flavor() != RuntimeFlavor::CurrentThread,
+        };
+        let mut draining = false;
+        loop {
+            tokio::select! {
+                ended = poll_fn(|cx| serving.poll_serve(cx)) => return ended.map_err(ConnectionError::Http2),
+                () = &mut drain, if !draining => {
+                    draining = true;
+                    serving.connection.graceful_shutdown();
+                }
+                reason = &mut keepalive => return Err(ConnectionError::DeadPeer(reason)),
+            }
+        }
+    }
+}
+
+/// A connection and the calls on it that run in its task.
+struct Serving<IO, S, B>
+where
+    S: Service<Request<RecvBody>>,
+{
+    connection: h2::server::Connection<IO, Bytes>,
+    service: S,
+    calls: FuturesUnordered<Call<Oneshot<S, Request<RecvBody>>, B>>,
+    spawn_calls: bool,
+}
+
+impl<IO, S, B> Serving<IO, S, B>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+    S: Service<Request<RecvBody>, Response = Response<B>, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Body<Data = Bytes> + Unpin + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    /// Moves the connection and its calls on; ready when the connection has
+    /// closed (the calls still running in it are then dropped: their
+    /// caller is gone).
+    fn poll_serve(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), h2::Error>> {
+        loop {
+            // Reads and writes the connection, and takes the new streams.
+            loop {
+                match self.connection.poll_accept(cx) {
+                    Poll::Ready(Some(Ok((req, reply)))) => self.start(req, reply),
+                    Poll::Ready(Some(Err(error))) => return Poll::Ready(Err(error)),
+                    Poll::Ready(None) => return Poll::Ready(Ok(())),
+                    Poll::Pending => break,
+                }
+            }
+            // Runs every call that can move on. Calls that ended may have
+            // queued frames: then go round once more, so they leave
+            // together in one write rather than one write per call.
+            let mut ended = false;
+            while let Poll::Ready(Some(())) = self.calls.poll_next_unpin(cx) {
+                ended = true;
+            }
+            if !ended {
+                return Poll::Pending;
+            }
+        }
+    }
+
+    fn start(&mut self, req: Request<h2::RecvStream>, reply: SendResponse<Bytes>) {
+        let call = Call::Waiting {
+            response: self.service.clone().oneshot(req.map(RecvBody::new)),
+            reply,
+        };
+        if self.spawn_calls {
+            tokio::spawn(call);
+        } else {
+            self.calls.push(call);
+        }
+    }
+}
+
+pin_project! {
+    /// One call: waiting for the stack's response, then sending its body.
+    #[project = CallProj]
+    enum Call<F, B> {
+        Waiting { #[pin] response: F, reply: SendResponse<Bytes> },
+        Sending { pipe: Pipe<B> },
+    }
+}
+
+impl<F, B> Future for Call<F, B>
+where
+    F: Future<Output = Result<Response<B>, Infallible>>,
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let pipe = match self.as_mut().project() {
+            CallProj::Sending { pipe } => return Pin::new(pipe).poll(cx),
+            CallProj::Waiting { response, reply } => {
+                let rsp = match response.poll(cx) {
+                    Poll::Ready(Ok(rsp)) => rsp,
+                    Poll::Ready(Err(never)) => match never {},
+                    Poll::Pending => {
+                        if let Poll::Ready(reason) = reply.poll_reset(cx) {
+                            tracing::debug!(reason = ?reason.ok(), "caller reset the stream; cancelling the call");
+                            return Poll::Ready(());
+                        }
+                        return Poll::Pending;
+                    }
+                };
+                let (head, body) = rsp.into_parts();
+                let end = body.is_end_stream();
+                match reply.send_response(Response::from_parts(head, ()), end) {
+                    Ok(_) if end => return Poll::Ready(()),
+                    Ok(stream) => Pipe::response(body, stream),
+                    Err(error) => {
+                        // The stream is gone, or h2 refused the head (a
+                        // header HTTP/2 forbids): the caller must not wait.
+                        tracing::debug!(%error, "could not send a response head");
+                        reply.send_reset(h2::Reason::INTERNAL_ERROR);
+                        return Poll::Ready(());
+                    }
+                }
+            }
+        };
+        self.set(Call::Sending { pipe });
+        self.poll(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{net::SocketAddr, sync::Arc};
+
+    use http_body_util::{BodyExt, Full};
+    use tokio::{
+        net::{TcpListener, TcpStream},
+        sync::{Notify, oneshot},
+        task::JoinHandle,
+    };
+
+    use super::*;
+    use crate::shutdown::{self, Trigger};
+
+    /// Serves one connection on a fresh port with `service`; the handle
+    /// yields how `serve` ended.
+    async fn serve_one<S>(service: S) -> (SocketAddr, Trigger, JoinHandle<Result<(), ConnectionError>>)
+    where
+        S: Service<Request<RecvBody>, Response = Response<Full<Bytes>>, Error = Infallible> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (trigger, shutdown) = shutdown::channel();
+        let server = Http2Server::new(&Settings::default());
+        let served = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.expect("accept");
+            server.serve(tcp, service, shutdown).await
+        });
+        (addr, trigger, served)
+    }
+
+    async fn client(addr: SocketAddr, stream_window: u32) -> h2::client::SendRequest<Bytes> {
+        let tcp = TcpStream::connect(addr).await.expect("connect");
+        let (send, connection) = h2::client::Builder::new()
+            .initial_window_size(stream_window)
+            .handshake::<_, Bytes>(tcp)
+            .await
+            .expect("handshake");
+        tokio::spawn(connection);
+        send
+    }
+
+    fn post(path: &str) -> Request<()> {
+        Request::post(format!("http://test{path}")).body(()).expect("request")
+    }
+
+    /// Answers with the request's body repeated `times` times (the path
+    /// says how many), and a trailer.
+    async fn repeat(req: Request<RecvBody>) -> Result<Response<Full<Bytes>>, Infallible> {
+        let times: usize = req.uri().path().trim_start_matches('/').parse().unwrap_or(1);
+        let body = req
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        Ok(Response::new(Full::new(body.repeat(times).into())))
+    }
+
+    async fn round_trip(send: &mut h2::client::SendRequest<Bytes>, times: usize, message: &'static [u8]) -> Bytes {
+        let (response, mut body) = send.send_request(post(&format!("/{times}")), false).expect("send");
+        body.send_data(Bytes::from_static(message), true).expect("send body");
+        let response = response.await.expect("response");
+        assert_eq!(response.status(), 200);
+        let mut recv = response.into_body();
+        let mut got = Vec::new();
+        while let Some(chunk) = recv.data().await {
+            let chunk = chunk.expect("chunk");
+            let _ = recv.flow_control().release_capacity(chunk.len());
+            got.extend_from_slice(&chunk);
+        }
+        Bytes::from(got)
+    }
+
+    async fn serves_calls_concurrently_and_flow_controls_large_responses() {
+        let (addr, _trigger, _served) = serve_one(tower::service_fn(repeat)).await;
+        // A small window: the 4 MiB responses must wait for the client to
+        // read, many times over.
+        let send = client(addr, 16 * 1024).await;
+        let calls = (0..8).map(|_| {
+            let mut send = send.clone();
+            async move { round_trip(&mut send, 4 * 1024 * 1024 / 8, b"abcdefgh").await }
+        });
+        for body in futures::future::join_all(calls).await {
+            assert_eq!(body.len(), 4 * 1024 * 1024);
+            assert!(body.chunks(8).all(|c| c == b"abcdefgh"));
+        }
+    }
+
+    #[tokio::test]
+    async fn serves_calls_in_the_connections_task() {
+        serves_calls_concurrently_and_flow_controls_large_responses().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn serves_calls_as_tasks_of_their_own_on_many_threads() {
+        serves_calls_concurrently_and_flow_controls_large_responses().await;
+    }
+
+    /// A call that says when it has started, answers only when told, and
+    /// says when it was dropped.
+    #[derive(Clone)]
+    struct Held {
+        started: Arc<Notify>,
+        answer: Arc<Notify>,
+        dropped: Arc<std::sync::Mutex<Option<oneshot::Sender<()>>>>,
+    }
+
+    impl Service<Request<RecvBody>> for Held {
+        type Response = Response<Full<Bytes>>;
+        type Error = Infallible;
+        type Future = Pin<Box<dyn Future<Output = Result<Response<Full<Bytes>>, Infallible>> + Send>>;
+
+        fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _req: Request<RecvBody>) -> Self::Future {
+            self.started.notify_one();
+            let answer = self.answer.clone();
+            let on_drop = self.dropped.lock().expect("lock").take();
+            Box::pin(async move {
+                let _on_drop = on_drop;
+                answer.notified().await;
+                Ok(Response::new(Full::new(Bytes::from_static(b"done"))))
+            })
+        }
+    }
+
+    fn held() -> (Held, oneshot::Receiver<()>) {
+        let (tx, rx) = oneshot::channel();
+        let held = Held {
+            started: Arc::new(Notify::new()),
+            answer: Arc::new(Notify::new()),
+            dropped: Arc::new(std::sync::Mutex::new(Some(tx))),
+        };
+        (held, rx)
+    }
+
+    #[tokio::test]
+    async fn a_caller_that_resets_its_stream_cancels_the_call() {
+        let (service, dropped) = held();
+        let started = service.started.clone();
+        let (addr, _trigger, _served) = serve_one(service).await;
+        let mut send = client(addr, 65_535).await;
+        let (_response, mut body) = send.send_request(post("/"), false).expect("send");
+        body.send_data(Bytes::from_static(b"x"), true).expect("send body");
+        started.notified().await;
+        body.send_reset(h2::Reason::CANCEL);
+        // The call's future holds the sender; its receiver hears the drop.
+        let heard = tokio::time::timeout(Duration::from_secs(5), dropped)
+            .await
+            .expect("the call is dropped once its caller resets the stream");
+        assert!(heard.is_err(), "nothing is ever sent, only dropped");
+    }
+
+    #[tokio::test]
+    async fn shutdown_says_goaway_and_lets_calls_in_flight_finish() {
+        let (service, _dropped) = held();
+        let (started, answer) = (service.started.clone(), service.answer.clone());
+        let (addr, trigger, served) = serve_one(service).await;
+        let mut send = client(addr, 65_535).await;
+        let (response, mut body) = send.send_request(post("/"), false).expect("send");
+        body.send_data(Bytes::from_static(b"x"), true).expect("send body");
+        started.notified().await;
+
+        trigger.trigger();
+        // The client hears the GOAWAY: it may open no more streams...
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while send.clone().ready().await.is_ok() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("GOAWAY in time");
+        // ...while the call in flight is still answered...
+        answer.notify_one();
+        let response = tokio::time::timeout(Duration::from_secs(5), response)
+            .await
+            .expect("answered")
+            .expect("response");
+        let got = response.into_body().data().await.expect("data").expect("chunk");
+        assert_eq!(got, Bytes::from_static(b"done"));
+        // ...and then the connection closes cleanly.
+        let ended = tokio::time::timeout(Duration::from_secs(5), served)
+            .await
+            .expect("the connection closes after its last call")
+            .expect("no panic");
+        assert!(ended.is_ok(), "{ended:?}");
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_never_speaks_http2_is_dropped_after_the_handshake_timeout() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let settings = Settings {
+            handshake_timeout: Duration::from_millis(100),
+            ..Settings::default()
+        };
+        let server = Http2Server::new(&settings);
+        let (_trigger, shutdown) = shutdown::channel();
+        let served = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.expect("accept");
+            server.serve(tcp, tower::service_fn(repeat), shutdown).await
+        });
+        let _silent = TcpStream::connect(addr).await.expect("connect");
+        let ended = tokio::time::timeout(Duration::from_secs(5), served)
+            .await
+            .expect("gives up")
+            .expect("no panic");
+        assert!(matches!(ended, Err(ConnectionError::HandshakeTimeout(_))), "{ended:?}");
+    }
+}
