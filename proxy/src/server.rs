@@ -62,6 +62,26 @@ pub enum ConnectionError {
     DeadPeer(String),
 }
 
+/// What a connection's calls go to: the sidecar's stack, cloned per call,
+/// whose futures may move to another thread.
+pub trait Stack<B>:
+    Service<Request<RecvBody>, Response = Response<B>, Error = Infallible, Future: Send + 'static> + Clone + Send + 'static
+{
+}
+
+impl<S, B> Stack<B> for S where
+    S: Service<Request<RecvBody>, Response = Response<B>, Error = Infallible, Future: Send + 'static>
+        + Clone
+        + Send
+        + 'static
+{
+}
+
+/// The body of the stack's responses.
+pub trait ResponseBody: Body<Data = Bytes, Error: Into<BoxError>> + Unpin + Send + 'static {}
+
+impl<B> ResponseBody for B where B: Body<Data = Bytes, Error: Into<BoxError>> + Unpin + Send + 'static {}
+
 /// The sidecar's HTTP/2 server settings, built once per listener.
 #[derive(Clone)]
 pub struct Http2Server {
@@ -93,10 +113,8 @@ impl Http2Server {
     pub async fn serve<IO, S, B>(&self, io: IO, service: S, mut shutdown: Shutdown) -> Result<(), ConnectionError>
     where
         IO: AsyncRead + AsyncWrite + Unpin,
-        S: Service<Request<RecvBody>, Response = Response<B>, Error = Infallible> + Clone + Send + 'static,
-        S::Future: Send + 'static,
-        B: Body<Data = Bytes> + Unpin + Send + 'static,
-        B::Error: Into<BoxError>,
+        S: Stack<B>,
+        B: ResponseBody,
     {
         let handshake = tokio::time::timeout(self.handshake_timeout, self.builder.handshake::<_, Bytes>(io));
         let mut connection = match handshake.await {
@@ -141,10 +159,8 @@ where
 impl<IO, S, B> Serving<IO, S, B>
 where
     IO: AsyncRead + AsyncWrite + Unpin,
-    S: Service<Request<RecvBody>, Response = Response<B>, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    B: Body<Data = Bytes> + Unpin + Send + 'static,
-    B::Error: Into<BoxError>,
+    S: Stack<B>,
+    B: ResponseBody,
 {
     /// Moves the connection and its calls on; ready when the connection has
     /// closed (the calls still running in it are then dropped: their
@@ -254,11 +270,9 @@ mod tests {
 
     /// Serves one connection on a fresh port with `service`; the handle
     /// yields how `serve` ended.
-    async fn serve_one<S>(service: S) -> (SocketAddr, Trigger, JoinHandle<Result<(), ConnectionError>>)
-    where
-        S: Service<Request<RecvBody>, Response = Response<Full<Bytes>>, Error = Infallible> + Clone + Send + 'static,
-        S::Future: Send + 'static,
-    {
+    async fn serve_one(
+        service: impl Stack<Full<Bytes>>,
+    ) -> (SocketAddr, Trigger, JoinHandle<Result<(), ConnectionError>>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (trigger, shutdown) = shutdown::channel();
