@@ -14,7 +14,7 @@
 use std::{
     future::Future,
     pin::Pin,
-    task::{Context, Poll, ready},
+    task::{Context, Poll},
 };
 
 use bytes::Bytes;
@@ -45,6 +45,8 @@ where
         body,
         stream,
         pending,
+        // What may go without waiting for the window has gone already.
+        eager: 0,
         stopped: Some(stopped),
         broken: Reason::CANCEL,
     });
@@ -70,7 +72,7 @@ where
             Poll::Pending => return Eager::Waiting(None),
             Poll::Ready(frame) => frame,
         };
-        match on_frame(frame, body.is_end_stream(), stream, Reason::CANCEL) {
+        match on_frame(frame, &*body, stream, Reason::CANCEL) {
             Step::Done => return Eager::Done,
             Step::Continue => {}
             Step::Data(data) if sent + data.len() > EAGER_LIMIT => return Eager::Waiting(Some(data)),
@@ -94,12 +96,16 @@ enum Step {
 /// What to do with one frame of the body: trailers and the end are sent at
 /// once; data is handed back to be sent. A body that fails resets the
 /// stream with the reason its own stream was reset with, else `broken`.
-fn on_frame<E: Into<BoxError>>(
-    frame: Option<Result<Frame<Bytes>, E>>,
-    end: bool,
+fn on_frame<B>(
+    frame: Option<Result<Frame<Bytes>, B::Error>>,
+    body: &B,
     stream: &mut SendStream<Bytes>,
     broken: Reason,
-) -> Step {
+) -> Step
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
     match frame {
         None => {
             let _ = stream.send_data(Bytes::new(), true);
@@ -116,7 +122,9 @@ fn on_frame<E: Into<BoxError>>(
             Step::Done
         }
         Some(Ok(frame)) => match frame.into_data() {
-            Ok(data) if data.is_empty() && !end => Step::Continue,
+            // Asked only of an empty frame: whether the body ended is a
+            // lock on the h2 stream for a body that is itself one.
+            Ok(data) if data.is_empty() && !body.is_end_stream() => Step::Continue,
             Ok(data) => Step::Data(data),
             Err(frame) => {
                 if let Ok(trailers) = frame.into_trailers() {
@@ -149,6 +157,10 @@ pub struct Pipe<B> {
     stream: SendStream<Bytes>,
     /// A chunk read but not yet sent.
     pending: Option<Bytes>,
+    /// Bytes that may still go without waiting for the send window (up to
+    /// [`EAGER_LIMIT`]): a unary response is sent at once, without asking
+    /// h2 for capacity chunk by chunk.
+    eager: usize,
     /// For a request: resolves when the response body is dropped, as the
     /// caller is then gone.
     stopped: Option<oneshot::Receiver<()>>,
@@ -164,10 +176,65 @@ impl<B> Pipe<B> {
             body,
             stream,
             pending: None,
+            eager: EAGER_LIMIT,
             stopped: None,
             broken: Reason::INTERNAL_ERROR,
         }
     }
+}
+
+impl<B> Pipe<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    /// Sends `data` once the window has room for it (at once within the
+    /// eager allowance, or for the empty frame that ends the stream).
+    fn send(&mut self, data: Bytes, cx: &mut Context<'_>) -> Sent {
+        if data.len() <= self.eager {
+            self.eager -= data.len();
+        } else {
+            self.stream.reserve_capacity(data.len());
+            // Until there is room, or the task is registered for it.
+            while self.stream.capacity() == 0 {
+                match self.stream.poll_capacity(cx) {
+                    Poll::Ready(Some(Ok(_))) => {}
+                    Poll::Pending => {
+                        self.pending = Some(data);
+                        return Sent::Waiting;
+                    }
+                    Poll::Ready(Some(Err(_)) | None) => return Sent::Ended,
+                }
+            }
+        }
+        if send_data(&mut self.stream, data, self.body.is_end_stream()) {
+            Sent::Ended
+        } else {
+            Sent::More
+        }
+    }
+
+    /// Waiting on the body or the window: unless the receiving side reset
+    /// the stream meanwhile, in which case there is nothing more to do.
+    /// Either way the task hears of a later reset.
+    fn wait(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        match self.stream.poll_reset(cx) {
+            Poll::Ready(reset) => {
+                tracing::debug!(reason = ?reset.ok(), "the receiving side reset the stream");
+                Poll::Ready(())
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+enum Sent {
+    /// The body ended, or the stream is gone.
+    Ended,
+    /// Sent; read on.
+    More,
+    /// Kept in `pending` until the window opens.
+    Waiting,
 }
 
 impl<B> Future for Pipe<B>
@@ -186,33 +253,18 @@ where
             return Poll::Ready(());
         }
         loop {
-            if let Poll::Ready(reset) = this.stream.poll_reset(cx) {
-                tracing::debug!(reason = ?reset.ok(), "the receiving side reset the stream");
-                return Poll::Ready(());
-            }
             if let Some(data) = this.pending.take() {
-                // An empty frame (the end of the stream) needs no window.
-                this.stream.reserve_capacity(data.len());
-                if this.stream.capacity() == 0 && !data.is_empty() {
-                    match this.stream.poll_capacity(cx) {
-                        Poll::Pending => {
-                            this.pending = Some(data);
-                            return Poll::Pending;
-                        }
-                        Poll::Ready(Some(Ok(_))) => {}
-                        Poll::Ready(Some(Err(_)) | None) => return Poll::Ready(()),
-                    }
-                }
-                if this.stream.capacity() == 0 && !data.is_empty() {
-                    this.pending = Some(data);
-                    continue;
-                }
-                if send_data(&mut this.stream, data, this.body.is_end_stream()) {
-                    return Poll::Ready(());
+                match this.send(data, cx) {
+                    Sent::Ended => return Poll::Ready(()),
+                    Sent::More => {}
+                    Sent::Waiting => return this.wait(cx),
                 }
             }
-            let frame = ready!(Pin::new(&mut this.body).poll_frame(cx));
-            match on_frame(frame, this.body.is_end_stream(), &mut this.stream, this.broken) {
+            let frame = match Pin::new(&mut this.body).poll_frame(cx) {
+                Poll::Pending => return this.wait(cx),
+                Poll::Ready(frame) => frame,
+            };
+            match on_frame(frame, &this.body, &mut this.stream, this.broken) {
                 Step::Done => return Poll::Ready(()),
                 Step::Continue => {}
                 Step::Data(data) => this.pending = Some(data),
