@@ -8,7 +8,7 @@
 //! `1` or `d` carries only a sampling decision, no context). Multi-header:
 //! `X-B3-TraceId`, `X-B3-SpanId`, `X-B3-Sampled`, `X-B3-Flags`.
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
 
 /// Every B3 header name, lower case as HTTP/2 carries them.
@@ -21,17 +21,32 @@ pub const HEADERS: &[&str] = &[
     "x-b3-flags",
 ];
 
+/// Whether `name` is one of the B3 headers.
+pub fn is_b3(name: &HeaderName) -> bool {
+    let name = name.as_str();
+    name == "b3" || name.starts_with("x-b3-")
+}
+
+/// The first names [`extract`] looks for, parsed once (it runs for every
+/// call without `traceparent`).
+const SINGLE: HeaderName = HeaderName::from_static("b3");
+const TRACE_ID: HeaderName = HeaderName::from_static("x-b3-traceid");
+
 /// The remote span context in the B3 headers, if they carry a valid one.
 pub fn extract(headers: &HeaderMap) -> Option<SpanContext> {
-    let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
-    if let Some(single) = get("b3") {
+    let get = |name: &str| headers.get(name).and_then(text);
+    if let Some(single) = headers.get(SINGLE).and_then(text) {
         return single_header(single);
     }
-    let trace = get("x-b3-traceid")?;
+    let trace = headers.get(TRACE_ID).and_then(text)?;
     let span = get("x-b3-spanid")?;
     // Debug (`X-B3-Flags: 1`) implies sampled; no decision means "sample".
     let sampled = get("x-b3-flags") == Some("1") || !matches!(get("x-b3-sampled"), Some("0" | "false"));
     context(trace, span, sampled)
+}
+
+fn text(value: &http::HeaderValue) -> Option<&str> {
+    value.to_str().ok().map(str::trim)
 }
 
 fn single_header(value: &str) -> Option<SpanContext> {

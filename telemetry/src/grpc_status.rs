@@ -3,7 +3,11 @@
 //! response), or derived from the HTTP status when there is none, following
 //! the gRPC spec's HTTP-to-gRPC mapping.
 
-use http::{HeaderMap, StatusCode};
+use http::{HeaderMap, HeaderName, StatusCode};
+
+/// The `grpc-status` header (or trailer), parsed once rather than on every
+/// lookup.
+pub const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 
 pub const OK: u8 = 0;
 pub const CANCELLED: u8 = 1;
@@ -16,7 +20,7 @@ const MAX: u8 = 16;
 /// `grpc-status` in `headers`, if present. A code outside 0..=16 reads as
 /// UNKNOWN, as gRPC clients read it.
 pub fn from_headers(headers: &HeaderMap) -> Option<u8> {
-    let value = headers.get("grpc-status")?;
+    let value = headers.get(GRPC_STATUS)?;
     let code = std::str::from_utf8(value.as_bytes())
         .ok()
         .and_then(|text| text.trim().parse::<u8>().ok())

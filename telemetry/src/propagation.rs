@@ -17,12 +17,22 @@ pub const TRACEPARENT: &str = "traceparent";
 pub const TRACESTATE: &str = "tracestate";
 pub const BAGGAGE: &str = "baggage";
 
+// The same names parsed once: a lookup by `&str` parses the name on every
+// call, and the proxy looks these up on every request.
+const TRACEPARENT_HEADER: HeaderName = HeaderName::from_static(TRACEPARENT);
+const TRACESTATE_HEADER: HeaderName = HeaderName::from_static(TRACESTATE);
+
 /// Reads header values for a propagator.
 pub struct HeaderExtractor<'a>(pub &'a HeaderMap);
 
 impl Extractor for HeaderExtractor<'_> {
     fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|value| value.to_str().ok())
+        let value = match key {
+            TRACEPARENT => self.0.get(TRACEPARENT_HEADER),
+            TRACESTATE => self.0.get(TRACESTATE_HEADER),
+            _ => self.0.get(key),
+        };
+        value.and_then(|value| value.to_str().ok())
     }
 
     fn keys(&self) -> Vec<&str> {
@@ -78,19 +88,24 @@ pub fn set_trace_headers(span: &SpanContext, headers: &mut HeaderMap) {
     let flags = span.trace_flags().to_u8() & 1;
     let traceparent = format!("00-{}-{}-{flags:02x}", span.trace_id(), span.span_id());
     if let Ok(value) = HeaderValue::try_from(traceparent) {
-        headers.insert(TRACEPARENT, value);
+        headers.insert(TRACEPARENT_HEADER, value);
     }
     let state = span.trace_state().header();
     if state.is_empty() {
-        headers.remove(TRACESTATE);
+        headers.remove(TRACESTATE_HEADER);
     } else if let Ok(value) = HeaderValue::try_from(state) {
-        headers.insert(TRACESTATE, value);
+        headers.insert(TRACESTATE_HEADER, value);
     }
 }
 
 /// Removes B3 headers: once a call carries `traceparent`, stale B3 headers
 /// naming an older parent would only confuse whoever reads them next.
 pub fn remove_b3(headers: &mut HeaderMap) {
+    // Few calls carry B3: one pass over the names finds out, where removing
+    // each of the six names would be six lookups on every call.
+    if !headers.keys().any(b3::is_b3) {
+        return;
+    }
     for name in b3::HEADERS {
         headers.remove(*name);
     }
@@ -110,6 +125,26 @@ mod tests {
     }
 
     const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+
+    #[test]
+    fn b3_headers_are_removed_and_nothing_else() {
+        let mut h = headers(&[
+            ("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1"),
+            ("x-b3-traceid", "80f198ee56343ba864fe8b2a57d3eff7"),
+            ("x-b3-spanid", "e457b5a2e4d86bd1"),
+            ("x-b3-sampled", "1"),
+            ("x-b3ish", "kept: not a B3 name"),
+            ("content-type", "application/grpc"),
+        ]);
+        remove_b3(&mut h);
+        let mut left: Vec<_> = h.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["content-type", "x-b3ish"]);
+
+        let mut plain = headers(&[("content-type", "application/grpc"), ("te", "trailers")]);
+        remove_b3(&mut plain);
+        assert_eq!(plain.len(), 2);
+    }
 
     #[test]
     fn w3c_wins_over_b3() {

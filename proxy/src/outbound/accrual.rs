@@ -22,6 +22,7 @@ use std::{
 };
 
 use http::{Request, Response};
+use meshwork_telemetry::grpc_status::GRPC_STATUS;
 use prometheus_client::metrics::counter::Counter;
 use tokio::time::Instant;
 use tower::{Layer, Service};
@@ -45,7 +46,7 @@ pub struct ServedBy(pub SocketAddr);
 /// peer's marker that its app is unreachable.
 pub fn is_failure<B>(rsp: &Response<B>) -> bool {
     let headers = rsp.headers();
-    headers.contains_key(NOT_PROCESSED) || headers.get("grpc-status").is_some_and(|s| s.as_bytes() == b"14")
+    headers.contains_key(NOT_PROCESSED) || headers.get(GRPC_STATUS).is_some_and(|s| s.as_bytes() == b"14")
 }
 
 #[derive(Debug)]

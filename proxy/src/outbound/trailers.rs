@@ -8,6 +8,7 @@
 use http::{HeaderMap, Response};
 use http_body::Body;
 use http_body_util::{BodyExt, Either};
+use meshwork_telemetry::grpc_status::GRPC_STATUS;
 
 use crate::{
     body::{Held, ProxyBody},
@@ -16,7 +17,7 @@ use crate::{
 
 /// The `grpc-status` in `headers`, if any and well-formed.
 pub fn grpc_status(headers: &HeaderMap) -> Option<u32> {
-    let value = headers.get("grpc-status")?.as_bytes();
+    let value = headers.get(GRPC_STATUS)?.as_bytes();
     if value.is_empty() || value.len() > 2 {
         return None;
     }
