@@ -24,6 +24,7 @@ mod grpc;
 mod identity;
 mod inbound;
 mod keepalive;
+mod map;
 mod options;
 mod outbound;
 mod param;

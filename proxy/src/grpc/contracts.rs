@@ -4,8 +4,7 @@
 //! request and response are single messages (which decides what the retry
 //! layer may buffer).
 
-use std::collections::HashMap;
-
+use crate::map::FastMap;
 use prost::Message;
 use prost_types::{FileDescriptorSet, method_options::IdempotencyLevel};
 
@@ -21,7 +20,7 @@ pub struct MethodShape {
 /// `/pkg.Service/Method`, so a lookup needs no string building.
 #[derive(Debug, Default)]
 pub struct Contracts {
-    methods: HashMap<Box<str>, MethodShape>,
+    methods: FastMap<Box<str>, MethodShape>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -36,7 +35,7 @@ impl Contracts {
 
     pub fn decode(descriptor_set: &[u8]) -> Result<Self, ContractsError> {
         let set = FileDescriptorSet::decode(descriptor_set)?;
-        let mut methods = HashMap::new();
+        let mut methods = FastMap::default();
         for file in &set.file {
             let package = file.package();
             for service in &file.service {

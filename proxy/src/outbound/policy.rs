@@ -4,12 +4,13 @@
 //! its deadline cap, its faults, what may be buffered. Published through an
 //! `ArcSwap`, so readers never lock and a reload never blocks a call.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use arc_swap::ArcSwap;
 use meshwork_config::{Fault, GrpcCode, MeshConfig, RetryPolicy, Service};
 
 use crate::grpc::Contracts;
+use crate::map::FastMap;
 
 /// What applies to calls of one method.
 #[derive(Debug, Clone, Default)]
@@ -30,7 +31,7 @@ pub struct MethodRule {
 #[derive(Debug)]
 pub struct DestinationPolicy {
     pub name: Arc<str>,
-    methods: HashMap<Box<str>, MethodRule>,
+    methods: FastMap<Box<str>, MethodRule>,
     /// For paths that no contract names (health, reflection, …): never
     /// retried but when provably unprocessed, the service's timeout and its
     /// faults that name no method.
@@ -49,7 +50,7 @@ pub type PolicyHandle = Arc<ArcSwap<DestinationPolicy>>;
 
 impl DestinationPolicy {
     pub fn new(name: &str, service: &Service, config: &MeshConfig, contracts: &Contracts) -> Self {
-        let mut methods = HashMap::new();
+        let mut methods = FastMap::default();
         for grpc_service in &service.grpc_services {
             for (method, path, shape) in contracts.methods_of(grpc_service) {
                 let policy = service.method_policy(grpc_service, method);

@@ -8,7 +8,6 @@
 //! The telemetry layer labels calls by the same [`RouteTable`] rule.
 
 use std::{
-    collections::HashMap,
     convert::Infallible,
     future::{Ready, ready},
     sync::Arc,
@@ -16,6 +15,7 @@ use std::{
 };
 
 use crate::body::RecvBody;
+use crate::map::FastMap;
 use futures::future::Either;
 use http::{Request, Response, Uri};
 use meshwork_config::MeshConfig;
@@ -31,16 +31,16 @@ use crate::{
 /// an index into its destinations, telemetry the service's name.
 #[derive(Debug)]
 pub struct RouteTable<T> {
-    by_grpc_service: HashMap<Box<str>, T>,
-    by_name: HashMap<Box<str>, T>,
+    by_grpc_service: FastMap<Box<str>, T>,
+    by_name: FastMap<Box<str>, T>,
 }
 
 impl<T: Copy> RouteTable<T> {
     /// A table of the mesh services `entry` gives a value for.
     pub fn new(config: &MeshConfig, mut entry: impl FnMut(&str) -> Option<T>) -> Self {
         let mut table = RouteTable {
-            by_grpc_service: HashMap::new(),
-            by_name: HashMap::new(),
+            by_grpc_service: FastMap::default(),
+            by_name: FastMap::default(),
         };
         for (name, service) in &config.services {
             let Some(value) = entry(name) else { continue };

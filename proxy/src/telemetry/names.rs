@@ -5,10 +5,11 @@
 //! interned once as a `&'static str`, so labels and span attributes copy a
 //! pointer, and metric families hash a pointer-sized string.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use crate::{
     grpc::{Contracts, GrpcPath},
+    map::{FastMap, FastSet},
     outbound::RouteTable,
 };
 use http::Uri;
@@ -65,19 +66,19 @@ impl Method {
 #[derive(Debug)]
 pub struct Names {
     /// By request path, `/pkg.Service/Method`.
-    methods: HashMap<&'static str, Method>,
+    methods: FastMap<&'static str, Method>,
     /// The mesh service a call is for, by the outbound route's rule.
     destinations: RouteTable<&'static str>,
     /// Every mesh workload (service or client) name.
-    workloads: HashSet<&'static str>,
+    workloads: FastSet<&'static str>,
 }
 
 impl Names {
     pub fn new(config: &MeshConfig) -> Self {
         let mut names = Names {
-            methods: HashMap::new(),
+            methods: FastMap::default(),
             destinations: RouteTable::new(config, |name| Some(intern(name))),
-            workloads: HashSet::new(),
+            workloads: FastSet::default(),
         };
         let contracts = Contracts::compiled_in().unwrap_or_else(|error| {
             // Compiled in, so it decodes; if not, calls still go through,
