@@ -87,7 +87,11 @@ pub fn set_trace_headers(span: &SpanContext, headers: &mut HeaderMap) {
     }
     let flags = span.trace_flags().to_u8() & 1;
     let traceparent = format!("00-{}-{}-{flags:02x}", span.trace_id(), span.span_id());
-    if let Ok(value) = HeaderValue::try_from(traceparent) {
+    if let Ok(mut value) = HeaderValue::try_from(traceparent) {
+        // Sent as "never indexed" in HPACK: a value unique to each call
+        // would only churn both ends' dynamic tables, evicting the headers
+        // that do repeat (content type, user agent, authority).
+        value.set_sensitive(true);
         headers.insert(TRACEPARENT_HEADER, value);
     }
     let state = span.trace_state().header();
@@ -190,6 +194,7 @@ mod tests {
             h["traceparent"],
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
         );
+        assert!(h["traceparent"].is_sensitive(), "never indexed in HPACK: unique per call");
         assert_eq!(h["tracestate"], "k=v");
         assert_eq!(h["baggage"], "user=ada");
         // What we write, we read back.
