@@ -194,7 +194,10 @@ mod tests {
             h["traceparent"],
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
         );
-        assert!(h["traceparent"].is_sensitive(), "never indexed in HPACK: unique per call");
+        assert!(
+            h["traceparent"].is_sensitive(),
+            "never indexed in HPACK: unique per call"
+        );
         assert_eq!(h["tracestate"], "k=v");
         assert_eq!(h["baggage"], "user=ada");
         // What we write, we read back.

@@ -28,7 +28,7 @@ use crate::outbound::Attempts;
 use super::{
     Telemetry,
     access_log::Record,
-    metrics::{CallLabels, Direction},
+    metrics::{CallLabels, CallSeries, Direction},
     span::{self, CallInfo},
 };
 
@@ -120,7 +120,7 @@ where
             peer,
             method: method.full,
         };
-        shared.calls.request(&labels);
+        let series = shared.calls.request(labels);
 
         let parent = propagation::extract(req.headers());
         let call = CallInfo {
@@ -139,7 +139,7 @@ where
         }
         let end = CallEnd {
             telemetry: self.telemetry.clone(),
-            labels,
+            series,
             span,
             start: Instant::now(),
             retries: 0,
@@ -201,7 +201,7 @@ where
 /// Everything needed to record a call when it ends.
 pub struct CallEnd {
     telemetry: Telemetry,
-    labels: CallLabels,
+    series: Arc<CallSeries>,
     span: span::CallSpan,
     start: Instant,
     retries: u32,
@@ -211,9 +211,7 @@ impl OnEnd for CallEnd {
     fn on_end(self, end: End) {
         let elapsed = self.start.elapsed();
         let shared = &self.telemetry.0;
-        shared
-            .calls
-            .response(&self.labels, grpc_status::label(end.code), elapsed.as_secs_f64());
+        self.series.response(end.code, elapsed.as_secs_f64());
         let (trace_id, span_id) = (self.span.span_context().trace_id(), self.span.span_context().span_id());
         self.span.finish(end.code, self.retries);
         if let Some(log) = &shared.access_log {
@@ -222,9 +220,9 @@ impl OnEnd for CallEnd {
             let start = SystemTime::now().checked_sub(elapsed).unwrap_or(SystemTime::UNIX_EPOCH);
             log.record(Record {
                 start,
-                direction: self.labels.direction,
-                peer: self.labels.peer,
-                method: self.labels.method,
+                direction: self.series.labels.direction,
+                peer: self.series.labels.peer,
+                method: self.series.labels.method,
                 grpc_status: end.code,
                 duration: elapsed,
                 trace_id,

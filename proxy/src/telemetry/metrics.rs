@@ -1,9 +1,16 @@
 //! The sidecar's own metric families (the resilience layers register theirs
 //! beside them in the same registry). Labels are `&'static str` from
-//! [`names`](super::names), so counting a call hashes a few pointers and
-//! allocates nothing once its series exists.
+//! [`names`](super::names), so counting a call allocates nothing once its
+//! series exists, and a call finds its series with one lookup
+//! ([`CallSeries`]).
 
-use std::fmt::Write as _;
+use std::{
+    fmt::Write as _,
+    sync::{Arc, OnceLock},
+};
+
+use meshwork_telemetry::grpc_status;
+use parking_lot::RwLock;
 
 use prometheus_client::{
     collector::Collector,
@@ -16,6 +23,8 @@ use prometheus_client::{
     },
     registry::{Registry, Unit},
 };
+
+use crate::map::FastMap;
 
 /// Which side of the sidecar a call or connection is on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -92,6 +101,10 @@ pub struct CallMetrics {
     requests: Family<CallLabels, Counter>,
     responses: Family<ResponseLabels, Counter>,
     latency: Family<CallLabels, Histogram, fn() -> Histogram>,
+    /// Each label set's series, found with one lookup per call: through the
+    /// families a call would take three, each hashing its labels with
+    /// SipHash under a lock.
+    series: Arc<RwLock<FastMap<CallLabels, Arc<CallSeries>>>>,
 }
 
 impl CallMetrics {
@@ -100,6 +113,7 @@ impl CallMetrics {
             requests: Family::default(),
             responses: Family::default(),
             latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            series: Arc::default(),
         };
         registry.register(
             "meshwork_requests",
@@ -120,19 +134,61 @@ impl CallMetrics {
         metrics
     }
 
-    pub fn request(&self, labels: &CallLabels) {
-        self.requests.get_or_create(labels).inc();
+    /// Counts a call's request; the series it returns counts its end.
+    pub fn request(&self, labels: CallLabels) -> Arc<CallSeries> {
+        let known = self.series.read().get(&labels).cloned();
+        let series = known.unwrap_or_else(|| {
+            let mut all = self.series.write();
+            all.entry(labels.clone())
+                .or_insert_with(|| {
+                    Arc::new(CallSeries {
+                        requests: self.requests.get_or_create(&labels).clone(),
+                        latency: self.latency.get_or_create(&labels).clone(),
+                        responses: Default::default(),
+                        response_family: self.responses.clone(),
+                        labels,
+                    })
+                })
+                .clone()
+        });
+        series.requests.inc();
+        series
     }
+}
 
-    pub fn response(&self, labels: &CallLabels, grpc_status: &'static str, seconds: f64) {
-        let response = ResponseLabels {
-            direction: labels.direction,
-            peer: labels.peer,
-            method: labels.method,
-            grpc_status,
+/// One label set's series. The handles share their values with the
+/// families' (prometheus-client's metrics are reference counted), so
+/// counting on them is counting in the families.
+#[derive(Debug)]
+pub struct CallSeries {
+    pub labels: CallLabels,
+    requests: Counter,
+    latency: Histogram,
+    /// By gRPC status code, each made on the first response with it.
+    responses: [OnceLock<Counter>; 17],
+    response_family: Family<ResponseLabels, Counter>,
+}
+
+impl CallSeries {
+    pub fn response(&self, code: u8, seconds: f64) {
+        // A code past the last one counts as UNKNOWN, as its label says.
+        let slot = if usize::from(code) < self.responses.len() {
+            usize::from(code)
+        } else {
+            usize::from(grpc_status::UNKNOWN)
         };
-        self.responses.get_or_create(&response).inc();
-        self.latency.get_or_create(labels).observe(seconds);
+        let status = grpc_status::label(code);
+        let counter = self.responses[slot].get_or_init(|| {
+            let labels = ResponseLabels {
+                direction: self.labels.direction,
+                peer: self.labels.peer,
+                method: self.labels.method,
+                grpc_status: status,
+            };
+            self.response_family.get_or_create(&labels).clone()
+        });
+        counter.inc();
+        self.latency.observe(seconds);
     }
 }
 
@@ -246,5 +302,39 @@ impl Collector for SpanDrops {
             ConstCounter::new(count).encode(metric)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prometheus_client::encoding::text::encode;
+
+    use super::*;
+
+    #[test]
+    fn a_series_counts_in_the_families_it_came_from() {
+        let mut registry = Registry::default();
+        let calls = CallMetrics::register(&mut registry);
+        let labels = CallLabels {
+            direction: Direction::Inbound,
+            peer: "cart",
+            method: "shop.catalog.v1.CatalogService/GetProduct",
+        };
+        for code in [0, 0, 5, 99] {
+            calls.request(labels.clone()).response(code, 0.001);
+        }
+        let mut text = String::new();
+        encode(&mut text, &registry).expect("encode");
+        let series = r#"direction="inbound",peer="cart",method="shop.catalog.v1.CatalogService/GetProduct""#;
+        for line in [
+            format!("meshwork_requests_total{{{series}}} 4"),
+            format!("meshwork_responses_total{{{series},grpc_status=\"0\"}} 2"),
+            format!("meshwork_responses_total{{{series},grpc_status=\"5\"}} 1"),
+            // A code past the last one is UNKNOWN.
+            format!("meshwork_responses_total{{{series},grpc_status=\"2\"}} 1"),
+            format!("meshwork_response_latency_seconds_count{{{series}}} 4"),
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing from\n{text}");
+        }
     }
 }
