@@ -79,15 +79,13 @@ pub fn inject(cx: &Context, headers: &mut HeaderMap) {
 }
 
 /// Sets `traceparent` (and `tracestate` when there is one) to `span`, the
-/// quick way for the proxy's hot path: one small string, no propagator.
+/// quick way for the proxy's hot path: one small buffer, no propagator.
 /// `baggage` is left as it is, to pass on untouched.
 pub fn set_trace_headers(span: &SpanContext, headers: &mut HeaderMap) {
     if !span.is_valid() {
         return;
     }
-    let flags = span.trace_flags().to_u8() & 1;
-    let traceparent = format!("00-{}-{}-{flags:02x}", span.trace_id(), span.span_id());
-    if let Ok(mut value) = HeaderValue::try_from(traceparent) {
+    if let Ok(mut value) = HeaderValue::from_bytes(&traceparent(span)) {
         // Sent as "never indexed" in HPACK: a value unique to each call
         // would only churn both ends' dynamic tables, evicting the headers
         // that do repeat (content type, user agent, authority).
@@ -100,6 +98,25 @@ pub fn set_trace_headers(span: &SpanContext, headers: &mut HeaderMap) {
     } else if let Ok(value) = HeaderValue::try_from(state) {
         headers.insert(TRACESTATE_HEADER, value);
     }
+}
+
+/// `00-{trace id}-{span id}-{flags}` in lower-case hex, 55 bytes. Written
+/// into a buffer on the stack: `format!` grew a string piece by piece and
+/// went through the formatting machinery on every call.
+fn traceparent(span: &SpanContext) -> [u8; 55] {
+    fn hex(bytes: &[u8], out: &mut [u8]) {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        for (byte, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
+            pair[0] = DIGITS[usize::from(byte >> 4)];
+            pair[1] = DIGITS[usize::from(byte & 0xf)];
+        }
+    }
+    let mut out = [b'-'; 55];
+    out[..2].copy_from_slice(b"00");
+    hex(&span.trace_id().to_bytes(), &mut out[3..35]);
+    hex(&span.span_id().to_bytes(), &mut out[36..52]);
+    hex(&[span.trace_flags().to_u8() & 1], &mut out[53..55]);
+    out
 }
 
 /// Removes B3 headers: once a call carries `traceparent`, stale B3 headers
@@ -202,6 +219,24 @@ mod tests {
         assert_eq!(h["baggage"], "user=ada");
         // What we write, we read back.
         assert_eq!(extract(&h).span().span_context().span_id(), sc.span_id());
+    }
+
+    #[test]
+    fn an_unsampled_span_says_so_in_its_traceparent() {
+        let sc = SpanContext::new(
+            TraceId::from_hex("000000000000000000000000000000a1").expect("id"),
+            SpanId::from_hex("00000000000000b2").expect("id"),
+            TraceFlags::default(),
+            false,
+            TraceState::default(),
+        );
+        let mut h = HeaderMap::new();
+        set_trace_headers(&sc, &mut h);
+        assert_eq!(
+            h["traceparent"],
+            "00-000000000000000000000000000000a1-00000000000000b2-00"
+        );
+        assert!(h.get("tracestate").is_none());
     }
 
     #[test]
