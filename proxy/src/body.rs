@@ -111,11 +111,7 @@ pub struct RecvBody {
 
 impl RecvBody {
     pub fn new(recv: RecvStream) -> Self {
-        RecvBody {
-            recv,
-            data_done: false,
-            _request_pipe: None,
-        }
+        Self::response(recv, None)
     }
 
     /// An upstream's response, whose request body `request_pipe`'s task
