@@ -177,13 +177,12 @@ impl CallSeries {
         } else {
             usize::from(grpc_status::UNKNOWN)
         };
-        let status = grpc_status::label(code);
         let counter = self.responses[slot].get_or_init(|| {
             let labels = ResponseLabels {
                 direction: self.labels.direction,
                 peer: self.labels.peer,
                 method: self.labels.method,
-                grpc_status: status,
+                grpc_status: grpc_status::label(code),
             };
             self.response_family.get_or_create(&labels).clone()
         });
