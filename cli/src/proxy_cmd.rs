@@ -37,11 +37,12 @@ pub fn run(args: ProxyArgs) -> Result<()> {
         }
     };
     builder.enable_all().build()?.block_on(async move {
+        let stop = signals::terminated();
         // Spans are flushed when the guard drops, after the sidecar has drained.
         let _telemetry = meshwork_telemetry::init(&format!("{}-proxy", args.name));
         let config = meshwork_config::MeshConfig::load(&args.config)?;
         let options = meshwork_proxy::SidecarOptions::from_config(config, &args.name, args.replica)?;
-        meshwork_proxy::run(options, signals::terminated()).await?;
+        meshwork_proxy::run(options, stop).await?;
         Ok(())
     })
 }

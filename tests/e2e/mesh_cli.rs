@@ -1,6 +1,7 @@
 //! The `mesh` binary as a user runs it: `mesh up --demo` launches the whole
 //! shop as real processes with real mTLS and checks out through it; a dead
-//! child, a busy port and a malformed mesh.toml are each reported by name.
+//! child, a busy port and a malformed mesh.toml are each reported by name;
+//! a stop during start-up stops what has started.
 
 use std::{net::TcpListener, time::Duration};
 
@@ -47,6 +48,29 @@ fn mesh_up_checks_out_through_the_sidecars_and_stops_cleanly() {
     assert!(mesh.output().contains("mesh: stopped"));
     // Everything it started is gone: its ports are free again.
     for port in [27101, 27201, 27301, 27401, 27300, 27400] {
+        TcpListener::bind(("127.0.0.1", port)).unwrap_or_else(|e| panic!("port {port} still taken: {e}"));
+    }
+}
+
+/// Ctrl-C or SIGTERM while the mesh is still starting stops what has
+/// started, rather than killing the launcher and orphaning its children.
+#[test]
+fn mesh_up_stopped_during_start_up_stops_what_it_started() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = shop_config(dir.path(), 30100);
+    let mut mesh = MeshProcess::start(&["up", "--config", config.to_str().expect("utf-8 path")]);
+    // Sidecars start first; the apps are not ready yet.
+    mesh.wait_for("sidecar running", Duration::from_secs(60));
+    mesh.signal(Signal::SIGTERM);
+    let status = mesh.wait(Duration::from_secs(40));
+    let output = mesh.output();
+    assert!(status.success(), "mesh up ended with {status}:\n{output}");
+    assert!(
+        !output.contains("mesh: up;"),
+        "stopped too late to test start-up:\n{output}"
+    );
+    assert!(output.contains("mesh: stopped"), "{output}");
+    for port in [30101, 30201, 30301, 30401, 30300, 30400] {
         TcpListener::bind(("127.0.0.1", port)).unwrap_or_else(|e| panic!("port {port} still taken: {e}"));
     }
 }

@@ -75,6 +75,9 @@ impl Programs {
 }
 
 pub async fn up(args: UpArgs) -> Result<()> {
+    // Before any child starts: a SIGTERM from now on stops them too.
+    let shutdown = signals::terminated();
+    tokio::pin!(shutdown);
     let config_path = std::path::absolute(&args.config).context("resolving the config path")?;
     let config = MeshConfig::load(&config_path)?;
     // From the version just read, so an edit made during start-up is seen too.
@@ -102,25 +105,36 @@ pub async fn up(args: UpArgs) -> Result<()> {
     let mut supervisor = Supervisor::new(label_width);
     let mut pids = Vec::new();
 
-    let started = start_and_wait(
-        &mut supervisor,
-        &mut pids,
-        &config,
-        &sidecars,
-        &apps,
-        args.ready_timeout,
-    )
-    .await;
-    if let Err(e) = started {
-        stop_all(&mut supervisor, &apps, &sidecars).await;
-        return Err(e);
+    let started = tokio::select! {
+        started = start_and_wait(&mut supervisor, &mut pids, &config, &sidecars, &apps, args.ready_timeout) => Some(started),
+        _ = &mut shutdown => None,
+    };
+    match started {
+        Some(Ok(())) => {}
+        Some(Err(e)) => {
+            stop_all(&mut supervisor, &apps, &sidecars).await;
+            return Err(e);
+        }
+        None => {
+            stop_everything(&mut supervisor, &apps, &sidecars).await;
+            return Ok(());
+        }
     }
     print_table(&config, &pids);
 
-    if args.demo
-        && let Err(e) = demo::walkthrough(&config).await
-    {
-        eprintln!("mesh: the demo failed: {e:#}");
+    if args.demo {
+        let walked = tokio::select! {
+            walked = demo::walkthrough(&config) => Some(walked),
+            _ = &mut shutdown => None,
+        };
+        match walked {
+            Some(Ok(())) => {}
+            Some(Err(e)) => eprintln!("mesh: the demo failed: {e:#}"),
+            None => {
+                stop_everything(&mut supervisor, &apps, &sidecars).await;
+                return Ok(());
+            }
+        }
     }
     println!("mesh: up; press Ctrl-C to stop");
 
@@ -128,8 +142,6 @@ pub async fn up(args: UpArgs) -> Result<()> {
     let mut renewal = tokio::time::interval((certs::renew_before(&config) / 4).max(Duration::from_secs(30)));
     renewal.tick().await;
     let mut config = config;
-    let shutdown = signals::terminated();
-    tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
@@ -153,14 +165,20 @@ pub async fn up(args: UpArgs) -> Result<()> {
             }
         }
     }
-    println!("mesh: stopping");
+    // The config as last applied: replicas may have been added or removed.
     let (apps, sidecars) = (
         app_processes(&config, &data_dir, &programs),
         sidecar_processes(&config, &config_path, &programs),
     );
-    stop_all(&mut supervisor, &apps, &sidecars).await;
-    println!("mesh: stopped");
+    stop_everything(&mut supervisor, &apps, &sidecars).await;
     Ok(())
+}
+
+/// Stops every process on a SIGTERM or Ctrl-C, saying so.
+async fn stop_everything(supervisor: &mut Supervisor, apps: &[Process], sidecars: &[Process]) {
+    println!("mesh: stopping");
+    stop_all(supervisor, apps, sidecars).await;
+    println!("mesh: stopped");
 }
 
 /// Notices edits to mesh.toml, polled: the launcher needs no more than a

@@ -46,9 +46,10 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
 /// `grpc_services` are the full names (`pkg.Service`) of what `routes` holds; health
 /// reports them and reflection describes them.
 pub async fn serve(args: &ServeArgs, routes: Routes, grpc_services: &[&str]) -> Result<(), ServeError> {
+    let shutdown = shutdown_signal();
     args.validate().map_err(ServeError::Args)?;
     let listener = bind(args.listen).await?;
-    serve_on(listener, routes, grpc_services, shutdown_signal()).await
+    serve_on(listener, routes, grpc_services, shutdown).await
 }
 
 /// Serves `routes` plus health and reflection (v1 and v1alpha) on an already bound
@@ -122,31 +123,46 @@ pub async fn serve_on(
 }
 
 /// Completes on SIGTERM (how Kubernetes and the `mesh` launcher stop a process) or
-/// Ctrl-C.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
+/// Ctrl-C received after this call.
+///
+/// The handlers are installed by this call, not when the future is first polled:
+/// until then SIGTERM's default action would end the process without draining or
+/// stopping what it started. Call it early, inside the runtime.
+#[cfg(unix)]
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{Signal, SignalKind, signal};
+    let listen = |kind: SignalKind, name: &str| {
+        signal(kind)
+            .inspect_err(|e| tracing::warn!(error = %e, "cannot listen for {name}"))
+            .ok()
+    };
+    let (mut term, mut int) = (
+        listen(SignalKind::terminate(), "SIGTERM"),
+        listen(SignalKind::interrupt(), "SIGINT"),
+    );
+    async move {
+        async fn received(signal: Option<&mut Signal>) {
+            match signal {
+                Some(signal) => {
+                    signal.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+        tokio::select! {
+            () = received(term.as_mut()) => {}
+            () = received(int.as_mut()) => {}
+        }
+    }
+}
+
+/// Completes on Ctrl-C.
+#[cfg(not(unix))]
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
+    async {
         if let Err(e) = tokio::signal::ctrl_c().await {
             tracing::warn!(error = %e, "cannot listen for Ctrl-C");
             std::future::pending::<()>().await;
         }
-    };
-    #[cfg(unix)]
-    let term = async {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                term.recv().await;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
     }
 }
