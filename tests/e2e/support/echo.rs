@@ -51,6 +51,8 @@ impl EchoApp {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
+                // As tonic's own server does (Nagle would hold small responses).
+                let _ = stream.set_nodelay(true);
                 let routes = routes.clone();
                 let service = tower::service_fn(move |req: Request<Incoming>| {
                     let routes = routes.clone();

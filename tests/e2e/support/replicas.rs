@@ -116,6 +116,10 @@ impl ReplicaApp {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
+                // As a real gRPC server does: with Nagle on, a response written
+                // while the last is unacknowledged waits up to 40 ms for the
+                // peer's delayed ACK, which the balancer reads as a slow replica.
+                let _ = stream.set_nodelay(true);
                 let app = app.clone();
                 let service = tower::service_fn(move |req: Request<Incoming>| {
                     let app = app.clone();
