@@ -197,14 +197,15 @@ where
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::atomic::AtomicUsize;
 
     use tokio::net::{TcpListener, TcpStream};
 
     use super::*;
 
-    struct Tcp(std::net::SocketAddr);
+    /// Plain TCP to one address.
+    pub(crate) struct Tcp(pub(crate) std::net::SocketAddr);
 
     impl Connect for Tcp {
         type Io = TcpStream;

@@ -45,6 +45,13 @@ use crate::{
 /// the app (or the peer), so sending it again cannot do anything twice.
 pub const NOT_PROCESSED: HeaderName = HeaderName::from_static("meshwork-not-processed");
 
+/// Response extension: the call waited for a new connection to be made
+/// (TCP, TLS, HTTP/2), so its latency says more about the set-up than
+/// about how fast the upstream answers. The balancer does not measure it.
+/// Only such calls carry it (no allocation on the usual path).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WaitedForConnect;
+
 /// Where a forwarder sends its calls.
 pub struct Upstream {
     /// `http` to an app, `https` to a peer sidecar (the connector does TLS).
@@ -139,6 +146,7 @@ where
         };
         Either::Left(ForwardFuture {
             shared: self.shared.clone(),
+            waited_for_connect: matches!(step, Step::Connecting { .. }),
             step,
         })
     }
@@ -151,6 +159,7 @@ where
 pub struct ForwardFuture<C, B> {
     shared: Arc<Shared<C>>,
     step: Step<B>,
+    waited_for_connect: bool,
 }
 
 enum Step<B> {
@@ -232,6 +241,9 @@ where
                             rsp.map(|recv| http_body_util::Either::Left(RecvBody::response(recv, request_pipe)));
                         if !this.shared.upstream.is_sidecar {
                             rsp.headers_mut().remove(NOT_PROCESSED);
+                        }
+                        if this.waited_for_connect {
+                            rsp.extensions_mut().insert(WaitedForConnect);
                         }
                         return Poll::Ready(Ok(rsp));
                     }
@@ -343,4 +355,55 @@ fn reason(error: &(dyn StdError + 'static)) -> String {
         source = e.source();
     }
     innermost.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::Empty;
+    use tokio::net::TcpListener;
+
+    use super::*;
+    use crate::connection::tests::Tcp;
+
+    /// An HTTP/2 server that answers every request with an empty 200.
+    async fn answering_server() -> std::net::SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let Ok(mut connection) = h2::server::handshake(tcp).await else {
+                        return;
+                    };
+                    while let Some(Ok((_, mut respond))) = connection.accept().await {
+                        let _ = respond.send_response(Response::new(()), true);
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn only_a_call_that_waited_for_the_connection_is_marked() {
+        let addr = answering_server().await;
+        let upstream = Upstream {
+            scheme: Scheme::HTTP,
+            authority: Authority::from_static("upstream"),
+            label: "upstream".into(),
+            is_sidecar: false,
+        };
+        let mut forwarder = Forwarder::new(Tcp(addr), upstream, &Settings::default());
+        let call = |forwarder: &mut Forwarder<Tcp, Empty<Bytes>>| {
+            let mut req = Request::new(Empty::new());
+            *req.uri_mut() = Uri::from_static("/echo.Echo/Unary");
+            forwarder.call(req)
+        };
+        let Ok(first) = call(&mut forwarder).await;
+        assert_eq!(first.status(), http::StatusCode::OK);
+        assert!(first.extensions().get::<WaitedForConnect>().is_some());
+        let Ok(second) = call(&mut forwarder).await;
+        assert_eq!(second.status(), http::StatusCode::OK);
+        assert!(second.extensions().get::<WaitedForConnect>().is_none());
+    }
 }

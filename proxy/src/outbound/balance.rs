@@ -37,7 +37,7 @@ use super::{
 };
 use crate::{
     body::ProxyBody,
-    forward::NOT_PROCESSED,
+    forward::{NOT_PROCESSED, WaitedForConnect},
     grpc::{Code, status},
 };
 
@@ -250,10 +250,12 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let Ok(rsp) = futures::ready!(this.inner.poll(cx));
-        // Failure accrual marked failures with the endpoint that failed.
+        // Failure accrual marked failures with the endpoint that failed; a
+        // call that waited for its connection measured the set-up too.
         if let Some(in_flight) = this.in_flight.take()
             && *this.measure
             && rsp.extensions().get::<ServedBy>().is_none()
+            && rsp.extensions().get::<WaitedForConnect>().is_none()
         {
             in_flight.measured();
         }
@@ -316,6 +318,31 @@ mod tests {
         endpoints[1].accrual.record(true);
         assert!(pick(&endpoints, None).is_none());
         assert!(pick::<()>(&[], None).is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_that_waited_for_its_connection_is_not_measured() {
+        let endpoints = set(1);
+        let load = &endpoints[0].load;
+        let slow_answer = |waited: bool| async move {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            let mut rsp = status::response_for(meshwork_config::GrpcCode::Ok, "");
+            if waited {
+                rsp.extensions_mut().insert(WaitedForConnect);
+            }
+            Ok::<_, Infallible>(rsp)
+        };
+        let call = |waited| BalanceFuture {
+            inner: slow_answer(waited),
+            in_flight: Some(load.start()),
+            measure: true,
+        };
+        let Ok(_) = call(true).await;
+        let cost = load.cost(Instant::now());
+        assert!(cost < 2_000.0, "the connect was measured: {cost} µs");
+        let Ok(_) = call(false).await;
+        let cost = load.cost(Instant::now());
+        assert!(cost > 40_000.0, "the call was not measured: {cost} µs");
     }
 
     #[test]

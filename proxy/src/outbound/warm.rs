@@ -1,9 +1,9 @@
 //! Warming a new endpoint up: one health check through its stack as soon as
 //! discovery adds it, so that its connection (TCP, TLS, HTTP/2) is
-//! open before calls arrive. The balancer's latency estimate then measures
-//! calls, not a connection set-up, which would read as a slow replica and
-//! starve a new one for many seconds. A failed warm-up counts towards
-//! failure accrual like any failed call.
+//! open before calls arrive and the first calls do not wait for it. (A call
+//! that does wait is not measured by the balancer: a connection set-up
+//! would read as a slow replica and starve a new one for seconds.) A failed
+//! warm-up counts towards failure accrual like any failed call.
 
 use std::convert::Infallible;
 
