@@ -36,6 +36,11 @@ pub struct BenchArgs {
     /// Fixed request rate of the open-loop step (the added-latency targets), calls per second.
     #[arg(long, default_value_t = 1000)]
     pub rate: u32,
+    /// Send every load call with this deadline (`grpc-timeout`), as most production
+    /// gRPC clients do; the sidecars then enforce and re-encode it on every call.
+    /// Default: no deadline.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub deadline: Option<Duration>,
     /// Payload bytes of each request and response in the headline steps.
     #[arg(long, value_parser = parse_size, default_value = "100")]
     pub payload: usize,

@@ -60,7 +60,10 @@ async fn run_plan(plan: &Plan) -> Result<Report> {
             humantime::format_duration(plan.warmup),
             plan.connections,
             plan.proxy_workers,
-        ),
+        ) + &plan
+            .deadline
+            .map(|d| format!("; every call sent with a {} deadline", humantime::format_duration(d)))
+            .unwrap_or_default(),
         notes: plan.notes.clone(),
         steps: plan.steps.clone(),
         scenarios: Vec::new(),

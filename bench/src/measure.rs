@@ -47,19 +47,19 @@ async fn run_step(step: Step, target: &Target, clients: &[Client], plan: &Plan) 
             payload,
         } => {
             if !plan.warmup.is_zero() {
-                load::closed_loop(clients, kind, payload, concurrency, plan.warmup).await;
+                load::closed_loop(clients, kind, payload, concurrency, plan.warmup, plan.deadline).await;
             }
             let before = start_sampling(target);
-            let result = load::closed_loop(clients, kind, payload, concurrency, plan.duration).await;
+            let result = load::closed_loop(clients, kind, payload, concurrency, plan.duration, plan.deadline).await;
             let after = samples(target);
             StepResult::load(step, result, usage(target, &before, &after, |_, a| Some(a.peak_rss)))
         }
         Step::Open { rate, payload } => {
             if !plan.warmup.is_zero() {
-                load::open_loop(clients, payload, rate, plan.warmup).await;
+                load::open_loop(clients, payload, rate, plan.warmup, plan.deadline).await;
             }
             let before = start_sampling(target);
-            let result = load::open_loop(clients, payload, rate, plan.duration).await;
+            let result = load::open_loop(clients, payload, rate, plan.duration, plan.deadline).await;
             let after = samples(target);
             StepResult::load(step, result, usage(target, &before, &after, |_, a| Some(a.peak_rss)))
         }

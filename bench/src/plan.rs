@@ -95,6 +95,8 @@ pub struct Plan {
     pub nginx_bin: Option<PathBuf>,
     pub nghttpx_bin: Option<PathBuf>,
     pub proxy_workers: usize,
+    /// The deadline every load call carries, if any.
+    pub deadline: Option<Duration>,
     /// The headline steps the targets are judged on.
     pub headline: Step,
     pub fixed_rate: Step,
@@ -199,6 +201,7 @@ impl Plan {
             nginx_bin: find_binary(args.nginx_bin.as_deref(), "nginx"),
             nghttpx_bin: find_binary(args.nghttpx_bin.as_deref(), "nghttpx"),
             proxy_workers,
+            deadline: args.deadline,
             headline,
             fixed_rate,
             high_concurrency,

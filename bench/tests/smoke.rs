@@ -95,6 +95,34 @@ async fn every_available_scenario_reports_sane_figures() {
     assert!(markdown.contains("Targets"), "{markdown}");
 }
 
+/// `--deadline`: every call carries `grpc-timeout`, which the sidecars
+/// enforce and re-encode; calls still succeed, and the report says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_with_a_deadline_go_through_the_sidecars() {
+    let report: Report = meshwork_bench::run(args(&[
+        "--scenarios",
+        "direct,meshwork",
+        "--deadline",
+        "5s",
+        "--growth-concurrency",
+        "1",
+        "--growth-payloads",
+        "100B",
+    ]))
+    .await
+    .expect("the benchmark runs");
+    let markdown = report.markdown();
+    assert!(markdown.contains("every call sent with a 5s deadline"), "{markdown}");
+    let meshwork = report.scenario(ScenarioKind::Meshwork).expect("meshwork ran");
+    for result in &meshwork.steps {
+        if let Some(load) = &result.load {
+            let what = result.step.label();
+            assert!(load.calls > 0, "{what}: no calls");
+            assert!(load.errors.is_empty(), "{what}: {:?}", load.error_examples);
+        }
+    }
+}
+
 /// The concurrency of a closed-loop unary step.
 fn closed_concurrency(step: &Step) -> Option<usize> {
     match *step {

@@ -48,7 +48,17 @@ pub fn request(kind: CallKind, payload: usize) -> EchoRequest {
 
 /// Makes one call and reads the whole answer; the error is the call's gRPC
 /// status (a proxy's HTTP error arrives as the status tonic maps it to).
-pub async fn call(client: &mut Client, kind: CallKind, request: EchoRequest) -> Result<(), Status> {
+/// With a `deadline`, the call carries it as `grpc-timeout`.
+pub async fn call(
+    client: &mut Client,
+    kind: CallKind,
+    request: EchoRequest,
+    deadline: Option<Duration>,
+) -> Result<(), Status> {
+    let mut request = tonic::Request::new(request);
+    if let Some(deadline) = deadline {
+        request.set_timeout(deadline);
+    }
     let answer = tokio::time::timeout(CALL_TIMEOUT, async {
         match kind {
             CallKind::Unary => client.unary(request).await.map(drop),

@@ -22,6 +22,7 @@ pub async fn closed_loop(
     payload: usize,
     concurrency: usize,
     duration: Duration,
+    call_deadline: Option<Duration>,
 ) -> LoadResult {
     let started = Instant::now();
     let deadline = started + duration;
@@ -36,7 +37,7 @@ pub async fn closed_loop(
             let mut recorder = Recorder::new();
             while Instant::now() < deadline {
                 let sent = Instant::now();
-                let outcome = call(&mut client, kind, request.clone()).await;
+                let outcome = call(&mut client, kind, request.clone(), call_deadline).await;
                 recorder.record(sent.elapsed(), outcome);
             }
             recorder

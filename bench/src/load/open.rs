@@ -21,7 +21,13 @@ use crate::plan::CallKind;
 
 /// Starts `rate` unary calls a second for `duration`, spread round-robin over
 /// `clients`, and waits for the last answer.
-pub async fn open_loop(clients: &[Client], payload: usize, rate: u32, duration: Duration) -> LoadResult {
+pub async fn open_loop(
+    clients: &[Client],
+    payload: usize,
+    rate: u32,
+    duration: Duration,
+    deadline: Option<Duration>,
+) -> LoadResult {
     let interval = Duration::from_secs(1) / rate.max(1);
     let total = u32::try_from(duration.as_nanos() / interval.as_nanos().max(1)).unwrap_or(u32::MAX);
     let (done, mut answers) = mpsc::unbounded_channel::<(Duration, Result<(), tonic::Status>)>();
@@ -42,7 +48,7 @@ pub async fn open_loop(clients: &[Client], payload: usize, rate: u32, duration: 
             let mut client = clients[i as usize % clients.len()].clone();
             let (request, done) = (request.clone(), done.clone());
             runtime.spawn(async move {
-                let outcome = call(&mut client, CallKind::Unary, request).await;
+                let outcome = call(&mut client, CallKind::Unary, request, deadline).await;
                 // Measured from the due time, not from when the call went out.
                 let _ = done.send((due.elapsed(), outcome));
             });
