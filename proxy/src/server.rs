@@ -14,7 +14,8 @@
 //! every thread.
 //!
 //! A caller that resets its stream cancels the call: the stack's future
-//! (and with it the upstream's stream) is dropped.
+//! (and with it the upstream's stream) is dropped, or never started when
+//! the reset came before the call was first run.
 
 use std::{
     convert::Infallible,
@@ -99,6 +100,14 @@ impl Http2Server {
             .max_send_buffer_size(MAX_SEND_BUFFER)
             .max_header_list_size(MAX_HEADER_LIST)
             .max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESETS))
+            // Streams the caller resets before we take them (h2's rapid-reset
+            // bound) may number as many as it may have open, not h2's 20: a
+            // caller whose deadlines pass as it sends, or our outbound passing
+            // its app's cancellations on, resets bursts of streams in one
+            // read, and h2 answered them with GOAWAY, failing every call on
+            // the connection. `poll_serve` takes the reset streams on every
+            // turn, so they cannot pile up beyond one read.
+            .max_pending_accept_reset_streams(settings.max_concurrent_streams as usize)
             .max_concurrent_streams(settings.max_concurrent_streams);
         Http2Server {
             builder,
@@ -223,16 +232,17 @@ where
         let pipe = match self.as_mut().project() {
             CallProj::Sending { pipe } => return Pin::new(pipe).poll(cx),
             CallProj::Waiting { response, reply } => {
+                // Asked before the stack is: a stream the caller reset
+                // before we took it (its deadline passed as it sent) is
+                // never forwarded, so the reset goes no further.
+                if let Poll::Ready(reason) = reply.poll_reset(cx) {
+                    tracing::debug!(reason = ?reason.ok(), "caller reset the stream; cancelling the call");
+                    return Poll::Ready(());
+                }
                 let rsp = match response.poll(cx) {
                     Poll::Ready(Ok(rsp)) => rsp,
                     Poll::Ready(Err(never)) => match never {},
-                    Poll::Pending => {
-                        if let Poll::Ready(reason) = reply.poll_reset(cx) {
-                            tracing::debug!(reason = ?reason.ok(), "caller reset the stream; cancelling the call");
-                            return Poll::Ready(());
-                        }
-                        return Poll::Pending;
-                    }
+                    Poll::Pending => return Poll::Pending,
                 };
                 let (head, body) = rsp.into_parts();
                 let end = body.is_end_stream();
@@ -407,6 +417,45 @@ mod tests {
             .await
             .expect("the call is dropped once its caller resets the stream");
         assert!(heard.is_err(), "nothing is ever sent, only dropped");
+    }
+
+    #[tokio::test]
+    async fn callers_cancelling_calls_in_bursts_keep_their_connection() {
+        let (addr, _trigger, served) = serve_one(tower::service_fn(repeat)).await;
+        let mut send = client(addr, 65_535).await;
+        // Calls given up on as soon as they are sent (a caller whose
+        // deadline has passed): each stream's HEADERS and RST_STREAM reach
+        // the server together, before it has taken the stream. Far more than
+        // h2's default bound on such streams (20) arrive in one burst.
+        for _ in 0..200 {
+            let (_response, mut body) = send.send_request(post("/1"), false).expect("send");
+            body.send_reset(h2::Reason::CANCEL);
+        }
+        // The connection still carries calls.
+        let body = tokio::time::timeout(Duration::from_secs(5), round_trip(&mut send, 2, b"ok"))
+            .await
+            .expect("answered");
+        assert_eq!(body, Bytes::from_static(b"okok"));
+        assert!(!served.is_finished(), "the connection was closed: {served:?}");
+    }
+
+    #[tokio::test]
+    async fn a_call_reset_before_it_runs_never_reaches_the_stack() {
+        let paths = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = paths.clone();
+        let service = tower::service_fn(move |req: Request<RecvBody>| {
+            seen.lock().expect("lock").push(req.uri().path().to_owned());
+            repeat(req)
+        });
+        let (addr, _trigger, _served) = serve_one(service).await;
+        let mut send = client(addr, 65_535).await;
+        // Queued together, so they leave in one write and are read at once:
+        // the first stream is reset before the server has taken it.
+        let (_response, mut body) = send.send_request(post("/3"), false).expect("send");
+        body.send_reset(h2::Reason::CANCEL);
+        let body = round_trip(&mut send, 1, b"ok").await;
+        assert_eq!(body, Bytes::from_static(b"ok"));
+        assert_eq!(*paths.lock().expect("lock"), ["/1"]);
     }
 
     #[tokio::test]
