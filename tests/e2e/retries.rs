@@ -256,6 +256,81 @@ async fn the_remaining_time_is_passed_on_and_capped_by_configuration() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadline_spent_before_the_call_starts_is_never_sent() {
+    let mesh = ReplicaMesh::start(1, Policy::default()).await;
+    // With the connection to the replica open, a call sent would reach the
+    // app before the deadline's timer fires (the timer's resolution is 1 ms).
+    warm_up(&mut mesh.client().await).await;
+    // Whether one such call would win that race varies; twenty would not
+    // all lose it.
+    let before = mesh.total_calls();
+    for _ in 0..20 {
+        let (status, message) = raw_unary(mesh.caller_outbound, "0n").await;
+        assert_eq!(status, "4", "DEADLINE_EXCEEDED: {message}");
+        assert_eq!(message, "deadline of 0s exceeded calling echo");
+    }
+    assert_eq!(mesh.total_calls(), before, "the app never saw them");
+    mesh.shutdown().await;
+}
+
+/// Callers whose deadlines pass as they send (here 1 µs, so each call is
+/// cancelled right after it leaves) reset their streams in bursts, and
+/// the outbound sidecar passes the cancellations on to the inbound. Under
+/// h2's default rapid-reset bound both sidecars answered such bursts with
+/// GOAWAY: every call on the connection failed, and the replica was
+/// ejected as if it had failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_whose_deadlines_pass_as_they_send_leave_the_mesh_working() {
+    const CALLERS: usize = 32;
+    const CALLS_EACH: usize = 100;
+    let mesh = ReplicaMesh::start(1, Policy::default()).await;
+    let mut client = mesh.client().await;
+    warm_up(&mut client).await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..CALLERS {
+        let mut client = client.clone();
+        tasks.spawn(async move {
+            let mut failures = Vec::new();
+            for _ in 0..CALLS_EACH {
+                let mut req = Request::new(echo(8));
+                req.set_timeout(Duration::from_micros(1));
+                if let Err(status) = client.unary(req).await {
+                    failures.push((status.code(), status.message().to_owned()));
+                }
+            }
+            failures
+        });
+    }
+    let mut failures = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        failures.extend(done.expect("caller"));
+    }
+    let ejected = format!(
+        "meshwork_outbound_endpoint_ejections_total{{destination=\"echo\",endpoint=\"{}\"}}",
+        mesh.ports(0).inbound
+    );
+    let ejections = mesh.caller_metric(&ejected).await;
+    let unexpected: Vec<_> = failures
+        .iter()
+        .filter(|(code, _)| !matches!(code, Code::DeadlineExceeded | Code::Cancelled))
+        .collect();
+    println!(
+        "{} calls with a 1 µs deadline: {} failed, {} of them other than by their deadline; ejections {ejections}",
+        CALLERS * CALLS_EACH,
+        failures.len(),
+        unexpected.len()
+    );
+    assert!(
+        unexpected.is_empty(),
+        "calls failed for another reason: {:?}",
+        &unexpected[..unexpected.len().min(5)]
+    );
+    assert_eq!(ejections, 0.0, "the replica was never at fault");
+    client.unary(echo(8)).await.expect("the mesh still carries calls");
+    mesh.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_grpc_timeout_is_invalid_argument() {
     let mesh = ReplicaMesh::start(1, Policy::default()).await;
     let mut client = mesh.client().await;

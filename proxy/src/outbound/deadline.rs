@@ -199,6 +199,10 @@ where
                 destination: None,
             });
         };
+        if budget.is_zero() {
+            // Spent before it started: not sent at all, as gRPC clients do.
+            return Either::Right(ready(Ok(exceeded(budget, &policy.name))));
+        }
         let at = Instant::now() + budget;
         req.extensions_mut().insert(Deadline { at, budget });
         Either::Left(DeadlineFuture {
@@ -242,10 +246,15 @@ where
             return Poll::Pending;
         }
         let destination = this.destination.as_deref().unwrap_or("the destination");
-        let message = format!("deadline of {} exceeded calling {destination}", Human(*this.budget));
-        tracing::debug!(%message, "deadline exceeded");
-        Poll::Ready(Ok(status::response(Code::DeadlineExceeded, &message)))
+        Poll::Ready(Ok(exceeded(*this.budget, destination)))
     }
+}
+
+/// The caller's answer when the deadline of `budget` has passed.
+fn exceeded(budget: Duration, destination: &str) -> Response<ProxyBody> {
+    let message = format!("deadline of {} exceeded calling {destination}", Human(budget));
+    tracing::debug!(%message, "deadline exceeded");
+    status::response(Code::DeadlineExceeded, &message)
 }
 
 #[cfg(test)]
