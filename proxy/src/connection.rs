@@ -166,6 +166,18 @@ fn connect<C: Connect>(
             .initial_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)
             .max_send_buffer_size(MAX_SEND_BUFFER)
+            // Two of h2's bounds on a misbehaving peer count what our own
+            // cancellations (callers that reset, deadlines that pass) cause,
+            // over the connection's whole life, and closed it with GOAWAY:
+            // - answers for streams it has forgotten count as errors, 1,024
+            //   at most (h2 issue #856);
+            // - small DATA frames dropped for a cancelled stream spend the
+            //   budget for small frames, and are never given back (h2
+            //   0.4.20 gives it back only for frames it buffers).
+            // Our peers are our own app and authenticated sidecars: neither
+            // is bounded.
+            .max_local_error_reset_streams(None)
+            .data_frame_budget(usize::MAX)
             .enable_push(false)
             .handshake::<_, Bytes>(io)
             .await
@@ -316,5 +328,157 @@ pub(crate) mod tests {
             }
         });
         connection.sender().await.expect("connects once the upstream listens");
+    }
+
+    /// A TCP relay between the client and the server that counts the bytes
+    /// going each way and, while `hold` is set, keeps the server's.
+    struct Relay {
+        addr: std::net::SocketAddr,
+        to_server: Arc<AtomicUsize>,
+        to_client: Arc<AtomicUsize>,
+        hold: tokio::sync::watch::Sender<bool>,
+    }
+
+    async fn relay(server: std::net::SocketAddr) -> Relay {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (to_server, to_client) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (hold, held) = tokio::sync::watch::channel(false);
+        let (up, down) = (to_server.clone(), to_client.clone());
+        tokio::spawn(async move {
+            let Ok((client, _)) = listener.accept().await else {
+                return;
+            };
+            let Ok(server) = TcpStream::connect(server).await else {
+                return;
+            };
+            let (mut client_read, mut client_write) = client.into_split();
+            let (mut server_read, mut server_write) = server.into_split();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                while let Ok(n @ 1..) = client_read.read(&mut buf).await {
+                    up.fetch_add(n, Ordering::SeqCst);
+                    if server_write.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut kept = Vec::new();
+            let mut held = held;
+            loop {
+                tokio::select! {
+                    read = server_read.read(&mut buf) => {
+                        let Ok(n @ 1..) = read else { return };
+                        down.fetch_add(n, Ordering::SeqCst);
+                        kept.extend_from_slice(&buf[..n]);
+                    }
+                    changed = held.changed() => if changed.is_err() { return },
+                }
+                if !*held.borrow() && !kept.is_empty() {
+                    if client_write.write_all(&kept).await.is_err() {
+                        return;
+                    }
+                    kept.clear();
+                }
+            }
+        });
+        Relay {
+            addr,
+            to_server,
+            to_client,
+            hold,
+        }
+    }
+
+    /// Waits (up to 5 s) until `count` reaches `n`.
+    async fn reaches(count: &AtomicUsize, n: usize, what: &str) {
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while count.load(Ordering::SeqCst) < n {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{what}: {} of {n} bytes", count.load(Ordering::SeqCst)));
+    }
+
+    /// Small messages in each answer of `answering_server`.
+    const MESSAGES: usize = 4;
+
+    /// An HTTP/2 server that answers every request at once with `:status
+    /// 200` and a body of `MESSAGES` frames of `answer`, as a stream of
+    /// small gRPC messages would.
+    async fn answering_server() -> std::net::SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let Ok(mut connection) = h2::server::handshake(tcp).await else {
+                        return;
+                    };
+                    while let Some(Ok((_req, mut reply))) = connection.accept().await {
+                        if let Ok(mut body) = reply.send_response(http::Response::new(()), false) {
+                            for _ in 0..MESSAGES {
+                                let _ = body.send_data(Bytes::from_static(b"answer"), false);
+                            }
+                            let _ = body.send_data(Bytes::new(), true);
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn answers_to_calls_already_cancelled_leave_the_connection_open() {
+        // HEADERS (9 + 1 byte: `:status 200` indexed), the messages' DATA
+        // frames (9 + 6 each) and the empty last one (9).
+        const ANSWER: usize = 10 + MESSAGES * 15 + 9;
+        // RST_STREAM: 9 + 4.
+        const RESET: usize = 13;
+        // Enough small frames arrive for cancelled streams over the rounds to
+        // spend h2's default budget for them (half the connection window).
+        const ROUNDS: usize = 5;
+        const CALLS: usize = 1000;
+        let relay = relay(answering_server().await).await;
+        let connection = Connection::new(Tcp(relay.addr), &Settings::default());
+        let sender = connection.sender().await.expect("connects");
+        let get = || http::Request::get("http://upstream/").body(()).expect("request");
+        let mut send = sender.send.clone();
+        for _ in 0..=ROUNDS {
+            // The connection still carries calls, and every answer held
+            // before has been read once this one is.
+            let answer = tokio::time::timeout(Duration::from_secs(5), async {
+                send = send.clone().ready().await?;
+                let (answer, _) = send.send_request(get(), true)?;
+                let mut body = answer.await?.into_body();
+                while let Some(data) = body.data().await {
+                    let _ = body.flow_control().release_capacity(data?.len());
+                }
+                Ok::<_, h2::Error>(())
+            })
+            .await
+            .expect("answered in time");
+            assert!(answer.is_ok(), "{answer:?}");
+
+            // Calls whose callers give up while their answers are on the
+            // way: the answers are held until every call has been cancelled.
+            relay.hold.send_replace(true);
+            let answered = relay.to_client.load(Ordering::SeqCst);
+            let mut pending = Vec::with_capacity(CALLS);
+            for _ in 0..CALLS {
+                send = send.clone().ready().await.expect("ready");
+                pending.push(send.send_request(get(), true).expect("send").0);
+            }
+            reaches(&relay.to_client, answered + CALLS * ANSWER, "answers written").await;
+            let requests = relay.to_server.load(Ordering::SeqCst);
+            drop(pending);
+            reaches(&relay.to_server, requests + CALLS * RESET, "resets sent").await;
+            relay.hold.send_replace(false);
+        }
+        assert_eq!(connection.ready().map(|s| s.generation), Some(sender.generation));
     }
 }
