@@ -55,6 +55,11 @@ impl EchoServer {
                 .max_encoding_message_size(MAX_MESSAGE);
             let served = tonic::transport::Server::builder()
                 .max_concurrent_streams(Some(MAX_STREAMS))
+                // Configured as our services are: a proxy passes on its
+                // callers' cancellations in bursts, and h2's default bound
+                // of 20 streams reset before they are taken would close
+                // the connection (`--deadline` with tiny deadlines).
+                .http2_max_pending_accept_reset_streams(Some(MAX_STREAMS as usize))
                 .add_service(health)
                 .add_service(echo)
                 .serve_with_incoming(incoming)

@@ -18,6 +18,9 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The name gRPC health checks use for the health service itself.
 const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
+/// As many streams reset before they are taken as the sidecar may have open
+/// to us (its default stream limit).
+const PENDING_ACCEPT_RESETS: usize = 1024;
 
 /// Why a service could not be served.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +75,12 @@ pub async fn serve_on(
         builder
     };
     let router = Server::builder()
+        // The only caller is our sidecar, which passes its callers'
+        // cancellations on as they come: a burst of calls whose deadlines
+        // passed in flight arrives as streams reset before we take them, and
+        // at h2's default bound of 20 the connection (and every call on it)
+        // would be closed with GOAWAY.
+        .http2_max_pending_accept_reset_streams(Some(PENDING_ACCEPT_RESETS))
         // Every call gets a server span, child of the caller's trace context.
         .layer(ServerSpanLayer)
         .add_routes(routes)
