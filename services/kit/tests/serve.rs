@@ -1,5 +1,6 @@
 //! Serves on a real loopback socket and checks health, reflection (v1 and v1alpha),
-//! NOT_SERVING on shutdown, and the address-in-use error.
+//! NOT_SERVING on shutdown, the address-in-use error, and a connection that
+//! outlives bursts of cancelled calls.
 
 use std::time::Duration;
 
@@ -111,4 +112,47 @@ async fn serves_health_and_reflection_then_shuts_down() {
         .expect("server stops")
         .expect("task")
         .expect("clean shutdown");
+}
+
+/// The sidecar passes its callers' cancellations on as they come, so a burst
+/// of calls whose deadlines passed in flight reaches the service as streams
+/// reset before it has taken them. The connection must survive it (h2's
+/// default bound of 20 closed it with GOAWAY).
+#[tokio::test]
+async fn a_burst_of_calls_cancelled_as_they_arrive_leaves_the_connection_open() {
+    let listener = bind("127.0.0.1:0".parse().expect("addr")).await.expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    let (_stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(serve_on(listener, Routes::default(), &[SERVICE], async {
+        let _ = stopped.await;
+    }));
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut send, connection) = h2::client::handshake(tcp).await.expect("handshake");
+    tokio::spawn(connection);
+    let check = || {
+        http::Request::post(format!("http://{addr}/grpc.health.v1.Health/Check"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(())
+            .expect("request")
+    };
+    // Queued together, so they leave in one write.
+    for _ in 0..200 {
+        let (_response, mut body) = send.send_request(check(), false).expect("send");
+        body.send_reset(h2::Reason::CANCEL);
+    }
+    // An empty HealthCheckRequest: no compression, length 0.
+    let (response, mut body) = send.send_request(check(), false).expect("send");
+    body.send_data(bytes::Bytes::from_static(&[0, 0, 0, 0, 0]), true)
+        .expect("body");
+    let response = tokio::time::timeout(Duration::from_secs(5), response)
+        .await
+        .expect("answered in time")
+        .expect("the connection still carries calls");
+    let mut body = response.into_body();
+    while let Some(data) = body.data().await {
+        let _ = body.flow_control().release_capacity(data.expect("data").len());
+    }
+    let trailers = body.trailers().await.expect("trailers").expect("grpc-status");
+    assert_eq!(trailers.get("grpc-status").map(|v| v.as_bytes()), Some(&b"0"[..]));
 }
