@@ -3,15 +3,18 @@
 # counted by callgrind: a figure that, unlike CPU time on a shared VM, does not
 # move from run to run, for comparing two builds of the sidecar.
 #
-#   bench/scripts/callgrind-per-call.sh <mesh-proxy binary> [bench|echo]
+#   bench/scripts/callgrind-per-call.sh <mesh-proxy binary> [bench|echo] [bench options...]
 #
-# `bench` (the default) is the outbound sidecar, `echo` the inbound one. Needs
+# `bench` (the default) is the outbound sidecar, `echo` the inbound one; further
+# options go to meshwork-bench (`--deadline 30s`). KEEP=<dir> keeps the
+# callgrind output there, for callgrind_annotate. Needs
 # valgrind and a release build of meshwork-bench. The sidecar runs about 50
 # times slower under callgrind, so its batching differs from a real run: the
 # count compares builds, it does not predict microseconds.
 set -euo pipefail
 proxy=$(realpath "${1:?usage: $0 <mesh-proxy binary> [bench|echo]}")
 name=${2:-bench}
+shift $(( $# < 2 ? $# : 2 ))
 root=$(cd "$(dirname "$0")/../.." && pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -30,7 +33,7 @@ chmod +x "$work/proxy.sh"
 
 "$root/target/release/meshwork-bench" --mesh-bin "$work/proxy.sh" --scenarios meshwork \
   --duration 5s --warmup 500ms --growth-concurrency 1 --growth-payloads 100B \
-  --idle-connections 5 --idle-streams 5 --rate 100 > "$work/report.md" 2> "$work/progress" &
+  --idle-connections 5 --idle-streams 5 --rate 100 "$@" > "$work/report.md" 2> "$work/progress" &
 bench=$!
 # The x32 step follows the memory steps: count 3 s from 1.5 s into it.
 until grep -q "open streams" "$work/progress"; do
@@ -68,3 +71,4 @@ if not calls:
     sys.exit("no calls counted")
 print(f"{total / calls:,.0f} instructions per call ({calls} calls, {total:,} instructions)")
 PY
+if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP" && cp "$work"/callgrind.out.* "$KEEP"/; fi
