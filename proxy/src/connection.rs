@@ -330,22 +330,67 @@ pub(crate) mod tests {
         connection.sender().await.expect("connects once the upstream listens");
     }
 
-    /// A TCP relay between the client and the server that counts the bytes
-    /// going each way and, while `hold` is set, keeps the server's.
-    struct Relay {
-        addr: std::net::SocketAddr,
-        to_server: Arc<AtomicUsize>,
-        to_client: Arc<AtomicUsize>,
-        hold: tokio::sync::watch::Sender<bool>,
+    /// One direction of a [`Relay`]: the bytes carried so far, and whether
+    /// to keep them rather than pass them on.
+    pub(crate) struct Direction {
+        pub(crate) bytes: Arc<AtomicUsize>,
+        pub(crate) hold: tokio::sync::watch::Sender<bool>,
     }
 
-    async fn relay(server: std::net::SocketAddr) -> Relay {
+    /// A TCP relay between a client and a server that counts the bytes going
+    /// each way and can hold either way back: what would be late frames on
+    /// a real network, made to order.
+    pub(crate) struct Relay {
+        pub(crate) addr: std::net::SocketAddr,
+        pub(crate) to_server: Direction,
+        pub(crate) to_client: Direction,
+    }
+
+    /// Carries `from` to `to`, keeping what it read while `held` says so.
+    async fn carry(
+        mut from: impl tokio::io::AsyncRead + Unpin,
+        mut to: impl tokio::io::AsyncWrite + Unpin,
+        bytes: Arc<AtomicUsize>,
+        mut held: tokio::sync::watch::Receiver<bool>,
+    ) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut kept = Vec::new();
+        loop {
+            tokio::select! {
+                read = from.read(&mut buf) => {
+                    let Ok(n @ 1..) = read else { return };
+                    bytes.fetch_add(n, Ordering::SeqCst);
+                    kept.extend_from_slice(&buf[..n]);
+                }
+                changed = held.changed() => if changed.is_err() { return },
+            }
+            if !*held.borrow() && !kept.is_empty() {
+                if to.write_all(&kept).await.is_err() {
+                    return;
+                }
+                kept.clear();
+            }
+        }
+    }
+
+    pub(crate) async fn relay(server: std::net::SocketAddr) -> Relay {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let (to_server, to_client) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-        let (hold, held) = tokio::sync::watch::channel(false);
-        let (up, down) = (to_server.clone(), to_client.clone());
+        let direction = || {
+            let (hold, held) = tokio::sync::watch::channel(false);
+            let bytes = Arc::new(AtomicUsize::new(0));
+            (
+                Direction {
+                    bytes: bytes.clone(),
+                    hold,
+                },
+                bytes,
+                held,
+            )
+        };
+        let (to_server, up, up_held) = direction();
+        let (to_client, down, down_held) = direction();
         tokio::spawn(async move {
             let Ok((client, _)) = listener.accept().await else {
                 return;
@@ -353,47 +398,22 @@ pub(crate) mod tests {
             let Ok(server) = TcpStream::connect(server).await else {
                 return;
             };
-            let (mut client_read, mut client_write) = client.into_split();
-            let (mut server_read, mut server_write) = server.into_split();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 64 * 1024];
-                while let Ok(n @ 1..) = client_read.read(&mut buf).await {
-                    up.fetch_add(n, Ordering::SeqCst);
-                    if server_write.write_all(&buf[..n]).await.is_err() {
-                        return;
-                    }
-                }
-            });
-            let mut buf = vec![0u8; 64 * 1024];
-            let mut kept = Vec::new();
-            let mut held = held;
-            loop {
-                tokio::select! {
-                    read = server_read.read(&mut buf) => {
-                        let Ok(n @ 1..) = read else { return };
-                        down.fetch_add(n, Ordering::SeqCst);
-                        kept.extend_from_slice(&buf[..n]);
-                    }
-                    changed = held.changed() => if changed.is_err() { return },
-                }
-                if !*held.borrow() && !kept.is_empty() {
-                    if client_write.write_all(&kept).await.is_err() {
-                        return;
-                    }
-                    kept.clear();
-                }
-            }
+            let (client_read, client_write) = client.into_split();
+            let (server_read, server_write) = server.into_split();
+            tokio::join!(
+                carry(client_read, server_write, up, up_held),
+                carry(server_read, client_write, down, down_held),
+            );
         });
         Relay {
             addr,
             to_server,
             to_client,
-            hold,
         }
     }
 
     /// Waits (up to 5 s) until `count` reaches `n`.
-    async fn reaches(count: &AtomicUsize, n: usize, what: &str) {
+    pub(crate) async fn reaches(count: &AtomicUsize, n: usize, what: &str) {
         tokio::time::timeout(Duration::from_secs(5), async {
             while count.load(Ordering::SeqCst) < n {
                 tokio::time::sleep(Duration::from_millis(5)).await;
@@ -466,18 +486,18 @@ pub(crate) mod tests {
 
             // Calls whose callers give up while their answers are on the
             // way: the answers are held until every call has been cancelled.
-            relay.hold.send_replace(true);
-            let answered = relay.to_client.load(Ordering::SeqCst);
+            relay.to_client.hold.send_replace(true);
+            let answered = relay.to_client.bytes.load(Ordering::SeqCst);
             let mut pending = Vec::with_capacity(CALLS);
             for _ in 0..CALLS {
                 send = send.clone().ready().await.expect("ready");
                 pending.push(send.send_request(get(), true).expect("send").0);
             }
-            reaches(&relay.to_client, answered + CALLS * ANSWER, "answers written").await;
-            let requests = relay.to_server.load(Ordering::SeqCst);
+            reaches(&relay.to_client.bytes, answered + CALLS * ANSWER, "answers written").await;
+            let requests = relay.to_server.bytes.load(Ordering::SeqCst);
             drop(pending);
-            reaches(&relay.to_server, requests + CALLS * RESET, "resets sent").await;
-            relay.hold.send_replace(false);
+            reaches(&relay.to_server.bytes, requests + CALLS * RESET, "resets sent").await;
+            relay.to_client.hold.send_replace(false);
         }
         assert_eq!(connection.ready().map(|s| s.generation), Some(sender.generation));
     }
