@@ -423,13 +423,13 @@ pub(crate) mod tests {
         .unwrap_or_else(|_| panic!("{what}: {} of {n} bytes", count.load(Ordering::SeqCst)));
     }
 
-    /// Small messages in each answer of `answering_server`.
+    /// Small messages in each answer of `answering_server` in the test below.
     const MESSAGES: usize = 4;
 
     /// An HTTP/2 server that answers every request at once with `:status
-    /// 200` and a body of `MESSAGES` frames of `answer`, as a stream of
-    /// small gRPC messages would.
-    async fn answering_server() -> std::net::SocketAddr {
+    /// 200` and a body of `messages` DATA frames of `answer`, as a stream of
+    /// small gRPC messages would (none: an empty 200).
+    pub(crate) async fn answering_server(messages: usize) -> std::net::SocketAddr {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         tokio::spawn(async move {
@@ -439,8 +439,11 @@ pub(crate) mod tests {
                         return;
                     };
                     while let Some(Ok((_req, mut reply))) = connection.accept().await {
-                        if let Ok(mut body) = reply.send_response(http::Response::new(()), false) {
-                            for _ in 0..MESSAGES {
+                        let Ok(mut body) = reply.send_response(http::Response::new(()), messages == 0) else {
+                            continue;
+                        };
+                        if messages > 0 {
+                            for _ in 0..messages {
                                 let _ = body.send_data(Bytes::from_static(b"answer"), false);
                             }
                             let _ = body.send_data(Bytes::new(), true);
@@ -463,7 +466,7 @@ pub(crate) mod tests {
         // spend h2's default budget for them (half the connection window).
         const ROUNDS: usize = 5;
         const CALLS: usize = 1000;
-        let relay = relay(answering_server().await).await;
+        let relay = relay(answering_server(MESSAGES).await).await;
         let connection = Connection::new(Tcp(relay.addr), &Settings::default());
         let sender = connection.sender().await.expect("connects");
         let get = || http::Request::get("http://upstream/").body(()).expect("request");

@@ -360,33 +360,13 @@ fn reason(error: &(dyn StdError + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use http_body_util::Empty;
-    use tokio::net::TcpListener;
 
     use super::*;
-    use crate::connection::tests::Tcp;
-
-    /// An HTTP/2 server that answers every request with an empty 200.
-    async fn answering_server() -> std::net::SocketAddr {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        tokio::spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
-                tokio::spawn(async move {
-                    let Ok(mut connection) = h2::server::handshake(tcp).await else {
-                        return;
-                    };
-                    while let Some(Ok((_, mut respond))) = connection.accept().await {
-                        let _ = respond.send_response(Response::new(()), true);
-                    }
-                });
-            }
-        });
-        addr
-    }
+    use crate::connection::tests::{Tcp, answering_server};
 
     #[tokio::test]
     async fn only_a_call_that_waited_for_the_connection_is_marked() {
-        let addr = answering_server().await;
+        let addr = answering_server(0).await;
         let upstream = Upstream {
             scheme: Scheme::HTTP,
             authority: Authority::from_static("upstream"),
