@@ -202,10 +202,15 @@ where
                 let req = attempt_request(None, Some(&parts), replay.body(), deadline, exclude);
                 let Ok(rsp) = (&mut inner).oneshot(req).await;
                 let last = attempt >= retry.max_attempts;
-                // Boxed: holding a response to its trailers is a large future
-                // needed only for a moment; unboxed, its space would sit in
-                // every call's future for as long as the call waits upstream.
-                let rsp = match Box::pin(judge(rsp, &policy, method, last, retry.max_replay_bytes)).await {
+                let verdict = match judge(rsp, &policy, method, last) {
+                    Judged::Now(verdict) => verdict,
+                    // Boxed: holding a response to its trailers is a large
+                    // future needed only for a moment; unboxed, its space
+                    // would sit in every call's future for as long as the
+                    // call waits upstream.
+                    Judged::AtTrailers(rsp) => Box::pin(judge_trailers(rsp, &policy, retry.max_replay_bytes)).await,
+                };
+                let rsp = match verdict {
                     Verdict::Answer(rsp) => return Ok(answer(rsp, attempt)),
                     Verdict::Retry(rsp) => rsp,
                 };
@@ -230,36 +235,44 @@ where
     }
 }
 
-/// Decides on one attempt's response; holds its body for the trailers
-/// when only they can tell.
-async fn judge(
-    rsp: Response<ProxyBody>,
-    policy: &DestinationPolicy,
-    method: Method,
-    last: bool,
-    cap: usize,
-) -> Verdict {
-    if last {
-        return Verdict::Answer(rsp);
-    }
-    if rsp.headers().contains_key(NOT_PROCESSED) {
-        return Verdict::Retry(rsp);
-    }
-    if !method.idempotent {
-        return Verdict::Answer(rsp);
-    }
-    match grpc_status(rsp.headers()) {
-        Some(code) if policy.retries_on(code) => Verdict::Retry(rsp),
-        Some(_) => Verdict::Answer(rsp),
-        None if !method.single_response => Verdict::Answer(rsp),
-        None => match hold(rsp, cap).await {
-            (rsp, Ending::Status(Some(code))) if policy.retries_on(code) => Verdict::Retry(rsp),
-            (rsp, Ending::Status(_) | Ending::TooLarge) => Verdict::Answer(rsp),
-            (_, Ending::Broken(reason)) => {
-                let message = format!("the response from {} broke off: {reason}", policy.name);
-                Verdict::Retry(status::response(Code::Unavailable, &message))
-            }
-        },
+/// What an attempt's response head says.
+enum Judged {
+    Now(Verdict),
+    /// Only the trailers can tell: the status is not in the headers.
+    AtTrailers(Response<ProxyBody>),
+}
+
+/// Decides on one attempt's response from its head, which is enough for
+/// most calls (those that cannot be retried on their status, and
+/// trailers-only answers) without waiting or allocating.
+fn judge(rsp: Response<ProxyBody>, policy: &DestinationPolicy, method: Method, last: bool) -> Judged {
+    let verdict = if last {
+        Verdict::Answer(rsp)
+    } else if rsp.headers().contains_key(NOT_PROCESSED) {
+        Verdict::Retry(rsp)
+    } else if !method.idempotent {
+        Verdict::Answer(rsp)
+    } else {
+        match grpc_status(rsp.headers()) {
+            Some(code) if policy.retries_on(code) => Verdict::Retry(rsp),
+            Some(_) => Verdict::Answer(rsp),
+            None if !method.single_response => Verdict::Answer(rsp),
+            None => return Judged::AtTrailers(rsp),
+        }
+    };
+    Judged::Now(verdict)
+}
+
+/// Decides on a single-message response by its trailers, holding its body
+/// until they come.
+async fn judge_trailers(rsp: Response<ProxyBody>, policy: &DestinationPolicy, cap: usize) -> Verdict {
+    match hold(rsp, cap).await {
+        (rsp, Ending::Status(Some(code))) if policy.retries_on(code) => Verdict::Retry(rsp),
+        (rsp, Ending::Status(_) | Ending::TooLarge) => Verdict::Answer(rsp),
+        (_, Ending::Broken(reason)) => {
+            let message = format!("the response from {} broke off: {reason}", policy.name);
+            Verdict::Retry(status::response(Code::Unavailable, &message))
+        }
     }
 }
 
