@@ -29,18 +29,16 @@ pub struct CallInfo<'a> {
     pub local: &'static str,
 }
 
-/// A call's span while the call is in flight, with what its attributes will
-/// say. The attributes are written only when the span ends: a span's
-/// attribute vector is its largest part (over a kilobyte), and a sidecar
-/// with many calls in flight would otherwise hold one per call.
+/// The attributes a span gets: six when it starts, two when it ends.
+const ATTRIBUTES: usize = 8;
+
+/// A call's span while the call is in flight. It starts with what is known
+/// of the call (so a sampler could see it) in a vector sized for all of its
+/// attributes: the two added at the end then do not grow it, which would
+/// cost two allocations and a copy per call.
 pub struct CallSpan {
     span: Span,
     direction: Direction,
-    service: &'static str,
-    method: &'static str,
-    server: &'static str,
-    peer: &'static str,
-    peer_identity: StringValue,
 }
 
 pub fn start(tracer: &SdkTracer, call: CallInfo<'_>, parent: &Context) -> CallSpan {
@@ -55,18 +53,24 @@ pub fn start(tracer: &SdkTracer, call: CallInfo<'_>, parent: &Context) -> CallSp
         Direction::Inbound => (SpanKind::Server, call.local),
         Direction::Outbound => (SpanKind::Client, call.peer),
     };
+    let mut attributes = Vec::with_capacity(ATTRIBUTES);
+    attributes.extend([
+        KeyValue::new("rpc.system", "grpc"),
+        KeyValue::new("rpc.service", call.method.service),
+        KeyValue::new("rpc.method", call.method.method),
+        KeyValue::new("server.address", server),
+        KeyValue::new("net.peer.name", call.peer),
+        KeyValue::new("meshwork.peer.identity", call.peer_identity),
+    ]);
+    // The SDK keeps this vector (collecting a `Vec` into a `Vec` reuses it).
     let span = tracer
         .span_builder(name)
         .with_kind(kind)
+        .with_attributes(attributes)
         .start_with_context(tracer, parent);
     CallSpan {
         span,
         direction: call.direction,
-        service: call.method.service,
-        method: call.method.method,
-        server,
-        peer: call.peer,
-        peer_identity: call.peer_identity,
     }
 }
 
@@ -75,21 +79,15 @@ impl CallSpan {
         self.span.span_context()
     }
 
-    /// Records the call's attributes and how it ended, and ends the span.
+    /// Records how the call ended, and ends the span.
     pub fn finish(mut self, code: u8, retries: u32) {
         if !self.span.is_recording() {
             return;
         }
-        self.span.set_attributes([
-            KeyValue::new("rpc.system", "grpc"),
-            KeyValue::new("rpc.service", self.service),
-            KeyValue::new("rpc.method", self.method),
-            KeyValue::new("server.address", self.server),
-            KeyValue::new("net.peer.name", self.peer),
-            KeyValue::new("meshwork.peer.identity", self.peer_identity),
-            KeyValue::new("rpc.grpc.status_code", i64::from(code)),
-            KeyValue::new("meshwork.retries", i64::from(retries)),
-        ]);
+        self.span
+            .set_attribute(KeyValue::new("rpc.grpc.status_code", i64::from(code)));
+        self.span
+            .set_attribute(KeyValue::new("meshwork.retries", i64::from(retries)));
         // The RPC conventions: a client fails on any non-OK status, a server
         // only on those that mean the server failed.
         let failed = match self.direction {
