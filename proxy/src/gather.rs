@@ -14,6 +14,11 @@ pub struct Gathered {
 
 impl Gathered {
     pub fn push(&mut self, chunk: Bytes) {
+        // Clients often end a body with an empty DATA frame (END_STREAM):
+        // it must not make a joined copy of the one frame that came before.
+        if chunk.is_empty() {
+            return;
+        }
         self.len += chunk.len();
         match (&self.first, &mut self.joined) {
             (None, _) => self.first = Some(chunk),
@@ -43,7 +48,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn one_frame_is_kept_and_more_are_joined() {
+    fn one_frame_is_kept_and_more_are_joined_without_empty_ones() {
         let one = Bytes::from_static(b"abc");
         let mut g = Gathered::default();
         g.push(one.clone());
@@ -51,7 +56,13 @@ mod tests {
         assert_eq!(kept.as_ptr(), one.as_ptr(), "a single frame is not copied");
 
         let mut g = Gathered::default();
-        for part in [&b"ab"[..], b"cd", b"e"] {
+        g.push(one.clone());
+        g.push(Bytes::new());
+        let kept = g.into_bytes().expect("data");
+        assert_eq!(kept.as_ptr(), one.as_ptr(), "an empty frame after it does not copy it");
+
+        let mut g = Gathered::default();
+        for part in [&b"ab"[..], b"", b"cd", b"e"] {
             g.push(Bytes::copy_from_slice(part));
         }
         assert_eq!(g.len(), 5);
