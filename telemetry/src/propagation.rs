@@ -3,6 +3,7 @@
 //! mesh it also accepts B3 (Zipkin's single `b3` header or the multi-header
 //! `X-B3-*` form), used only when there is no valid `traceparent`.
 
+use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use opentelemetry::{
     Context,
@@ -85,7 +86,11 @@ pub fn set_trace_headers(span: &SpanContext, headers: &mut HeaderMap) {
     if !span.is_valid() {
         return;
     }
-    if let Ok(mut value) = HeaderValue::from_bytes(&traceparent(span)) {
+    // Owned by a `Bytes` of its own, one allocation whose clones only
+    // count references: copied into a `Vec` instead, the first clone of
+    // the headers (the retry layer keeps them for another attempt) would
+    // allocate again.
+    if let Ok(mut value) = HeaderValue::from_maybe_shared(Bytes::from_owner(traceparent(span))) {
         // Sent as "never indexed" in HPACK: a value unique to each call
         // would only churn both ends' dynamic tables, evicting the headers
         // that do repeat (content type, user agent, authority).
