@@ -3,9 +3,9 @@
 //! and backoff. When it runs out the caller gets `DEADLINE_EXCEEDED` naming
 //! the deadline and the destination, never `UNAVAILABLE`.
 //!
-//! The deadline travels down as a request extension ([`Deadline`]); the
-//! retry layer, which knows when each attempt starts, passes the *remaining*
-//! time on in `grpc-timeout`. A malformed `grpc-timeout` is refused with
+//! The deadline travels down with the request ([`Deadlined`]); the retry
+//! layer, which knows when each attempt starts, passes the *remaining* time
+//! on in `grpc-timeout`. A malformed `grpc-timeout` is refused with
 //! `INVALID_ARGUMENT`: quietly dropping a deadline the caller meant to set
 //! could leave it waiting forever, and only hand-written clients send one.
 //! The deadline covers the call up to its response headers (and a held
@@ -47,6 +47,15 @@ impl Deadline {
     pub fn remaining(&self) -> Duration {
         self.at.saturating_duration_since(Instant::now())
     }
+}
+
+/// A request as this layer passes it on: with its deadline, when it has
+/// one. A field rather than a request extension: the first extension
+/// allocates the request's extension map, two allocations on every call
+/// that has a deadline, which most production calls do.
+pub struct Deadlined {
+    pub req: Request<RecvBody>,
+    pub deadline: Option<Deadline>,
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -173,7 +182,7 @@ type Answer = Ready<Result<Response<ProxyBody>, Infallible>>;
 
 impl<S> Service<Request<RecvBody>> for Deadlines<S>
 where
-    S: Service<Request<RecvBody>, Response = Response<ProxyBody>, Error = Infallible>,
+    S: Service<Deadlined, Response = Response<ProxyBody>, Error = Infallible>,
 {
     type Response = Response<ProxyBody>;
     type Error = Infallible;
@@ -183,7 +192,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<RecvBody>) -> Self::Future {
+    fn call(&mut self, req: Request<RecvBody>) -> Self::Future {
         let asked = match req.headers().get(GRPC_TIMEOUT).map(|v| parse_timeout(v.as_bytes())) {
             None => None,
             Some(Ok(timeout)) => Some(timeout),
@@ -204,7 +213,7 @@ where
         };
         let Some(budget) = budget else {
             return Either::Left(DeadlineFuture {
-                inner: self.inner.call(req),
+                inner: self.inner.call(Deadlined { req, deadline: None }),
                 sleep: None,
                 budget: Duration::ZERO,
                 destination: None,
@@ -215,9 +224,9 @@ where
             return Either::Right(ready(Ok(exceeded(budget, &policy.name))));
         }
         let at = Instant::now() + budget;
-        req.extensions_mut().insert(Deadline { at, budget });
+        let deadline = Some(Deadline { at, budget });
         Either::Left(DeadlineFuture {
-            inner: self.inner.call(req),
+            inner: self.inner.call(Deadlined { req, deadline }),
             sleep: Some(Box::pin(tokio::time::sleep_until(at))),
             budget,
             destination: Some(policy.name.clone()),

@@ -37,7 +37,7 @@ use super::{
     backoff,
     balance::Exclude,
     budget::RetryBudget,
-    deadline::{Deadline, GRPC_TIMEOUT, encode_timeout},
+    deadline::{Deadline, Deadlined, GRPC_TIMEOUT, encode_timeout},
     metrics::RetryCounters,
     policy::{DestinationPolicy, PolicyHandle},
     replay::{ReadAhead, ReplayBody, read_ahead},
@@ -105,7 +105,7 @@ type Answer = Result<Response<ProxyBody>, Infallible>;
 /// would put its space into every unary call's future.
 type BoxedAnswer = Pin<Box<dyn Future<Output = Answer> + Send>>;
 
-impl<S> Service<Request<RecvBody>> for Retry<S>
+impl<S> Service<Deadlined> for Retry<S>
 where
     S: Service<Request<ReplayBody>, Response = Response<ProxyBody>, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send,
@@ -119,7 +119,7 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Request<RecvBody>) -> Self::Future {
+    fn call(&mut self, Deadlined { req, deadline }: Deadlined) -> Self::Future {
         let shared = &self.shared;
         shared.budget.deposit();
         let policy = shared.policy.load_full();
@@ -129,10 +129,9 @@ where
                 idempotent: rule.idempotent,
                 single_response: rule.single_response,
             };
-            return Box::pin(call(self.inner.clone(), shared.clone(), policy, method, req));
+            return Box::pin(call(self.inner.clone(), shared.clone(), policy, method, req, deadline));
         }
         // Streamed once: no copy of the request is kept.
-        let deadline = req.extensions().get::<Deadline>().copied();
         let (parts, body) = req.into_parts();
         let req = attempt_request(Some(parts), None, ReplayBody::once(body), deadline, Exclude::default());
         Box::pin(self.inner.clone().oneshot(req).map(answer_once))
@@ -170,12 +169,12 @@ fn call<S>(
     policy: Arc<DestinationPolicy>,
     method: Method,
     req: Request<RecvBody>,
+    deadline: Option<Deadline>,
 ) -> impl Future<Output = Answer> + Send
 where
     S: Service<Request<ReplayBody>, Response = Response<ProxyBody>, Error = Infallible> + Send + 'static,
     S::Future: Send,
 {
-    let deadline = req.extensions().get::<Deadline>().copied();
     let (parts, body) = req.into_parts();
     async move {
         let retry = &policy.retry;
