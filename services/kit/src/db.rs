@@ -4,7 +4,10 @@
 //!
 //! All queries run on tokio-rusqlite's own thread, never on the async runtime.
 
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
 
 use tokio_rusqlite::Connection;
 pub use tokio_rusqlite::rusqlite;
@@ -87,12 +90,12 @@ fn migrate(c: &mut rusqlite::Connection, path: &Path, migrations: &[&str]) -> Re
         path: path.to_path_buf(),
         source,
     };
+    c.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
     // WAL lets readers (and a curious operator's sqlite3 shell) run beside the writer;
     // NORMAL is durable across application crashes, which is what WAL needs.
-    c.pragma_update(None, "journal_mode", "WAL").map_err(open_err)?;
+    switch_to_wal(c).map_err(open_err)?;
     c.pragma_update(None, "synchronous", "NORMAL").map_err(open_err)?;
     c.pragma_update(None, "foreign_keys", "ON").map_err(open_err)?;
-    c.busy_timeout(std::time::Duration::from_secs(5)).map_err(open_err)?;
 
     // Replicas of a service share its database and may start at the same
     // moment: the IMMEDIATE transaction takes the write lock before reading the
@@ -125,6 +128,30 @@ fn migrate(c: &mut rusqlite::Connection, path: &Path, migrations: &[&str]) -> Re
     }
     tx.commit().map_err(|e| migrate_err(migrations.len(), e))?;
     Ok(())
+}
+
+/// How long a statement waits for another connection's lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Sets WAL mode, waiting out other connections doing the same. Switching
+/// needs an exclusive lock, and when replicas open a new database together
+/// SQLite answers `SQLITE_BUSY` at once rather than call the busy handler
+/// (waiting could deadlock two connections that each hold a shared lock), so
+/// the switch is retried here. This runs on the database's own thread, so
+/// sleeping blocks no async task.
+fn switch_to_wal(c: &rusqlite::Connection) -> Result<(), rusqlite::Error> {
+    const PAUSE: Duration = Duration::from_millis(5);
+    let give_up = Instant::now() + BUSY_TIMEOUT;
+    loop {
+        match c.pragma_update(None, "journal_mode", "WAL") {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy && Instant::now() < give_up =>
+            {
+                std::thread::sleep(PAUSE);
+            }
+            other => return other,
+        }
+    }
 }
 
 #[cfg(test)]
