@@ -13,7 +13,7 @@ use tempfile::TempDir;
 use tokio::{net::TcpListener, process::Command, sync::watch};
 
 use super::{
-    ProxyChild, Target, free_port,
+    ProxyChild, Target, free_ports,
     pki::{self, CLIENT, SERVICE, TRUST_DOMAIN},
 };
 use crate::{args::ScenarioKind, background::Background, plan::MeshMode};
@@ -69,12 +69,13 @@ admin = "{client_admin}"
 }
 
 async fn processes(bin: &Path, echo: SocketAddr, dir: TempDir) -> Result<Target> {
+    let [echo_inbound, echo_outbound, echo_admin, client_outbound, client_admin] = free_ports()?;
     let ports = Ports {
-        echo_inbound: free_port()?,
-        echo_outbound: free_port()?,
-        echo_admin: free_port()?,
-        client_outbound: free_port()?,
-        client_admin: free_port()?,
+        echo_inbound,
+        echo_outbound,
+        echo_admin,
+        client_outbound,
+        client_admin,
     };
     let config = dir.path().join("mesh.toml");
     std::fs::write(&config, config_text(dir.path(), echo, &ports)).context("writing mesh.toml")?;

@@ -146,11 +146,22 @@ impl Target {
     }
 }
 
-/// A port on 127.0.0.1 that was free a moment ago, for a process's config
-/// file (the process binds it itself; the window for a clash is tiny).
-fn free_port() -> Result<SocketAddr> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
-    Ok(listener.local_addr()?)
+/// `N` distinct ports on 127.0.0.1 that were free a moment ago, for
+/// processes' config files (each process binds its own; the window for a
+/// clash with another program is tiny). All `N` are held until all are
+/// found: released one by one, the kernel may hand the same port out twice,
+/// and a sidecar then refuses its mesh.toml.
+fn free_ports<const N: usize>() -> Result<[SocketAddr; N]> {
+    let listeners = (0..N)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port"))
+        .collect::<Result<Vec<_>>>()?;
+    let addrs = listeners
+        .iter()
+        .map(|listener| listener.local_addr().context("finding a free port"))
+        .collect::<Result<Vec<_>>>()?;
+    addrs
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("found fewer than {N} ports"))
 }
 
 /// Open files a peer proxy may have: nginx holds an upstream connection per
@@ -185,4 +196,18 @@ async fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     Ok((status, body))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    #[test]
+    fn free_ports_are_distinct() {
+        let ports: [SocketAddr; 256] = free_ports().expect("ports");
+        let distinct: HashSet<_> = ports.iter().collect();
+        assert_eq!(distinct.len(), ports.len(), "a port was handed out twice");
+    }
 }

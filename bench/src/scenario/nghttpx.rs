@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use tokio::process::Command;
 
 use super::{
-    ProxyChild, Target, free_port, open_files_limit,
+    ProxyChild, Target, free_ports, open_files_limit,
     pki::{self, PeerCerts},
 };
 use crate::args::ScenarioKind;
@@ -23,7 +23,7 @@ pub async fn start(bin: &Path, workers: usize, echo: SocketAddr) -> Result<Targe
         .tempdir()
         .context("creating a temp dir")?;
     let certs = pki::peer_certs(dir.path())?;
-    let (outbound, inbound) = (free_port()?, free_port()?);
+    let [outbound, inbound] = free_ports()?;
     let mut children = Vec::new();
     for (name, args) in [
         ("outbound", outbound_args(outbound, inbound, &certs)),
