@@ -68,6 +68,12 @@ pub struct BenchArgs {
     /// proxy` processes (CPU and memory are then not measured).
     #[arg(long, conflicts_with = "mesh_bin")]
     pub in_process: bool,
+    /// Export the sidecars' spans to an OTLP collector this program runs,
+    /// as to Jaeger, so their CPU includes encoding and sending spans.
+    /// Default: spans go to the default endpoint (127.0.0.1:4317), where
+    /// normally nothing listens. Sidecar processes only.
+    #[arg(long, conflicts_with = "in_process")]
+    pub collector: bool,
     /// The nginx binary. Default: `nginx` on PATH or in /usr/sbin.
     #[arg(long)]
     pub nginx_bin: Option<PathBuf>,

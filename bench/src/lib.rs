@@ -10,6 +10,7 @@
 
 mod args;
 mod background;
+mod collector;
 mod echo;
 mod load;
 mod machine;
@@ -27,7 +28,12 @@ pub use machine::Machine;
 pub use plan::{CallKind, Step};
 pub use report::{ProxyUsage, Report, ScenarioReport, StepResult, TargetCheck, Verdict};
 
-use crate::{echo::EchoServer, plan::Plan, scenario::Setup};
+use crate::{
+    collector::Collector,
+    echo::EchoServer,
+    plan::{MeshMode, Plan},
+    scenario::Setup,
+};
 
 /// Runs the benchmark `args` describe, printing progress to stderr. Every
 /// process and temp dir it makes is gone when it returns, also on error, on
@@ -51,6 +57,10 @@ async fn run_plan(plan: &Plan) -> Result<Report> {
     }
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let echo = EchoServer::start(cpus)?;
+    let collector = match (&plan.mesh, plan.collector) {
+        (MeshMode::Process(_), true) => Some(Collector::start()?),
+        _ => None,
+    };
     let mut report = Report {
         machine: Machine::detect(),
         settings: format!(
@@ -63,7 +73,12 @@ async fn run_plan(plan: &Plan) -> Result<Report> {
         ) + &plan
             .deadline
             .map(|d| format!("; every call sent with a {} deadline", humantime::format_duration(d)))
-            .unwrap_or_default(),
+            .unwrap_or_default()
+            + if collector.is_some() {
+                "; sidecars export spans to an OTLP collector in the bench"
+            } else {
+                ""
+            },
         notes: plan.notes.clone(),
         steps: plan.steps.clone(),
         scenarios: Vec::new(),
@@ -71,7 +86,8 @@ async fn run_plan(plan: &Plan) -> Result<Report> {
         targets: Vec::new(),
     };
     for &kind in &plan.scenarios {
-        let setup = scenario::start(kind, plan, echo.addr)
+        let spans_to = collector.as_ref().map(Collector::endpoint);
+        let setup = scenario::start(kind, plan, echo.addr, spans_to.as_deref())
             .await
             .with_context(|| format!("starting the {kind} scenario"))?;
         match setup {
@@ -84,11 +100,13 @@ async fn run_plan(plan: &Plan) -> Result<Report> {
                 let steps = measure::run_steps(&target, plan)
                     .await
                     .with_context(|| format!("measuring the {kind} scenario"))?;
-                report.scenarios.push(report::ScenarioReport {
-                    kind,
-                    mode: target.mode.clone(),
-                    steps,
-                });
+                let mode = match &collector {
+                    Some(collector) if kind == ScenarioKind::Meshwork => {
+                        format!("{}; {} spans received by the collector", target.mode, collector.spans())
+                    }
+                    _ => target.mode.clone(),
+                };
+                report.scenarios.push(report::ScenarioReport { kind, mode, steps });
                 // Stops its processes before the next scenario starts.
                 drop(target);
             }

@@ -97,6 +97,8 @@ pub struct Plan {
     pub proxy_workers: usize,
     /// The deadline every load call carries, if any.
     pub deadline: Option<Duration>,
+    /// Whether the sidecars export spans to the bench's own collector.
+    pub collector: bool,
     /// The headline steps the targets are judged on.
     pub headline: Step,
     pub fixed_rate: Step,
@@ -186,6 +188,9 @@ impl Plan {
         } else {
             resolve_mesh_bin(args.mesh_bin.as_deref(), &mut notes)?
         };
+        if args.collector && matches!(mesh, MeshMode::InProcess) {
+            notes.push("--collector: the sidecars run in-process, so their spans are not sent to it".into());
+        }
         let proxy_workers = match args.proxy_workers {
             Some(0) => bail!("--proxy-workers must be at least 1"),
             Some(n) => n,
@@ -202,6 +207,7 @@ impl Plan {
             nghttpx_bin: find_binary(args.nghttpx_bin.as_deref(), "nghttpx"),
             proxy_workers,
             deadline: args.deadline,
+            collector: args.collector,
             headline,
             fixed_rate,
             high_concurrency,

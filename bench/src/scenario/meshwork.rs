@@ -27,14 +27,14 @@ struct Ports {
     client_admin: SocketAddr,
 }
 
-pub async fn start(mode: &MeshMode, echo: SocketAddr) -> Result<Target> {
+pub async fn start(mode: &MeshMode, echo: SocketAddr, spans_to: Option<&str>) -> Result<Target> {
     let dir = tempfile::Builder::new()
         .prefix("meshwork-bench-mesh-")
         .tempdir()
         .context("creating a temp dir")?;
     pki::mesh_certs(dir.path())?;
     match mode {
-        MeshMode::Process(bin) => processes(bin, echo, dir).await,
+        MeshMode::Process(bin) => processes(bin, echo, dir, spans_to).await,
         MeshMode::InProcess => in_process(echo, dir).await,
     }
 }
@@ -68,7 +68,7 @@ admin = "{client_admin}"
     )
 }
 
-async fn processes(bin: &Path, echo: SocketAddr, dir: TempDir) -> Result<Target> {
+async fn processes(bin: &Path, echo: SocketAddr, dir: TempDir, spans_to: Option<&str>) -> Result<Target> {
     let [echo_inbound, echo_outbound, echo_admin, client_outbound, client_admin] = free_ports()?;
     let ports = Ports {
         echo_inbound,
@@ -87,6 +87,9 @@ async fn processes(bin: &Path, echo: SocketAddr, dir: TempDir) -> Result<Target>
             command.arg("proxy");
         }
         command.arg("--config").arg(&config).args(["--name", name]);
+        if let Some(endpoint) = spans_to {
+            command.env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", endpoint);
+        }
         let log = dir.path().join(format!("{name}-proxy.log"));
         children.push(ProxyChild::spawn(&format!("sidecar {name}"), command, &log)?);
     }

@@ -57,11 +57,12 @@ pub enum Setup {
 }
 
 /// Starts scenario `kind` in front of the echo server at `echo`, and waits
-/// until a call through it succeeds.
-pub async fn start(kind: ScenarioKind, plan: &Plan, echo: SocketAddr) -> Result<Setup> {
+/// until a call through it succeeds. Sidecar processes export their spans
+/// to `spans_to` when given.
+pub async fn start(kind: ScenarioKind, plan: &Plan, echo: SocketAddr, spans_to: Option<&str>) -> Result<Setup> {
     let setup = match kind {
         ScenarioKind::Direct => Setup::Ready(direct::start(echo)),
-        ScenarioKind::Meshwork => Setup::Ready(meshwork::start(&plan.mesh, echo).await?),
+        ScenarioKind::Meshwork => Setup::Ready(meshwork::start(&plan.mesh, echo, spans_to).await?),
         ScenarioKind::Nginx => match &plan.nginx_bin {
             Some(bin) => Setup::Ready(nginx::start(bin, plan.proxy_workers, echo).await?),
             None => Setup::Skipped("nginx is not installed (Debian: apt-get install nginx)".into()),
