@@ -85,8 +85,8 @@ async fn run_plan(plan: &Plan) -> Result<Report> {
         skipped: Vec::new(),
         targets: Vec::new(),
     };
+    let spans_to = collector.as_ref().map(Collector::endpoint);
     for &kind in &plan.scenarios {
-        let spans_to = collector.as_ref().map(Collector::endpoint);
         let setup = scenario::start(kind, plan, echo.addr, spans_to.as_deref())
             .await
             .with_context(|| format!("starting the {kind} scenario"))?;
