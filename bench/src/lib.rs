@@ -84,6 +84,7 @@ async fn run_plan(plan: &Plan) -> Result<Report> {
         scenarios: Vec::new(),
         skipped: Vec::new(),
         targets: Vec::new(),
+        spans_collected: None,
     };
     let spans_to = collector.as_ref().map(Collector::endpoint);
     for &kind in &plan.scenarios {
@@ -113,6 +114,7 @@ async fn run_plan(plan: &Plan) -> Result<Report> {
         }
     }
     report.targets = report::check_targets(&report, plan);
+    report.spans_collected = collector.as_ref().map(Collector::spans);
     Ok(report)
 }
 

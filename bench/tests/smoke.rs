@@ -1,8 +1,10 @@
 //! Smoke test: the benchmark runs for about a second in each scenario this
 //! machine can run and reports sane figures. The figures themselves belong
 //! in BENCHMARKS.md, not here. The Meshwork sidecars run in-process (cargo
-//! builds no `mesh` binary for this package's tests); nginx and nghttpx run
-//! where installed and are skipped with a message otherwise.
+//! builds no `mesh` binary for this package's tests; the e2e test
+//! `bench::the_benchmark_measures_sidecar_processes_and_their_span_export`
+//! runs them as processes); nginx and nghttpx run where installed and are
+//! skipped with a message otherwise.
 //!
 //! Our own paths (direct and Meshwork) must be free of errors at every step.
 //! So must the peer proxies, except at the heaviest concurrency: nginx opens

@@ -1,6 +1,7 @@
 //! Meshwork's integration tests: real processes, real sockets, real TLS.
 
 mod balancing;
+mod bench;
 mod mesh_cli;
 mod metrics;
 mod mtls;

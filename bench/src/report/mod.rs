@@ -132,6 +132,8 @@ pub struct Report {
     pub scenarios: Vec<ScenarioReport>,
     pub skipped: Vec<(ScenarioKind, String)>,
     pub targets: Vec<TargetCheck>,
+    /// With `--collector`: the spans the sidecars sent it.
+    pub spans_collected: Option<u64>,
 }
 
 impl Report {
