@@ -1,7 +1,7 @@
 //! The launcher's child processes: started with their output prefixed by
 //! their name, watched for exit, and stopped in order with a grace period.
 
-use std::{collections::HashMap, path::Path, process::ExitStatus, time::Duration};
+use std::{collections::HashMap, path::PathBuf, process::ExitStatus, time::Duration};
 
 use anyhow::{Context, Result};
 use nix::{
@@ -14,6 +14,19 @@ use tokio::{
     sync::mpsc,
     time::timeout,
 };
+
+/// How to start one process of the mesh.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessSpec {
+    /// Its name in logs and the table: `cart`, `cart-1`, `cart-proxy`.
+    pub label: String,
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    /// Set on top of the launcher's own environment.
+    pub env: Vec<(String, String)>,
+    /// Where it starts; the launcher's own folder when `None`.
+    pub workdir: Option<PathBuf>,
+}
 
 /// A child that ended, by name.
 pub struct Exit {
@@ -60,10 +73,22 @@ impl Supervisor {
         }
     }
 
-    /// Starts `program args…` as `name`; returns its pid.
-    pub fn spawn(&mut self, name: &str, program: &Path, args: &[String]) -> Result<u32> {
-        let mut child = Command::new(program)
+    /// Starts `spec`; returns its pid.
+    pub fn spawn(&mut self, spec: &ProcessSpec) -> Result<u32> {
+        let ProcessSpec {
+            label: name,
+            program,
+            args,
+            env,
+            workdir,
+        } = spec;
+        let mut command = Command::new(program);
+        if let Some(dir) = workdir {
+            command.current_dir(dir);
+        }
+        let mut child = command
             .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())

@@ -18,7 +18,7 @@ use anyhow::{Context, Result, bail};
 use meshwork_config::{FileStamp, MeshConfig, SidecarSpec};
 
 use crate::{certs, demo, serve, signals};
-use children::Supervisor;
+use children::{ProcessSpec as Process, Supervisor};
 use probe::AdminProbe;
 
 #[derive(clap::Args)]
@@ -37,13 +37,6 @@ pub struct UpArgs {
 
 /// How long a child gets to finish in-flight work after SIGTERM.
 const STOP_GRACE: Duration = Duration::from_secs(10);
-
-/// One process of the mesh, as the launcher starts it.
-struct Process {
-    label: String,
-    program: PathBuf,
-    args: Vec<String>,
-}
 
 /// The binaries the launcher starts: itself for the apps (`mesh serve`),
 /// and for sidecars the lean `mesh-proxy` beside it (built with it), else
@@ -280,7 +273,7 @@ async fn rescale(
     }
     // Sidecars come first in `added`, so no new app calls out before its sidecar exists.
     for process in added {
-        match supervisor.spawn(&process.label, &process.program, &process.args) {
+        match supervisor.spawn(process) {
             Ok(pid) => println!("mesh: mesh.toml changed; started {} (pid {pid})", process.label),
             Err(e) => eprintln!("mesh: cannot start {}: {e:#}", process.label),
         }
@@ -315,6 +308,8 @@ fn sidecar_processes(config: &MeshConfig, config_path: &Path, programs: &Program
                     spec.replica.to_string(),
                 ])
                 .collect(),
+            env: Vec::new(),
+            workdir: None,
         })
         .collect()
 }
@@ -338,6 +333,8 @@ fn app_processes(config: &MeshConfig, data_dir: &Path, programs: &Programs) -> V
                     "--data-dir".into(),
                     data_dir.display().to_string(),
                 ],
+                env: Vec::new(),
+                workdir: None,
             })
         })
         .collect()
@@ -360,7 +357,7 @@ async fn start_and_wait(
 
     for (processes, path) in [(sidecars, "/live"), (apps, "/ready")] {
         for process in processes {
-            let pid = supervisor.spawn(&process.label, &process.program, &process.args)?;
+            let pid = supervisor.spawn(process)?;
             pids.push((process.label.clone(), pid));
         }
         tokio::select! {
