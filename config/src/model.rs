@@ -7,6 +7,21 @@ use serde::Deserialize;
 
 use crate::policy::{Fault, MethodPolicy, RetryPolicy, Telemetry, method_matches};
 
+/// The environment variables `mesh up` gives every app it starts, so an app
+/// in any language learns where it stands without parsing mesh.toml.
+pub mod app_env {
+    /// The service's name in mesh.toml.
+    pub const SERVICE: &str = "MESH_SERVICE";
+    /// Which replica this is, from 0.
+    pub const REPLICA: &str = "MESH_REPLICA";
+    /// The address the app must serve plaintext HTTP/2 gRPC on (loopback).
+    pub const LISTEN: &str = "MESH_LISTEN";
+    /// Its own sidecar's outbound address: every call to a peer goes there.
+    pub const OUTBOUND: &str = "MESH_OUTBOUND";
+    /// A folder for its data, shared by the service's replicas.
+    pub const DATA_DIR: &str = "MESH_DATA_DIR";
+}
+
 /// The whole mesh, as described by one `mesh.toml`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MeshConfig {
@@ -68,6 +83,50 @@ pub struct Service {
     /// Faults injected into calls to this service.
     #[serde(default)]
     pub faults: Vec<Fault>,
+    /// How `mesh up` starts the app: the program and its arguments. Empty:
+    /// the shop's built-in app of this name (`mesh serve <name>`) if there is
+    /// one, else the app is started by someone else (an IDE, a debugger) and
+    /// `mesh up` only starts its sidecar and waits for its health.
+    #[serde(default)]
+    pub command: Vec<String>,
+    /// Environment for the app, on top of the launcher's own and the
+    /// `MESH_*` variables it sets (see [`crate::app_env`]).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Where the app starts, relative to mesh.toml's folder; that folder by default.
+    #[serde(default)]
+    pub workdir: Option<PathBuf>,
+    /// Where the service's contracts come from. Absent: the contracts
+    /// compiled into Meshwork, if they define its `grpc_services`.
+    #[serde(default)]
+    pub contracts: Option<ContractSources>,
+}
+
+/// The sources of a service's contracts (`[services.X.contracts]`): encoded
+/// `FileDescriptorSet` files, `.proto` files compiled at start, or the app's
+/// own gRPC server reflection. Paths are relative to mesh.toml's folder.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContractSources {
+    /// Files written by `protoc --descriptor_set_out`, `buf build` or `protox`.
+    #[serde(default)]
+    pub descriptor_sets: Vec<PathBuf>,
+    /// `.proto` files, named as they are imported (relative to an `include` folder).
+    #[serde(default)]
+    pub protos: Vec<PathBuf>,
+    /// Folders `protos` and their imports are found in; mesh.toml's folder when empty.
+    #[serde(default)]
+    pub include: Vec<PathBuf>,
+    /// Ask the app (gRPC reflection v1, then v1alpha) once it is ready.
+    #[serde(default)]
+    pub reflection: bool,
+}
+
+impl ContractSources {
+    /// Every file the contracts are read from (not the include folders).
+    pub fn files(&self) -> impl Iterator<Item = &PathBuf> {
+        self.descriptor_sets.iter().chain(&self.protos)
+    }
 }
 
 fn one() -> u16 {

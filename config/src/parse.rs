@@ -84,13 +84,17 @@ impl MeshConfig {
         })?;
 
         let base = source.parent().unwrap_or(Path::new("."));
+        let mut services = raw.services;
+        for service in services.values_mut() {
+            resolve_paths(service, base);
+        }
         let config = MeshConfig {
             source: source.to_path_buf(),
             source_stamp: FileStamp::default(),
             trust_domain: raw.trust_domain,
             state_dir: base.join(raw.state_dir),
             leaf_lifetime: raw.leaf_lifetime,
-            services: raw.services,
+            services,
             clients: raw.clients,
             replica_port_step: raw.replica_port_step,
             retry: raw.retry,
@@ -98,6 +102,20 @@ impl MeshConfig {
         };
         validate(&config).map_err(|(key, reason)| invalid(key, reason))?;
         Ok(config)
+    }
+}
+
+/// Makes a service's relative paths (its working folder, its contract
+/// files) relative to mesh.toml's folder, as `state_dir` is.
+fn resolve_paths(service: &mut Service, base: &Path) {
+    service.workdir = Some(base.join(service.workdir.take().unwrap_or_default()));
+    if let Some(contracts) = &mut service.contracts {
+        if contracts.include.is_empty() && !contracts.protos.is_empty() {
+            contracts.include.push(PathBuf::new());
+        }
+        for path in contracts.descriptor_sets.iter_mut().chain(&mut contracts.include) {
+            *path = base.join(&*path);
+        }
     }
 }
 
@@ -200,6 +218,7 @@ fn validate(config: &MeshConfig) -> Result<(), Invalid> {
             check_fault(fault, service)
                 .map_err(|(field, reason)| (format!("services.{name}.faults[{i}]{field}"), reason))?;
         }
+        check_app(name, service)?;
         if service.grpc_services.is_empty() {
             return Err((
                 key("grpc_services"),
@@ -245,6 +264,42 @@ fn validate(config: &MeshConfig) -> Result<(), Invalid> {
         }
     }
     check_retry(&config.retry)
+}
+
+/// How the app starts and where its contracts come from.
+fn check_app(name: &str, service: &Service) -> Result<(), Invalid> {
+    let key = |field: &str| format!("services.{name}.{field}");
+    if service.command.first().is_some_and(|program| program.trim().is_empty()) {
+        return Err((key("command[0]"), "the program to run is empty".into()));
+    }
+    if let Some(var) = service.env.keys().find(|k| k.is_empty() || k.contains('=')) {
+        return Err((key("env"), format!("'{var}' is not an environment variable name")));
+    }
+    if let Some(contracts) = &service.contracts {
+        let files = contracts.files().count();
+        if files == 0 && !contracts.reflection {
+            return Err((
+                key("contracts"),
+                "name descriptor_sets, protos, or reflection = true".into(),
+            ));
+        }
+        if files > 0 && contracts.reflection {
+            return Err((
+                key("contracts.reflection"),
+                "use either files (descriptor_sets, protos) or reflection, not both".into(),
+            ));
+        }
+        if let Some(proto) = contracts.protos.iter().find(|p| p.is_absolute()) {
+            return Err((
+                key("contracts.protos"),
+                format!(
+                    "'{}' must be relative to an include folder, as it is imported",
+                    proto.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn check_method_pattern(method: &str, service: &Service) -> Result<(), String> {

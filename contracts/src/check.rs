@@ -1,0 +1,139 @@
+//! mesh.toml checked against the contracts: every key that names a method
+//! (`methods`, `faults[].methods`, `allow[].methods`) must name one the
+//! service's contracts define, where they are known. A typo is refused with
+//! the file, the key and the closest name:
+//! `services.reviews.faults[0].methods[1]: no method 'GetReveiw' in
+//! reviews.v1.ReviewService; did you mean 'GetReview'?`. Where a service's
+//! contracts are not known (no source, or reflection not read yet), any
+//! well-formed name is accepted, as before.
+
+use meshwork_config::{ConfigError, MeshConfig, Service};
+
+use crate::registry::Registry;
+
+/// Checks every method name in `config` against `registry`.
+pub fn check(config: &MeshConfig, registry: &Registry) -> Result<(), ConfigError> {
+    for (name, service) in &config.services {
+        let prefix = format!("services.{name}");
+        let keys = service
+            .methods
+            .keys()
+            .map(|m| (format!("{prefix}.methods.\"{m}\""), m))
+            .chain(service.faults.iter().enumerate().flat_map(|(i, f)| {
+                let prefix = &prefix;
+                f.methods
+                    .iter()
+                    .enumerate()
+                    .map(move |(j, m)| (format!("{prefix}.faults[{i}].methods[{j}]"), m))
+            }))
+            .chain(service.allow.iter().flatten().enumerate().flat_map(|(i, rule)| {
+                let prefix = &prefix;
+                rule.methods
+                    .iter()
+                    .enumerate()
+                    .map(move |(j, m)| (format!("{prefix}.allow[{i}].methods[{j}]"), m))
+            }));
+        for (key, method) in keys {
+            check_method(method, service, registry).map_err(|reason| ConfigError::Invalid {
+                file: config.source.clone(),
+                key,
+                reason,
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// `pattern` is `Method` (in any of the service's gRPC services) or
+/// `pkg.Service/Method`; the parser has checked its form.
+fn check_method(pattern: &str, service: &Service, registry: &Registry) -> Result<(), String> {
+    let (searched, method): (Vec<&str>, &str) = match pattern.split_once('/') {
+        Some((grpc_service, method)) => (vec![grpc_service], method),
+        None => (service.grpc_services.iter().map(String::as_str).collect(), pattern),
+    };
+    if !searched.iter().all(|g| registry.knows(g)) {
+        return Ok(());
+    }
+    let mut candidates = searched
+        .iter()
+        .flat_map(|g| registry.methods_of(g).map(|(name, _, _)| name));
+    if candidates.any(|name| name == method) {
+        return Ok(());
+    }
+    let closest = searched
+        .iter()
+        .flat_map(|g| registry.methods_of(g).map(|(name, _, _)| name))
+        .map(|name| (strsim::damerau_levenshtein(name, method), name))
+        .filter(|(distance, name)| *distance <= (name.len() / 3).max(2))
+        .min();
+    let mut reason = format!("no method '{method}' in {}", searched.join(" or "));
+    if let Some((_, name)) = closest {
+        reason.push_str(&format!("; did you mean '{name}'?"));
+    }
+    Err(reason)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::set::ContractSet;
+
+    fn checked(extra: &str) -> Result<(), ConfigError> {
+        let text = format!(
+            r#"
+            trust_domain = "t.local"
+            [services.catalog]
+            app = "127.0.0.1:1"
+            inbound = "127.0.0.1:2"
+            outbound = "127.0.0.1:3"
+            admin = "127.0.0.1:4"
+            grpc_services = ["shop.catalog.v1.CatalogService"]
+            {extra}
+            [services.reviews]
+            app = "127.0.0.1:11"
+            inbound = "127.0.0.1:12"
+            outbound = "127.0.0.1:13"
+            admin = "127.0.0.1:14"
+            grpc_services = ["reviews.v1.ReviewService"]
+            methods = {{ GetReveiw = {{ idempotent = true }} }}
+            "#
+        );
+        let config = MeshConfig::parse(&text, std::path::Path::new("/m/mesh.toml")).expect("parses");
+        check(
+            &config,
+            &Registry::build(&config, &ContractSet::compiled_in(), &BTreeMap::new()),
+        )
+    }
+
+    #[test]
+    fn known_methods_pass_and_unknown_contracts_accept_any_name() {
+        checked(r#"allow = [{ from = "reviews", methods = ["GetProduct", "shop.catalog.v1.CatalogService/ListProducts"] }]"#)
+            .expect("valid");
+    }
+
+    #[test]
+    fn a_typo_is_refused_with_the_closest_name() {
+        let error = checked(
+            r#"
+            [[services.catalog.faults]]
+            methods = ["GetProduct", "GetPorduct"]
+            abort = { percent = 1, status = "UNAVAILABLE" }
+            "#,
+        )
+        .expect_err("typo");
+        assert_eq!(
+            error.to_string(),
+            "/m/mesh.toml: services.catalog.faults[0].methods[1]: no method 'GetPorduct' in \
+             shop.catalog.v1.CatalogService; did you mean 'GetProduct'?"
+        );
+        let error = checked(r#"methods = { "shop.catalog.v1.CatalogService/Frobnicate" = { timeout = "1s" } }"#)
+            .expect_err("unknown");
+        assert_eq!(
+            error.to_string(),
+            "/m/mesh.toml: services.catalog.methods.\"shop.catalog.v1.CatalogService/Frobnicate\": \
+             no method 'Frobnicate' in shop.catalog.v1.CatalogService"
+        );
+    }
+}
