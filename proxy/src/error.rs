@@ -26,6 +26,9 @@ pub enum ProxyError {
     },
     #[error("{sidecar} sidecar: no listener was given for {listener}")]
     MissingListener { sidecar: String, listener: &'static str },
+    /// mesh.toml and its contracts do not agree (the error names file and key).
+    #[error(transparent)]
+    Contracts(meshwork_config::ConfigError),
     #[error("{sidecar} sidecar: {source}")]
     Identity {
         sidecar: String,

@@ -15,7 +15,6 @@
 
 mod admin;
 mod body;
-mod config_watch;
 mod connection;
 mod error;
 mod forward;

@@ -1,19 +1,21 @@
 //! Starting and stopping a sidecar: load the identity, build the stacks,
 //! bind (or take) the listeners, serve until shutdown, then drain.
 
-use std::{future::Future, net::SocketAddr};
+use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use prometheus_client::registry::Registry;
 use tokio::{net::TcpListener, sync::watch};
 
+use meshwork_contracts::Mesh;
+
 use crate::{
     admin::{self, Readiness},
-    config_watch,
     error::{ProxyError, io_reason},
     identity::Identity,
-    inbound::{self, InboundStack},
+    inbound::{self, InboundStack, Policy},
     options::SidecarOptions,
-    outbound, shutdown,
+    outbound,
+    shutdown::{self, Shutdown},
     telemetry::{Direction, Telemetry},
 };
 
@@ -81,21 +83,27 @@ pub async fn run_with_listeners(
     };
     // One registry for the whole sidecar: each component registers its own
     // metric families while the stacks are built, then /metrics serves it.
+    // mesh.toml and the contracts it names, checked together: a method
+    // name the contracts do not have is refused here, before serving.
+    let mesh = Arc::new(Mesh::new(opts.config.clone()).map_err(ProxyError::Contracts)?);
     let mut registry = Registry::default();
-    let telemetry = Telemetry::new(name, &opts.config, &mut registry);
+    let telemetry = Telemetry::new(name, &mesh, &mut registry);
     let (trigger, stop) = shutdown::channel();
     let mut tasks = tokio::task::JoinSet::new();
-    // mesh.toml is followed while running: replicas and policy changes
-    // reach the outbound stack through this watch.
-    let (config_updates, updates) = watch::channel(opts.config.clone());
-    let outbound_stack = outbound::build(&opts.config, updates, &identity, settings, &mut registry, &telemetry)
+    // mesh.toml and its contracts are followed while running: replicas,
+    // policy, contracts and allow rules reach both sides through this watch.
+    let (mesh_updates, updates) = watch::channel(mesh.clone());
+    let outbound_stack = outbound::build(&mesh, updates.clone(), &identity, settings, &mut registry, &telemetry)
         .map_err(identity_error)?;
-    tasks.spawn(config_watch::poll(
-        opts.config.clone(),
-        settings.config_poll_interval,
-        config_updates,
-        stop.clone(),
-    ));
+    {
+        let (outbound, stop) = (spec.outbound, stop.clone());
+        let interval = settings.config_poll_interval;
+        tasks.spawn(async move {
+            let reflect = |service: &str| reflection_channel(outbound, service);
+            let mut stop = stop;
+            meshwork_contracts::follow(mesh_updates, interval, reflect, stop.requested()).await;
+        });
+    }
     tasks.spawn(identity.reload(settings.reload_interval, stop.clone()));
 
     let readiness = match (spec.service, spec.app) {
@@ -115,6 +123,12 @@ pub async fn run_with_listeners(
                 listener: "inbound",
             })?;
             let stack = InboundStack::new(name, service, settings, &telemetry);
+            tasks.spawn(follow_inbound(
+                updates.clone(),
+                stack.policy().clone(),
+                name.to_string(),
+                stop.clone(),
+            ));
             let (sidecar, identity, settings, stop) =
                 (name.to_string(), identity.clone(), settings.clone(), stop.clone());
             tasks.spawn(async move { inbound::run(&sidecar, listener, &identity, stack, &settings, stop).await });
@@ -135,6 +149,7 @@ pub async fn run_with_listeners(
         let registry = std::sync::Arc::new(registry);
         tasks.spawn(async move { admin::run(&sidecar, listener, readiness, registry, &settings, stop).await });
     }
+    tasks.spawn(follow_names(updates, telemetry.clone(), stop.clone()));
     tracing::info!(sidecar = name, "sidecar running");
 
     shutdown.await;
@@ -148,6 +163,44 @@ pub async fn run_with_listeners(
     }
     Ok(())
 }
+
+/// Applies each new snapshot's allow rules for `service` to the inbound side.
+async fn follow_inbound(mut updates: watch::Receiver<Arc<Mesh>>, policy: Policy, service: String, mut stop: Shutdown) {
+    loop {
+        tokio::select! {
+            changed = updates.changed() => if changed.is_err() { return },
+            _ = stop.requested() => return,
+        }
+        let mesh = updates.borrow_and_update().clone();
+        if let Some(config) = mesh.config.services.get(&service) {
+            policy.update(config.clone());
+        }
+    }
+}
+
+/// Applies each new snapshot's contracts to the method names of telemetry.
+async fn follow_names(mut updates: watch::Receiver<Arc<Mesh>>, telemetry: Telemetry, mut stop: Shutdown) {
+    loop {
+        tokio::select! {
+            changed = updates.changed() => if changed.is_err() { return },
+            _ = stop.requested() => return,
+        }
+        let mesh = updates.borrow_and_update().clone();
+        telemetry.update(&mesh);
+    }
+}
+
+/// A channel for asking mesh service `service`'s reflection: through this
+/// sidecar's own outbound listener, which routes it by `:authority` to the
+/// service's replicas over mTLS, as any call.
+fn reflection_channel(outbound: SocketAddr, service: &str) -> Option<tonic::transport::Channel> {
+    let origin = format!("http://{service}").parse().ok()?;
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{outbound}")).ok()?;
+    Some(endpoint.origin(origin).timeout(REFLECTION_TIMEOUT).connect_lazy())
+}
+
+/// How long one reflection exchange may take.
+const REFLECTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn unknown(opts: &SidecarOptions) -> ProxyError {
     ProxyError::UnknownWorkload {

@@ -13,6 +13,7 @@ use std::{
 };
 
 use crate::body::RecvBody;
+use arc_swap::ArcSwap;
 use futures::future::Either;
 use http::{Request, Response};
 use meshwork_config::Service as ServiceConfig;
@@ -51,9 +52,11 @@ impl Caller {
     }
 }
 
-/// Who may call the service behind this sidecar.
+/// Who may call the service behind this sidecar. Follows mesh.toml: every
+/// connection's stack shares it, so an edited `allow` holds for the next
+/// call on connections already open. Read without a lock.
 #[derive(Debug, Clone)]
-pub struct Policy(Arc<ServiceConfig>);
+pub struct Policy(Arc<ArcSwap<ServiceConfig>>);
 
 /// The outcome for one call.
 #[derive(Debug, PartialEq, Eq)]
@@ -66,14 +69,19 @@ pub enum Decision {
 
 impl Policy {
     pub fn new(service: ServiceConfig) -> Self {
-        Policy(Arc::new(service))
+        Policy(Arc::new(ArcSwap::from_pointee(service)))
+    }
+
+    /// Applies an edited mesh.toml's rules to every connection.
+    pub fn update(&self, service: ServiceConfig) {
+        self.0.store(Arc::new(service));
     }
 
     pub fn decide(&self, caller: &str, path: &str) -> Decision {
         let Some(GrpcPath { service, method }) = GrpcPath::parse(path) else {
             return Decision::NotGrpc;
         };
-        if always_open(service) || self.0.permits(caller, service, method) {
+        if always_open(service) || self.0.load().permits(caller, service, method) {
             Decision::Allow
         } else {
             Decision::Deny(format!("{caller} may not call {service}/{method}"))
@@ -227,6 +235,23 @@ mod tests {
     fn no_rules_means_any_mesh_identity() {
         let p = policy("");
         assert_eq!(p.decide("anyone", CHARGE), Decision::Allow);
+    }
+
+    #[test]
+    fn an_update_holds_for_the_next_call() {
+        let p = policy(r#"allow = [{ from = "cart", methods = ["Charge"] }]"#);
+        let shared_by_a_connection = p.clone();
+        assert!(matches!(
+            shared_by_a_connection.decide("demo", CHARGE),
+            Decision::Deny(_)
+        ));
+        let opened = policy(r#"allow = [{ from = "demo", methods = ["Charge"] }]"#);
+        p.update(opened.0.load().as_ref().clone());
+        assert_eq!(shared_by_a_connection.decide("demo", CHARGE), Decision::Allow);
+        assert!(matches!(
+            shared_by_a_connection.decide("cart", CHARGE),
+            Decision::Deny(_)
+        ));
     }
 
     #[test]

@@ -65,6 +65,11 @@ impl InboundStack {
         }
     }
 
+    /// The allow rules, shared by every connection's stack.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
     pub fn telemetry(&self) -> &Telemetry {
         &self.telemetry
     }

@@ -11,10 +11,9 @@ use std::{collections::BTreeSet, net::SocketAddr, sync::Arc};
 
 use arc_swap::ArcSwap;
 use meshwork_config::MeshConfig;
+use meshwork_contracts::{Mesh, Registry};
 use tokio::sync::watch;
 use tower::discover::Change;
-
-use crate::grpc::Contracts;
 
 use super::{
     balance::{Endpoint, EndpointSet},
@@ -61,13 +60,13 @@ pub struct Followed<S> {
 }
 
 impl<S> Followed<S> {
-    pub fn update(&self, config: &MeshConfig, contracts: &Contracts) {
+    pub fn update(&self, config: &MeshConfig, registry: &Registry) {
         let Some(service) = config.services.get(self.name.as_ref()) else {
             tracing::warn!(destination = %self.name, "service no longer in mesh.toml; keeping its last endpoints");
             return;
         };
         self.policy
-            .store(Arc::new(DestinationPolicy::new(&self.name, service, config, contracts)));
+            .store(Arc::new(DestinationPolicy::new(&self.name, service, config, registry)));
         let desired = endpoints_of(config, &self.name);
         let current = self.set.addrs();
         let changes = diff(&current, &desired, |addr| (self.make)(addr));
@@ -82,24 +81,20 @@ impl<S> Followed<S> {
 }
 
 /// A fresh policy handle for `name`.
-pub fn policy_handle(name: &str, config: &MeshConfig, contracts: &Contracts) -> Option<PolicyHandle> {
+pub fn policy_handle(name: &str, config: &MeshConfig, registry: &Registry) -> Option<PolicyHandle> {
     let service = config.services.get(name)?;
     Some(Arc::new(ArcSwap::from_pointee(DestinationPolicy::new(
-        name, service, config, contracts,
+        name, service, config, registry,
     ))))
 }
 
-/// Applies every configuration the watch publishes, until it closes (the
-/// sidecar is shutting down).
-pub async fn follow<S>(
-    mut updates: watch::Receiver<Arc<MeshConfig>>,
-    destinations: Vec<Followed<S>>,
-    contracts: Arc<Contracts>,
-) {
+/// Applies every snapshot (mesh.toml and its contracts) the watch
+/// publishes, until it closes (the sidecar is shutting down).
+pub async fn follow<S>(mut updates: watch::Receiver<Arc<Mesh>>, destinations: Vec<Followed<S>>) {
     while updates.changed().await.is_ok() {
-        let config = updates.borrow_and_update().clone();
+        let mesh = updates.borrow_and_update().clone();
         for destination in &destinations {
-            destination.update(&config, &contracts);
+            destination.update(&mesh.config, &mesh.registry);
         }
     }
 }

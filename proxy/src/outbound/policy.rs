@@ -9,7 +9,8 @@ use std::{sync::Arc, time::Duration};
 use arc_swap::ArcSwap;
 use meshwork_config::{Fault, GrpcCode, MeshConfig, RetryPolicy, Service};
 
-use crate::grpc::Contracts;
+use meshwork_contracts::Registry;
+
 use crate::map::FastMap;
 
 /// What applies to calls of one method.
@@ -45,39 +46,61 @@ pub struct DestinationPolicy {
     any_faults: bool,
 }
 
+/// The methods of `grpc_service` that `service`'s policy names.
+fn named_methods<'a>(service: &'a Service, grpc_service: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    let patterns = service
+        .methods
+        .keys()
+        .chain(service.faults.iter().flat_map(|f| f.methods.iter()));
+    let mut names: Vec<&str> = patterns
+        .filter_map(move |pattern| match pattern.split_once('/') {
+            Some((g, method)) if g == grpc_service => Some(method),
+            Some(_) => None,
+            None => Some(pattern.as_str()),
+        })
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    names.into_iter()
+}
+
 /// The live policy of one destination, swapped whole on reload.
 pub type PolicyHandle = Arc<ArcSwap<DestinationPolicy>>;
 
 impl DestinationPolicy {
-    pub fn new(name: &str, service: &Service, config: &MeshConfig, contracts: &Contracts) -> Self {
+    pub fn new(name: &str, service: &Service, config: &MeshConfig, registry: &Registry) -> Self {
         let mut methods = FastMap::default();
         for grpc_service in &service.grpc_services {
-            for (method, path, shape) in contracts.methods_of(grpc_service) {
+            if registry.knows(grpc_service) {
+                for (method, path, contract) in registry.methods_of(grpc_service) {
+                    let policy = service.method_policy(grpc_service, method);
+                    let rule = MethodRule {
+                        idempotent: policy
+                            .and_then(|p| p.idempotent)
+                            .unwrap_or(contract.idempotency.retryable()),
+                        single_request: !contract.client_streaming,
+                        single_response: !contract.server_streaming,
+                        timeout: policy.and_then(|p| p.timeout).or(service.timeout),
+                        faults: service.faults_for(grpc_service, method).cloned().collect(),
+                    };
+                    methods.insert(path.into(), rule);
+                }
+                continue;
+            }
+            // No contract: the methods mesh.toml names (in `methods` or in
+            // `faults`, bare or qualified) get their rules; their shape is
+            // unknown, so nothing of theirs is ever buffered.
+            for method in named_methods(service, grpc_service) {
                 let policy = service.method_policy(grpc_service, method);
                 let rule = MethodRule {
-                    idempotent: policy.and_then(|p| p.idempotent).unwrap_or(shape.idempotent),
-                    single_request: !shape.client_streaming,
-                    single_response: !shape.server_streaming,
+                    idempotent: policy.and_then(|p| p.idempotent).unwrap_or(false),
+                    single_request: false,
+                    single_response: false,
                     timeout: policy.and_then(|p| p.timeout).or(service.timeout),
                     faults: service.faults_for(grpc_service, method).cloned().collect(),
                 };
-                methods.insert(path.into(), rule);
+                methods.insert(format!("/{grpc_service}/{method}").into_boxed_str(), rule);
             }
-        }
-        // Overrides for methods no contract describes: their shape is
-        // unknown, so nothing of theirs is ever buffered.
-        for (key, policy) in &service.methods {
-            let Some((grpc_service, method)) = key.split_once('/') else {
-                continue;
-            };
-            let path = format!("/{key}");
-            methods.entry(path.into_boxed_str()).or_insert_with(|| MethodRule {
-                idempotent: policy.idempotent.unwrap_or(false),
-                single_request: false,
-                single_response: false,
-                timeout: policy.timeout.or(service.timeout),
-                faults: service.faults_for(grpc_service, method).cloned().collect(),
-            });
         }
         let other = MethodRule {
             timeout: service.timeout,
@@ -138,6 +161,14 @@ impl DestinationPolicy {
 mod tests {
     use super::*;
 
+    fn registry(config: &MeshConfig) -> Registry {
+        meshwork_contracts::Mesh::new(std::sync::Arc::new(config.clone()))
+            .expect("contracts")
+            .registry
+            .as_ref()
+            .clone()
+    }
+
     fn policy(extra: &str) -> DestinationPolicy {
         let text = format!(
             r#"
@@ -154,8 +185,7 @@ mod tests {
             "#
         );
         let config = MeshConfig::parse(&text, std::path::Path::new("mesh.toml")).expect("config");
-        let contracts = Contracts::compiled_in().expect("contracts");
-        DestinationPolicy::new("catalog", &config.services["catalog"], &config, &contracts)
+        DestinationPolicy::new("catalog", &config.services["catalog"], &config, &registry(&config))
     }
 
     #[test]
@@ -200,8 +230,7 @@ mod tests {
             grpc_services = ["meshwork.echo.v1.EchoService"]
             "#;
         let config = MeshConfig::parse(text, std::path::Path::new("mesh.toml")).expect("config");
-        let contracts = Contracts::compiled_in().expect("contracts");
-        let bare = DestinationPolicy::new("catalog", &config.services["catalog"], &config, &contracts);
+        let bare = DestinationPolicy::new("catalog", &config.services["catalog"], &config, &registry(&config));
         assert_eq!(bare.timeout("/meshwork.echo.v1.EchoService/Unary"), None);
         assert!(bare.faults("/meshwork.echo.v1.EchoService/Unary").is_empty());
         let faulty = policy(
@@ -239,5 +268,38 @@ mod tests {
         assert_eq!(p.method("/meshwork.echo.v1.EchoService/Unary").faults.len(), 2);
         assert_eq!(p.method("/meshwork.echo.v1.EchoService/ServerStream").faults.len(), 1);
         assert_eq!(p.method("/grpc.health.v1.Health/Check").faults.len(), 1);
+    }
+
+    /// A service no contract describes: the methods mesh.toml names, bare
+    /// or qualified, in `methods` or in `faults`, get their rules.
+    #[test]
+    fn methods_named_for_a_service_without_contracts() {
+        let text = r#"
+            trust_domain = "t.local"
+            [services.reviews]
+            app = "127.0.0.1:1"
+            inbound = "127.0.0.1:2"
+            outbound = "127.0.0.1:3"
+            admin = "127.0.0.1:4"
+            grpc_services = ["reviews.v1.ReviewService"]
+            [services.reviews.methods.GetReview]
+            idempotent = true
+            timeout = "100ms"
+            [[services.reviews.faults]]
+            methods = ["reviews.v1.ReviewService/AddReview"]
+            abort = { percent = 100.0, status = "UNAVAILABLE" }
+            [[services.reviews.faults]]
+            methods = ["ListReviews"]
+            delay = { percent = 100.0, duration = "1ms" }
+            "#;
+        let config = MeshConfig::parse(text, std::path::Path::new("mesh.toml")).expect("config");
+        let p = DestinationPolicy::new("reviews", &config.services["reviews"], &config, &registry(&config));
+        let get = p.method("/reviews.v1.ReviewService/GetReview");
+        assert!(get.idempotent && !get.single_request);
+        assert_eq!(get.timeout, Some(Duration::from_millis(100)));
+        assert_eq!(p.faults("/reviews.v1.ReviewService/AddReview").len(), 1);
+        assert_eq!(p.faults("/reviews.v1.ReviewService/ListReviews").len(), 1);
+        assert!(p.faults("/reviews.v1.ReviewService/Other").is_empty());
+        assert!(!p.method("/reviews.v1.ReviewService/AddReview").idempotent);
     }
 }

@@ -11,7 +11,7 @@
 
 use std::{net::SocketAddr, sync::Arc};
 
-use meshwork_config::MeshConfig;
+use meshwork_contracts::Mesh;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 use tower::ServiceBuilder;
@@ -31,7 +31,6 @@ use super::{
     warm,
 };
 use crate::{
-    grpc::Contracts,
     identity::{Identity, IdentityError, client_config},
     options::Settings,
     param::Param,
@@ -49,21 +48,17 @@ pub type Outbound = Observe<Route<DestinationStack>>;
 
 /// `registry` is the sidecar's metrics registry: layers register their
 /// families in it as the stack is built. `updates` publishes each new valid
-/// mesh.toml; a task spawned here applies it to every destination.
+/// snapshot of mesh.toml and its contracts; a task spawned here applies it
+/// to every destination.
 pub fn build(
-    config: &MeshConfig,
-    updates: watch::Receiver<Arc<MeshConfig>>,
+    mesh: &Mesh,
+    updates: watch::Receiver<Arc<Mesh>>,
     identity: &Identity,
     settings: &Settings,
     registry: &mut Registry,
     telemetry: &Telemetry,
 ) -> Result<Outbound, IdentityError> {
-    let contracts = Arc::new(Contracts::compiled_in().unwrap_or_else(|error| {
-        // Cannot happen with the descriptors built into this binary; without
-        // them only unprocessed calls are retried.
-        tracing::error!(%error, "no contract descriptors: idempotency unknown");
-        Contracts::default()
-    }));
+    let (config, contracts) = (&*mesh.config, &*mesh.registry);
     let metrics = OutboundMetrics::register(registry);
     let mut followed = Vec::new();
     let route = Route::new(config, &Destination::all(config), |destination| {
@@ -72,7 +67,7 @@ pub fn build(
         client_config(identity, &expected, &destination.name)?;
         let name = destination.name.clone();
         // Destinations are the configuration's services, so this holds.
-        let policy = discover::policy_handle(&name, config, &contracts)
+        let policy = discover::policy_handle(&name, config, contracts)
             .ok_or_else(|| IdentityError::Config(format!("no service named {name}")))?;
         let make = endpoint_maker(destination, identity, settings, &metrics, telemetry);
         let set = Arc::new(EndpointSet::new(name.clone()));
@@ -82,7 +77,7 @@ pub fn build(
             set: set.clone(),
             make,
         };
-        follow.update(config, &contracts);
+        follow.update(config, contracts);
         followed.push(follow);
         Ok(ServiceBuilder::new()
             .layer(DeadlineLayer::new(policy.clone()))
@@ -90,7 +85,7 @@ pub fn build(
             .layer(FaultLayer::new(policy))
             .service(Balance::new(set)))
     })?;
-    tokio::spawn(discover::follow(updates, followed, contracts));
+    tokio::spawn(discover::follow(updates, followed));
     Ok(ServiceBuilder::new()
         // Trace context and the client span: above the route, so a call
         // with no route is seen too, and retries are inside one span.

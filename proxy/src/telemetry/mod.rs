@@ -11,7 +11,7 @@ mod span;
 
 use std::sync::Arc;
 
-use meshwork_config::MeshConfig;
+use meshwork_contracts::Mesh;
 use opentelemetry_sdk::trace::SdkTracer;
 use prometheus_client::{metrics::gauge::Gauge, registry::Registry};
 
@@ -44,14 +44,15 @@ impl Telemetry {
     /// Registers the sidecar's families in `registry` and, when the access
     /// log is on (`[telemetry] access_log` or `MESHWORK_ACCESS_LOG`), starts
     /// its writer (so this must run inside the tokio runtime).
-    pub fn new(workload: &str, config: &MeshConfig, registry: &mut Registry) -> Self {
+    pub fn new(workload: &str, mesh: &Mesh, registry: &mut Registry) -> Self {
+        let config = &*mesh.config;
         let drops = DropMetrics::register(registry);
         let access_log = (config.telemetry.access_log || access_log_from_env())
             .then(|| AccessLog::start(drops.access_log.clone()))
             .flatten();
         Telemetry(Arc::new(Shared {
             workload: names::intern(workload),
-            names: Names::new(config),
+            names: Names::new(mesh),
             tracer: meshwork_telemetry::tracer(),
             calls: CallMetrics::register(registry),
             connections: ConnectionMetrics::register(registry),
@@ -68,6 +69,11 @@ impl Telemetry {
     /// Counts a failed mTLS handshake; `reason` is one of a few fixed words.
     pub fn tls_failure(&self, direction: Direction, reason: &'static str) {
         self.0.connections.tls_failure(direction, reason);
+    }
+
+    /// Follows a new snapshot of the contracts (method names).
+    pub fn update(&self, mesh: &Mesh) {
+        self.0.names.update(mesh);
     }
 
     /// Counts a call the policy refused.

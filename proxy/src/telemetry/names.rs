@@ -1,19 +1,25 @@
 //! The names telemetry puts on a call, with bounded cardinality and no
-//! allocation per call: methods come from the contracts (the descriptor set
-//! compiled into `meshwork-proto`, plus health and reflection), peers from
-//! the mesh configuration; anything else is `unknown`. Every name is
-//! interned once as a `&'static str`, so labels and span attributes copy a
-//! pointer, and metric families hash a pointer-sized string.
+//! allocation per call: methods come from the contract registry (plus
+//! health and reflection), peers from the mesh configuration; anything else
+//! is `unknown`. For a gRPC service of mesh.toml that no contract describes,
+//! method names are taken from the paths its calls use, up to
+//! [`MAX_LEARNED`] of them, so a caller cannot grow the metrics without
+//! bound. Every name is interned once as a `&'static str`, so labels and
+//! span attributes copy a pointer, and metric families hash a pointer-sized
+//! string. The table follows the registry through an `ArcSwap`: a call
+//! reads it without a lock.
 
-use std::collections::HashSet;
+use std::{collections::HashSet, sync::Arc};
 
 use crate::{
-    grpc::{Contracts, GrpcPath},
+    grpc::GrpcPath,
     map::{FastMap, FastSet},
     outbound::RouteTable,
 };
+use arc_swap::ArcSwap;
 use http::Uri;
 use meshwork_config::MeshConfig;
+use meshwork_contracts::Mesh;
 use parking_lot::Mutex;
 
 /// What stands for a method, service or peer the mesh does not know: a path
@@ -63,10 +69,26 @@ impl Method {
     };
 }
 
-#[derive(Debug)]
-pub struct Names {
+/// Most method names a sidecar takes from paths of services without contracts.
+pub const MAX_LEARNED: usize = 256;
+
+/// The method table at one moment.
+#[derive(Debug, Default, Clone)]
+struct MethodTable {
     /// By request path, `/pkg.Service/Method`.
     methods: FastMap<&'static str, Method>,
+    /// gRPC services of mesh.toml that no contract describes: their method
+    /// names are learned from the paths of their calls.
+    learnable: FastSet<&'static str>,
+    /// How many names were learned so far.
+    learned: usize,
+}
+
+#[derive(Debug)]
+pub struct Names {
+    methods: ArcSwap<MethodTable>,
+    /// Serializes learning (rare: once per new name, at most `MAX_LEARNED` times).
+    learning: Mutex<()>,
     /// The mesh service a call is for, by the outbound route's rule.
     destinations: RouteTable<&'static str>,
     /// Every mesh workload (service or client) name.
@@ -74,37 +96,71 @@ pub struct Names {
 }
 
 impl Names {
-    pub fn new(config: &MeshConfig) -> Self {
-        let mut names = Names {
-            methods: FastMap::default(),
+    pub fn new(mesh: &Mesh) -> Self {
+        let config = &*mesh.config;
+        let names = Names {
+            methods: ArcSwap::from_pointee(MethodTable::default()),
+            learning: Mutex::new(()),
             destinations: RouteTable::new(config, |name| Some(intern(name))),
-            workloads: FastSet::default(),
+            workloads: workloads(config),
         };
-        let contracts = Contracts::compiled_in().unwrap_or_else(|error| {
-            // Compiled in, so it decodes; if not, calls still go through,
-            // only labelled `unknown`.
-            tracing::error!(%error, "methods will be labelled unknown");
-            Contracts::default()
-        });
-        for path in contracts.paths().chain(STANDARD_METHODS.iter().copied()) {
-            if let Some(GrpcPath { service, .. }) = GrpcPath::parse(path) {
-                let full = intern(&path[1..]);
-                let method = Method {
-                    full,
-                    service: &full[..service.len()],
-                    method: &full[service.len() + 1..],
-                };
-                names.methods.insert(intern(path), method);
+        names.update(mesh);
+        names
+    }
+
+    /// Follows a new snapshot of the contracts: their methods replace the
+    /// table's; names learned for services still without contracts stay.
+    pub fn update(&self, mesh: &Mesh) {
+        let _learning = self.learning.lock();
+        let before = self.methods.load();
+        let mut table = MethodTable::default();
+        let contract_paths = mesh.registry.methods().map(|(path, _)| path);
+        for path in contract_paths.chain(STANDARD_METHODS.iter().copied()) {
+            if let Some(method) = method_of(path) {
+                table.methods.insert(intern(path), method);
             }
         }
-        let workloads = config.services.keys().chain(config.clients.keys());
-        names.workloads.extend(workloads.map(|name| intern(name)));
-        names
+        let services = mesh.config.services.values().flat_map(|s| &s.grpc_services);
+        table.learnable = services
+            .filter(|g| !mesh.registry.knows(g))
+            .map(|g| intern(g))
+            .collect();
+        for (path, method) in &before.methods {
+            if table.learnable.contains(method.service) && before.learnable.contains(method.service) {
+                table.methods.insert(path, *method);
+                table.learned += 1;
+            }
+        }
+        self.methods.store(Arc::new(table));
     }
 
     /// The method at `path`, or [`Method::UNKNOWN`].
     pub fn method(&self, path: &str) -> Method {
-        self.methods.get(path).copied().unwrap_or(Method::UNKNOWN)
+        let table = self.methods.load();
+        if let Some(method) = table.methods.get(path) {
+            return *method;
+        }
+        let learnable =
+            table.learned < MAX_LEARNED && GrpcPath::parse(path).is_some_and(|p| table.learnable.contains(p.service));
+        if learnable { self.learn(path) } else { Method::UNKNOWN }
+    }
+
+    /// Adds `path`, of a service without contracts, to the table.
+    #[cold]
+    fn learn(&self, path: &str) -> Method {
+        let _learning = self.learning.lock();
+        let table = self.methods.load();
+        if let Some(method) = table.methods.get(path) {
+            return *method;
+        }
+        let Some(method) = method_of(path).filter(|_| table.learned < MAX_LEARNED) else {
+            return Method::UNKNOWN;
+        };
+        let mut next = MethodTable::clone(&table);
+        next.methods.insert(intern(path), method);
+        next.learned += 1;
+        self.methods.store(Arc::new(next));
+        method
     }
 
     /// The mesh service a call is for, as the outbound route decides it
@@ -117,6 +173,22 @@ impl Names {
     pub fn workload(&self, name: &str) -> &'static str {
         self.workloads.get(name).copied().unwrap_or(UNKNOWN)
     }
+}
+
+/// `path`'s parts, interned.
+fn method_of(path: &str) -> Option<Method> {
+    let GrpcPath { service, .. } = GrpcPath::parse(path)?;
+    let full = intern(&path[1..]);
+    Some(Method {
+        full,
+        service: &full[..service.len()],
+        method: &full[service.len() + 1..],
+    })
+}
+
+fn workloads(config: &MeshConfig) -> FastSet<&'static str> {
+    let names = config.services.keys().chain(config.clients.keys());
+    names.map(|name| intern(name)).collect()
 }
 
 #[cfg(test)]
@@ -140,7 +212,7 @@ mod tests {
             std::path::Path::new("mesh.toml"),
         )
         .expect("config");
-        Names::new(&config)
+        Names::new(&Mesh::new(Arc::new(config)).expect("contracts"))
     }
 
     #[test]
@@ -175,6 +247,42 @@ mod tests {
         assert_eq!(n.destination(&uri("http://demo/grpc.health.v1.Health/Check")), UNKNOWN);
         assert_eq!(n.workload("demo"), "demo");
         assert_eq!(n.workload("mallory"), UNKNOWN);
+    }
+
+    /// A service no contract describes: names come from its paths, up to
+    /// the bound; other paths stay `unknown`.
+    #[test]
+    fn methods_of_services_without_contracts_are_learned_within_a_bound() {
+        let config = MeshConfig::parse(
+            r#"
+            trust_domain = "t.local"
+            [services.reviews]
+            app = "127.0.0.1:1"
+            inbound = "127.0.0.1:2"
+            outbound = "127.0.0.1:3"
+            admin = "127.0.0.1:4"
+            grpc_services = ["reviews.v1.ReviewService"]
+            "#,
+            std::path::Path::new("mesh.toml"),
+        )
+        .expect("config");
+        let n = Names::new(&Mesh::new(Arc::new(config)).expect("contracts"));
+        let get = n.method("/reviews.v1.ReviewService/GetReview");
+        assert_eq!((get.service, get.method), ("reviews.v1.ReviewService", "GetReview"));
+        assert!(std::ptr::eq(
+            get.full,
+            n.method("/reviews.v1.ReviewService/GetReview").full
+        ));
+        assert_eq!(
+            n.method("/other.v1.Other/Get"),
+            Method::UNKNOWN,
+            "not a service of mesh.toml"
+        );
+        for i in 1..MAX_LEARNED {
+            assert_ne!(n.method(&format!("/reviews.v1.ReviewService/M{i}")), Method::UNKNOWN);
+        }
+        assert_eq!(n.method("/reviews.v1.ReviewService/OneTooMany"), Method::UNKNOWN);
+        assert_eq!(n.method("/reviews.v1.ReviewService/GetReview").method, "GetReview");
     }
 
     #[test]
