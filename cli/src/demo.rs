@@ -6,6 +6,7 @@ use std::{path::PathBuf, time::SystemTime};
 
 use anyhow::{Context, Result, bail};
 use meshwork_config::MeshConfig;
+use meshwork_contracts::dynamic::call_json;
 use meshwork_proto::{
     cart::{self, cart_service_client::CartServiceClient},
     catalog::{self, catalog_service_client::CatalogServiceClient},
@@ -41,7 +42,7 @@ pub async fn walkthrough(config: &MeshConfig) -> Result<()> {
     let mut users = UserServiceClient::new(channel.clone());
     let mut catalog = CatalogServiceClient::new(channel.clone());
     let mut carts = CartServiceClient::new(channel.clone());
-    let mut payments = PaymentServiceClient::new(channel);
+    let mut payments = PaymentServiceClient::new(channel.clone());
     println!(
         "demo: calling the mesh as {} through {}",
         config.spiffe_id(DEMO_CLIENT),
@@ -196,7 +197,42 @@ pub async fn walkthrough(config: &MeshConfig) -> Result<()> {
         }
         other => bail!("payments.Charge from the demo should be PERMISSION_DENIED, got {other:?}"),
     }
+    if config.services.contains_key(REVIEWS) {
+        review(config, channel, &first.id, &user.display_name, stamp).await?;
+    }
     println!("demo: done: checkout completed through the mesh");
+    Ok(())
+}
+
+/// The polyglot example's Python service (examples/polyglot), when the mesh
+/// has it: called from its contract alone, with JSON, as any service of
+/// one's own can be.
+const REVIEWS: &str = "reviews";
+
+async fn review(config: &MeshConfig, channel: Channel, product_id: &str, author: &str, stamp: u128) -> Result<()> {
+    let mesh = meshwork_contracts::Mesh::new(std::sync::Arc::new(config.clone()))?;
+    let method = |name: &str| {
+        let path = format!("/reviews.v1.ReviewService/{name}");
+        mesh.registry
+            .method(&path)
+            .map(|m| m.descriptor.clone())
+            .with_context(|| format!("no contract for {path}: give services.{REVIEWS}.contracts"))
+    };
+    let added = serde_json::json!({
+        "reviewId": format!("demo-{stamp}"),
+        "productId": product_id,
+        "author": author,
+        "stars": 5,
+        "text": "Arrived in one piece, through every sidecar.",
+    });
+    call_json(channel.clone(), &method("AddReview")?, &added.to_string())
+        .await
+        .context("reviews.AddReview")?;
+    let rating = serde_json::json!({ "productId": product_id });
+    let rating = call_json(channel, &method("GetRating")?, &rating.to_string())
+        .await
+        .context("reviews.GetRating")?;
+    println!("demo: 10. reviewed {product_id} with the Python service: rating {rating}");
     Ok(())
 }
 

@@ -13,6 +13,7 @@
 //!   ([`check`]), followed while running ([`follow`]).
 
 mod check;
+pub mod dynamic;
 mod follow;
 mod mesh;
 pub mod reflection;

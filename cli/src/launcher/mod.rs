@@ -15,7 +15,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-use meshwork_config::{FileStamp, MeshConfig, SidecarSpec};
+use meshwork_config::{FileStamp, MeshConfig, SidecarSpec, app_env};
 
 use crate::{certs, demo, serve, signals};
 use children::{ProcessSpec as Process, Supervisor};
@@ -72,17 +72,10 @@ pub async fn up(args: UpArgs) -> Result<()> {
     let shutdown = signals::terminated();
     tokio::pin!(shutdown);
     let config_path = std::path::absolute(&args.config).context("resolving the config path")?;
-    let config = MeshConfig::load(&config_path)?;
+    // Checked against the contracts it names: a typo in a method is refused here.
+    let config = load(&config_path)?;
     // From the version just read, so an edit made during start-up is seen too.
     let mut watch = ConfigWatch::new(&config);
-    for name in config.services.keys() {
-        if !serve::known_service(name) {
-            bail!(
-                "{}: services.{name}: `mesh up` runs the shop's services (users, catalog, cart, payments), not '{name}'",
-                config_path.display()
-            );
-        }
-    }
     ports::check_free(&config)?;
 
     for name in certs::ensure(&config)? {
@@ -174,6 +167,12 @@ async fn stop_everything(supervisor: &mut Supervisor, apps: &[Process], sidecars
     println!("mesh: stopped");
 }
 
+/// mesh.toml, checked against the contracts it names.
+fn load(path: &Path) -> Result<MeshConfig, meshwork_config::ConfigError> {
+    let mesh = meshwork_contracts::Mesh::load(path)?;
+    Ok(std::sync::Arc::unwrap_or_clone(mesh.config))
+}
+
 /// Notices edits to mesh.toml, polled: the launcher needs no more than a
 /// second's latency, and polling sees editors that replace the file as well
 /// as those that rewrite it.
@@ -205,7 +204,7 @@ impl ConfigWatch {
             return None;
         }
         self.seen = now;
-        Some(MeshConfig::load(&self.path))
+        Some(load(&self.path))
     }
 }
 
@@ -314,29 +313,77 @@ fn sidecar_processes(config: &MeshConfig, config_path: &Path, programs: &Program
         .collect()
 }
 
+/// How `mesh up` starts each app it starts: its `command`, or the shop's
+/// built-in app of its name (`mesh serve`). Every app learns where it
+/// stands from the `MESH_*` variables ([`app_env`]); replicas share their
+/// service's data folder.
 fn app_processes(config: &MeshConfig, data_dir: &Path, programs: &Programs) -> Vec<Process> {
     config
         .sidecars()
         .filter_map(|spec| {
-            let app = spec.app?;
+            let (service, app) = (spec.service?, spec.app?);
+            let mut env: Vec<(String, String)> = [
+                (app_env::SERVICE, spec.name.to_string()),
+                (app_env::REPLICA, spec.replica.to_string()),
+                (app_env::LISTEN, app.to_string()),
+                (app_env::OUTBOUND, spec.outbound.to_string()),
+                (app_env::DATA_DIR, data_dir.display().to_string()),
+                ("OTEL_SERVICE_NAME", spec.name.to_string()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+            env.extend(service.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+            let (program, args) = match service.command.split_first() {
+                Some((program, args)) => (user_program(program, service.workdir.as_deref()), args.to_vec()),
+                None if serve::known_service(spec.name) => (
+                    programs.mesh.clone(),
+                    [
+                        "serve",
+                        spec.name,
+                        "--listen",
+                        &app.to_string(),
+                        "--sidecar",
+                        &spec.outbound.to_string(),
+                        "--data-dir",
+                        &data_dir.display().to_string(),
+                    ]
+                    .map(String::from)
+                    .to_vec(),
+                ),
+                None => return None,
+            };
             Some(Process {
                 label: workload_label(&spec),
-                program: programs.mesh.clone(),
-                args: vec![
-                    "serve".into(),
-                    spec.name.into(),
-                    "--listen".into(),
-                    app.to_string(),
-                    "--sidecar".into(),
-                    spec.outbound.to_string(),
-                    // Replicas share their service's database.
-                    "--data-dir".into(),
-                    data_dir.display().to_string(),
-                ],
-                env: Vec::new(),
-                workdir: None,
+                program,
+                args,
+                env,
+                workdir: service.workdir.clone(),
             })
         })
+        .collect()
+}
+
+/// A program named by a relative path (`./reviews.py`) is found from the
+/// app's working folder; a bare name (`python3`) on the `PATH`.
+fn user_program(program: &str, workdir: Option<&Path>) -> PathBuf {
+    let path = Path::new(program);
+    match workdir {
+        Some(dir) if path.is_relative() && path.components().count() > 1 => dir.join(path),
+        _ => path.to_path_buf(),
+    }
+}
+
+/// The apps `mesh up` does not start (no `command`, not built in): their
+/// sidecars wait for someone else to start them.
+fn external_apps(config: &MeshConfig) -> Vec<(String, SocketAddr)> {
+    config
+        .sidecars()
+        .filter(|spec| {
+            spec.service
+                .is_some_and(|s| s.command.is_empty() && !serve::known_service(spec.name))
+        })
+        .filter_map(|spec| Some((workload_label(&spec), spec.app?)))
         .collect()
 }
 
@@ -359,6 +406,11 @@ async fn start_and_wait(
         for process in processes {
             let pid = supervisor.spawn(process)?;
             pids.push((process.label.clone(), pid));
+        }
+        if path == "/ready" {
+            for (label, app) in external_apps(config) {
+                println!("mesh: waiting for {label}'s app at {app}: mesh.toml gives no command, so start it yourself");
+            }
         }
         tokio::select! {
             _ = probe.wait_all(&admins, path) => {}
@@ -413,7 +465,11 @@ fn print_table(config: &MeshConfig, pids: &[(String, u32)]) {
     );
     for spec in config.sidecars() {
         let label = workload_label(&spec);
-        let app_pid = if spec.app.is_some() { pid(&label) } else { "-".into() };
+        let app_pid = match spec.service {
+            Some(service) if service.command.is_empty() && !serve::known_service(spec.name) => "yours".into(),
+            Some(_) => pid(&label),
+            None => "-".into(),
+        };
         println!(
             "{:<12} {:<16} {:<16} {:<16} {:<16} {:>8} {:>8}  yes",
             label,
