@@ -410,6 +410,12 @@ replicas = {replicas}
         )
     }
 
+    /// Changes what mesh.toml says besides the addresses (written by the
+    /// next [`write_config`](Self::write_config)).
+    pub fn set_policy(&mut self, policy: Policy) {
+        self.policy = policy;
+    }
+
     /// Rewrites mesh.toml listing `replicas` replicas.
     pub fn write_config(&self, replicas: u16) {
         self.write_text(&self.config_text(replicas));
