@@ -1,8 +1,8 @@
 //! Reading an app's contracts from its gRPC server reflection: v1, then
 //! v1alpha for servers that only have the older one (grpc-go and grpcio
-//! before 2023 serve only v1alpha). One stream, one question at a time:
-//! list the services, ask for the file that defines each, then for every
-//! import not yet received, until the set is closed under imports.
+//! serve only v1alpha). One question per call: list the services, ask for
+//! the file that defines each, then for every import not yet received,
+//! until the set is closed under imports.
 
 use std::collections::{BTreeSet, HashSet};
 
@@ -72,8 +72,7 @@ macro_rules! reflection_version {
             use std::collections::{BTreeSet, HashSet};
 
             use prost_types::FileDescriptorProto;
-            use tokio::sync::mpsc;
-            use tokio_stream::{StreamExt, wrappers::ReceiverStream};
+            use tokio_stream::StreamExt;
             use tonic::transport::Channel;
 
             use super::{ReflectionError, is_standard, take_files};
@@ -83,19 +82,19 @@ macro_rules! reflection_version {
             };
 
             pub async fn files(channel: Channel) -> Result<Vec<FileDescriptorProto>, ReflectionError> {
-                let (ask, questions) = mpsc::channel(1);
                 let mut client = ServerReflectionClient::new(channel);
-                let mut answers = client
-                    .server_reflection_info(ReceiverStream::new(questions))
-                    .await
-                    .map_err(ReflectionError::Call)?
-                    .into_inner();
+                // One question per stream, its request side closed at once:
+                // some servers (grpcio) answer an unknown method only then.
                 let mut ask = async |request: MessageRequest| -> Result<MessageResponse, ReflectionError> {
                     let question = ServerReflectionRequest {
                         host: String::new(),
                         message_request: Some(request),
                     };
-                    ask.send(question).await.map_err(|_| ReflectionError::Ended)?;
+                    let mut answers = client
+                        .server_reflection_info(tokio_stream::once(question))
+                        .await
+                        .map_err(ReflectionError::Call)?
+                        .into_inner();
                     let answer = answers.next().await.ok_or(ReflectionError::Ended)?;
                     match answer.map_err(ReflectionError::Call)?.message_response {
                         Some(MessageResponse::ErrorResponse(e)) => Err(ReflectionError::Refused(e.error_message)),

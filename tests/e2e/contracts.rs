@@ -258,12 +258,19 @@ abort = { percent = 10, status = "UNAVAILABLE" }
 }
 
 /// A service with no command is started by someone else: `mesh up` starts
-/// its sidecar, says what it waits for, and is up once the app is.
+/// its sidecar, says what it waits for, and is up once the app is. Its
+/// contracts come from its reflection (grpcio serves v1alpha), which the
+/// sidecars read through the mesh once it answers.
 #[test]
-fn an_app_without_a_command_is_waited_for() {
+fn an_app_without_a_command_is_waited_for_and_its_reflection_read() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = polyglot_config(dir.path(), 26100, |text| {
-        text.replace("command = [\"python3\", \"-u\", \"server.py\"]\n", "")
+        let protos = text
+            .lines()
+            .find(|l| l.starts_with("contracts = { protos"))
+            .expect("contracts line");
+        text.replace(protos, "contracts = { reflection = true }")
+            .replace("command = [\"python3\", \"-u\", \"server.py\"]\n", "")
     });
     let path = venv_path();
     let mut mesh =
@@ -273,19 +280,34 @@ fn an_app_without_a_command_is_waited_for() {
         Duration::from_secs(60),
     );
     let server = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/polyglot/reviews/server.py");
-    let mut app = std::process::Command::new("python3")
-        .arg(&server)
-        .env("PATH", &path)
-        .env("MESH_LISTEN", "127.0.0.1:26105")
-        .env("MESH_OUTBOUND", "127.0.0.1:26305")
-        .env("MESH_DATA_DIR", dir.path())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("start the app by hand");
+    let app = KillOnDrop(
+        std::process::Command::new("python3")
+            .arg(&server)
+            .env("PATH", &path)
+            .env("MESH_LISTEN", "127.0.0.1:26105")
+            .env("MESH_OUTBOUND", "127.0.0.1:26305")
+            .env("MESH_DATA_DIR", dir.path())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start the app by hand"),
+    );
     mesh.wait_for("mesh: up", Duration::from_secs(60));
     assert!(mesh.output().contains("yours"), "{}", mesh.output());
-    let _ = app.kill();
-    let _ = app.wait();
+    let read = mesh.wait_for("contracts read from the app's reflection", Duration::from_secs(30));
+    assert!(read.contains("service=reviews"), "{read}");
+    let read = mesh.wait_for("contracts read from the app's reflection", Duration::from_secs(30));
+    assert!(read.contains("service=reviews"), "{read}");
+    drop(app);
     mesh.signal(Signal::SIGTERM);
     mesh.wait(Duration::from_secs(40));
+}
+
+/// A child the test started itself, ended even when the test fails.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
