@@ -5,6 +5,7 @@
 //! Kubernetes pod's app and sidecar containers run too.
 
 mod certs;
+mod dashboard;
 mod demo;
 mod launcher;
 mod proxy_cmd;

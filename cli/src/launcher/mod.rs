@@ -17,7 +17,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use meshwork_config::{FileStamp, MeshConfig, SidecarSpec};
 
-use crate::{certs, demo, serve, signals};
+use crate::{certs, dashboard, demo, serve, signals};
 use children::{ProcessSpec as Process, Supervisor};
 use probe::AdminProbe;
 
@@ -33,6 +33,9 @@ pub struct UpArgs {
     /// How long to wait for every sidecar and app to become ready.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     ready_timeout: Duration,
+    /// Where the dashboard listens (another free port when this one is taken).
+    #[arg(long, default_value = "127.0.0.1:7500")]
+    dashboard: SocketAddr,
 }
 
 /// How long a child gets to finish in-flight work after SIGTERM.
@@ -96,6 +99,10 @@ pub async fn up(args: UpArgs) -> Result<()> {
     let apps = app_processes(&config, &data_dir, &programs);
     let label_width = sidecars.iter().chain(&apps).map(|p| p.label.len()).max().unwrap_or(0);
     let mut supervisor = Supervisor::new(label_width);
+    let board = dashboard::Board::default();
+    board.set_config(&config);
+    supervisor.report_to(board.clone());
+    let dashboard_addr = dashboard::start(board.clone(), args.dashboard).await?;
     let mut pids = Vec::new();
 
     let started = tokio::select! {
@@ -114,6 +121,7 @@ pub async fn up(args: UpArgs) -> Result<()> {
         }
     }
     print_table(&config, &pids);
+    println!("mesh: dashboard at http://{dashboard_addr}/");
 
     if args.demo {
         let walked = tokio::select! {
@@ -150,6 +158,7 @@ pub async fn up(args: UpArgs) -> Result<()> {
                     match edited {
                         Ok(edited) => {
                             rescale(&mut supervisor, &programs, &config, &edited, &config_path, &data_dir).await;
+                            board.set_config(&edited);
                             config = edited;
                         }
                         Err(e) => eprintln!("mesh: ignoring the edited config: {e}"),
@@ -283,7 +292,7 @@ async fn rescale(
 /// How a sidecar's app is named in logs and the table: the service's name
 /// for replica 0, with the replica's index for the others (stable when a
 /// service is scaled up or down).
-fn workload_label(spec: &SidecarSpec<'_>) -> String {
+pub(crate) fn workload_label(spec: &SidecarSpec<'_>) -> String {
     match spec.replica {
         0 => spec.name.to_string(),
         r => format!("{}-{r}", spec.name),
