@@ -12,6 +12,7 @@ pub mod golden;
 pub mod logs;
 mod scrape;
 mod state;
+pub mod traces;
 
 use std::{collections::HashMap, net::SocketAddr, time::Duration};
 
@@ -48,6 +49,27 @@ pub async fn start(board: Board, listen: SocketAddr) -> Result<SocketAddr> {
         }
     });
     Ok(addr)
+}
+
+/// Where the children send their spans: to the collector configured in the
+/// launcher's environment (the children inherit it), else to the launcher's
+/// own, whose address is returned as variables to set on every child.
+pub async fn collect_traces(board: &Board) -> Result<Vec<(String, String)>> {
+    let configured = ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"]
+        .iter()
+        .filter_map(|name| std::env::var(name).ok())
+        .find(|value| !value.trim().is_empty());
+    if let Some(endpoint) = configured {
+        board.set_collector(endpoint.trim().to_string());
+        return Ok(Vec::new());
+    }
+    let addr = traces::receive(board.traces.clone()).await?;
+    let mut env = vec![("OTEL_EXPORTER_OTLP_ENDPOINT".to_string(), format!("http://{addr}"))];
+    // A trace on the page a second after the call, not five; unless told otherwise.
+    if std::env::var_os("OTEL_BSP_SCHEDULE_DELAY").is_none() {
+        env.push(("OTEL_BSP_SCHEDULE_DELAY".into(), "1000".into()));
+    }
+    Ok(env)
 }
 
 /// Scrapes every sidecar of the mesh as last applied, one after another

@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use super::{
     golden::{self, Stat},
     scrape::Snapshot,
+    traces::Traces,
 };
 
 /// The golden metrics cover this much time.
@@ -39,12 +40,16 @@ struct Inner {
     ready: HashMap<String, bool>,
     snapshots: VecDeque<Snapshot>,
     stat: Stat,
+    /// Where spans go when a collector is configured, instead of `traces`.
+    collector: Option<String>,
 }
 
 /// The launcher's and the scraper's shared view; cheap to clone.
 #[derive(Clone, Default)]
 pub struct Board {
     inner: Arc<Mutex<Inner>>,
+    /// The spans received when the launcher is the collector.
+    pub traces: Traces,
 }
 
 /// A row of the workloads table.
@@ -98,6 +103,15 @@ impl Board {
     /// The mesh as last applied (after start and after each edit of mesh.toml).
     pub fn set_config(&self, config: &MeshConfig) {
         self.inner.lock().config = Some(config.clone());
+    }
+
+    /// Spans go to the collector at `endpoint`, not to the launcher.
+    pub fn set_collector(&self, endpoint: String) {
+        self.inner.lock().collector = Some(endpoint);
+    }
+
+    pub fn collector(&self) -> Option<String> {
+        self.inner.lock().collector.clone()
     }
 
     pub fn config(&self) -> Option<MeshConfig> {

@@ -48,6 +48,8 @@ struct Programs {
     mesh: PathBuf,
     sidecar: PathBuf,
     sidecar_args: &'static [&'static str],
+    /// Set on every child (where to send spans).
+    env: Vec<(String, String)>,
 }
 
 impl Programs {
@@ -59,12 +61,14 @@ impl Programs {
                 mesh,
                 sidecar: lean,
                 sidecar_args: &[],
+                env: Vec::new(),
             }
         } else {
             Programs {
                 sidecar: mesh.clone(),
                 mesh,
                 sidecar_args: &["proxy"],
+                env: Vec::new(),
             }
         })
     }
@@ -94,12 +98,13 @@ pub async fn up(args: UpArgs) -> Result<()> {
     let data_dir = config.state_dir.join("data");
     std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
 
-    let programs = Programs::find()?;
+    let board = dashboard::Board::default();
+    let mut programs = Programs::find()?;
+    programs.env = dashboard::collect_traces(&board).await?;
     let sidecars = sidecar_processes(&config, &config_path, &programs);
     let apps = app_processes(&config, &data_dir, &programs);
     let label_width = sidecars.iter().chain(&apps).map(|p| p.label.len()).max().unwrap_or(0);
     let mut supervisor = Supervisor::new(label_width);
-    let board = dashboard::Board::default();
     board.set_config(&config);
     supervisor.report_to(board.clone());
     let dashboard_addr = dashboard::start(board.clone(), args.dashboard).await?;
@@ -317,7 +322,7 @@ fn sidecar_processes(config: &MeshConfig, config_path: &Path, programs: &Program
                     spec.replica.to_string(),
                 ])
                 .collect(),
-            env: Vec::new(),
+            env: programs.env.clone(),
             workdir: None,
         })
         .collect()
@@ -342,7 +347,7 @@ fn app_processes(config: &MeshConfig, data_dir: &Path, programs: &Programs) -> V
                     "--data-dir".into(),
                     data_dir.display().to_string(),
                 ],
-                env: Vec::new(),
+                env: programs.env.clone(),
                 workdir: None,
             })
         })
