@@ -245,6 +245,28 @@ fn the_dashboard_shows_the_demo_as_the_sidecars_counted_it() {
     want.sort();
     assert_eq!(edges, want);
 
+    // The Grafana dashboard asks only for series the sidecars really export.
+    let mut exported = std::collections::HashSet::new();
+    for offset in [300, 303] {
+        for line in get(admin(offset), "/metrics").lines().filter(|l| !l.starts_with('#')) {
+            exported.insert(line.split(['{', ' ']).next().unwrap_or("").to_string());
+        }
+    }
+    let grafana =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/grafana/meshwork.json"))
+            .expect("deploy/grafana/meshwork.json");
+    let asked: Vec<&str> = grafana
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("meshwork_"))
+        .collect();
+    assert!(asked.len() >= 10, "{asked:?}");
+    for name in asked {
+        assert!(
+            exported.contains(name),
+            "the Grafana dashboard asks for {name}, which no sidecar exports"
+        );
+    }
+
     // The terminal views read the same API.
     let dashboard_arg = dashboard.to_string();
     let stat_out = Command::new(MESH)
