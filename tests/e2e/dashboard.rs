@@ -110,7 +110,8 @@ fn the_dashboard_shows_the_demo_as_the_sidecars_counted_it() {
         .next()
         .and_then(|a| a.trim().trim_end_matches('/').parse().ok())
         .unwrap_or_else(|| panic!("no address in {line:?}"));
-    mesh.wait_for("demo: done", Duration::from_secs(60));
+    let link = mesh.wait_for("mesh: the checkout's trace: http://", Duration::from_secs(60));
+    let linked = link.rsplit("#traces/").next().unwrap_or("").trim().to_string();
 
     // Every figure is the sidecars' own count of the demo's calls.
     let admin = |offset: u16| -> SocketAddr { format!("127.0.0.1:{}", base + offset).parse().expect("addr") };
@@ -203,6 +204,10 @@ fn the_dashboard_shows_the_demo_as_the_sidecars_counted_it() {
             })?;
             Some(t["trace_id"].as_str()?.to_string())
         },
+    );
+    assert_eq!(
+        checkout, linked,
+        "the trace `mesh up --demo` links to is the checkout's"
     );
     let trace = json(dashboard, &format!("/api/traces/{checkout}"));
     let spans = trace["spans"].as_array().expect("spans");

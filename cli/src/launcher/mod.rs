@@ -134,7 +134,7 @@ pub async fn up(args: UpArgs) -> Result<()> {
             _ = &mut shutdown => None,
         };
         match walked {
-            Some(Ok(())) => {}
+            Some(Ok(trace)) => println!("mesh: the checkout's trace: http://{dashboard_addr}/#traces/{trace}"),
             Some(Err(e)) => eprintln!("mesh: the demo failed: {e:#}"),
             None => {
                 stop_everything(&mut supervisor, &apps, &sidecars).await;

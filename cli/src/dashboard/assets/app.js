@@ -62,7 +62,7 @@ function layout(names, edges) {
   const cols = Object.keys(columns).map(Number).sort((a, b) => a - b);
   cols.forEach((c, ci) => {
     columns[c].forEach((n, ri) => {
-      pos[n] = { x: 90 + ci * 260, y: 50 + ri * 70 + (columns[c].length === 1 ? 80 : 0) };
+      pos[n] = { x: 90 + ci * 400, y: 70 + ri * 90 + (columns[c].length === 1 ? 90 : 0), col: ci };
     });
   });
   return pos;
@@ -80,8 +80,15 @@ function drawGraph(workloads, stat) {
     if (!a || !b) continue;
     const g = el("g", { class: "edge" + (failing(e) ? " failing" : ""), "data-from": e.from, "data-to": e.to });
     const x1 = a.x + 60, x2 = b.x - 60, mx = (x1 + x2) / 2;
-    g.append(el("path", { d: `M${x1},${a.y} C${mx},${a.y} ${mx},${b.y} ${x2},${b.y}`, "marker-end": "url(#arrow)" }));
-    g.append(el("text", { x: mx, y: (a.y + b.y) / 2 - 6, "text-anchor": "middle" },
+    // An edge that skips a column bows above the nodes between, so it hides none of them.
+    const skip = b.col - a.col > 1;
+    const c1 = skip ? a.y - 110 : a.y, c2 = skip ? b.y - 110 : b.y;
+    g.append(el("path", { d: `M${x1},${a.y} C${mx},${c1} ${mx},${c2} ${x2},${b.y}`, "marker-end": "url(#arrow)" }));
+    // The label at the curve's middle.
+    const t = 0.5, u = 1 - t;
+    const lx = u * u * u * x1 + 3 * u * u * t * mx + 3 * u * t * t * mx + t * t * t * x2;
+    const ly = u * u * u * a.y + 3 * u * u * t * c1 + 3 * u * t * t * c2 + t * t * t * b.y;
+    g.append(el("text", { x: lx, y: ly - 6, "text-anchor": "middle" },
       `${rps(e.rps)} rps · ${pct(e.success_rate)} · p99 ${ms(e.p99)}`));
     parts.push(g);
   }
