@@ -27,11 +27,10 @@ const DEMO_CLIENT: &str = "demo";
 
 pub async fn run(args: DemoArgs) -> Result<()> {
     let config = MeshConfig::load(&args.config)?;
-    walkthrough(&config).await.map(|_| ())
+    walkthrough(&config).await
 }
 
-/// Walks through the shop; returns the checkout's trace id.
-pub async fn walkthrough(config: &MeshConfig) -> Result<String> {
+pub async fn walkthrough(config: &MeshConfig) -> Result<()> {
     let sidecar = config.clients.get(DEMO_CLIENT).with_context(|| {
         format!(
             "{}: clients.{DEMO_CLIENT}: the demo needs this client",
@@ -143,21 +142,10 @@ pub async fn walkthrough(config: &MeshConfig) -> Result<String> {
         .collect();
     println!("demo: 5. cart holds {}", items.join(", "));
 
-    // The checkout starts a trace of known id, so the launcher can link to it.
-    let (trace_id, parent_id) = (
-        uuid::Uuid::new_v4().simple().to_string(),
-        uuid::Uuid::new_v4().simple().to_string(),
-    );
-    let mut checkout = tonic::Request::new(cart::CheckoutRequest {
-        user_id: user.id.clone(),
-    });
-    let traceparent = format!("00-{trace_id}-{}-01", &parent_id[..16]);
-    checkout.metadata_mut().insert(
-        "traceparent",
-        traceparent.parse().context("building the checkout's traceparent")?,
-    );
     let order = carts
-        .checkout(checkout)
+        .checkout(cart::CheckoutRequest {
+            user_id: user.id.clone(),
+        })
         .await
         .context("cart.Checkout")?
         .into_inner()
@@ -209,7 +197,7 @@ pub async fn walkthrough(config: &MeshConfig) -> Result<String> {
         other => bail!("payments.Charge from the demo should be PERMISSION_DENIED, got {other:?}"),
     }
     println!("demo: done: checkout completed through the mesh");
-    Ok(trace_id)
+    Ok(())
 }
 
 fn money(money: &Option<Money>) -> String {

@@ -73,7 +73,12 @@ with tempfile.TemporaryDirectory() as profile:
             if time.time() > deadline:
                 raise SystemExit("the demo -> users edge never turned red\n" + driver.page_source[:3000])
             subprocess.run([mesh, "demo", "--config", config], capture_output=True, timeout=30)
-            time.sleep(1)
+            # The page redraws every 2 s: give it a scrape's time to show the failures.
+            try:
+                WebDriverWait(driver, 3, poll_frequency=0.2).until(
+                    lambda d: d.find_elements(By.CSS_SELECTOR, red))
+            except Exception:
+                pass
         print("dashboard: workloads ready, checkout drawn, demo -> users red after the fault")
     finally:
         driver.quit()

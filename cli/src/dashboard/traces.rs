@@ -105,6 +105,19 @@ impl Traces {
         list
     }
 
+    /// The latest trace whose root span's name ends with `name`, waiting a
+    /// few seconds for the exporters' next batch (none when spans go elsewhere).
+    pub async fn wait_for_root(&self, name: &str) -> Option<String> {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let found = self.list().into_iter().find(|t| t.root.ends_with(name));
+            if found.is_some() || tokio::time::Instant::now() >= deadline {
+                return found.map(|t| t.trace_id);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
     /// One trace, its spans in tree order; `last` is the one that started last.
     pub fn get(&self, id: &str) -> Option<Trace> {
         let store = self.store.lock();

@@ -134,7 +134,14 @@ pub async fn up(args: UpArgs) -> Result<()> {
             _ = &mut shutdown => None,
         };
         match walked {
-            Some(Ok(trace)) => println!("mesh: the checkout's trace: http://{dashboard_addr}/#traces/{trace}"),
+            Some(Ok(())) => {
+                // Only when the launcher is the collector; else the spans are elsewhere.
+                if board.collector().is_none()
+                    && let Some(id) = board.traces.wait_for_root("CartService/Checkout").await
+                {
+                    println!("mesh: the checkout's trace: http://{dashboard_addr}/#traces/{id}");
+                }
+            }
             Some(Err(e)) => eprintln!("mesh: the demo failed: {e:#}"),
             None => {
                 stop_everything(&mut supervisor, &apps, &sidecars).await;
