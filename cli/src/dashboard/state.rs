@@ -141,18 +141,34 @@ impl Board {
     }
 
     /// Every app and sidecar the config names, with what is known of it.
+    /// Reads a few small files (/proc, the certificates) after the lock is let go.
     pub fn workloads(&self) -> Vec<WorkloadRow> {
+        let mut rows = self.rows();
+        let mut expiry: HashMap<String, Option<i64>> = HashMap::new();
+        let certs = self
+            .config()
+            .map(|c| meshwork_certs::CertPaths::new(&crate::certs::dir(&c)));
+        for row in &mut rows {
+            row.memory_bytes = row.pid.filter(|_| row.running).and_then(resident_bytes);
+            if let Some(certs) = &certs {
+                row.cert_expires_in_seconds = *expiry
+                    .entry(row.service.clone())
+                    .or_insert_with(|| cert_expires_in(&certs.leaf_cert(&row.service)));
+            }
+        }
+        rows
+    }
+
+    fn rows(&self) -> Vec<WorkloadRow> {
         let inner = self.inner.lock();
         let Some(config) = &inner.config else {
             return Vec::new();
         };
-        let certs = meshwork_certs::CertPaths::new(&crate::certs::dir(config));
         let mut rows = Vec::new();
         for spec in config.sidecars() {
             let label = crate::launcher::workload_label(&spec);
             let sidecar = format!("{label}-proxy");
             let ready = inner.ready.get(&sidecar).copied().unwrap_or(false);
-            let expiry = cert_expires_in(&certs.leaf_cert(spec.name));
             let kinds = spec.app.map(|_| (label.clone(), "app")).into_iter();
             for (name, kind) in kinds.chain([(sidecar, "sidecar")]) {
                 let process = inner.processes.get(&name);
@@ -166,8 +182,8 @@ impl Board {
                     ready: running && ready,
                     restarts: process.map_or(0, |p| p.restarts),
                     uptime_seconds: process.filter(|p| p.running).map(|p| p.since.elapsed().as_secs()),
-                    memory_bytes: process.filter(|p| p.running).and_then(|p| resident_bytes(p.pid)),
-                    cert_expires_in_seconds: expiry,
+                    memory_bytes: None,
+                    cert_expires_in_seconds: None,
                     name,
                 });
             }
