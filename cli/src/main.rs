@@ -5,8 +5,10 @@
 //! Kubernetes pod's app and sidecar containers run too.
 
 mod certs;
+mod dashboard;
 mod demo;
 mod launcher;
+mod observe;
 mod proxy_cmd;
 mod serve;
 mod signals;
@@ -36,6 +38,10 @@ enum Command {
     Serve(serve::ServeCommand),
     /// Walk through the shop against a running mesh: register, browse, fill a cart, check out.
     Demo(demo::DemoArgs),
+    /// Print the golden metrics of a running mesh per service and per edge.
+    Stat(observe::StatArgs),
+    /// Print one trace of a running mesh as an indented tree with durations.
+    Trace(observe::TraceArgs),
 }
 
 fn main() -> ExitCode {
@@ -47,6 +53,8 @@ fn main() -> ExitCode {
         Command::Proxy(args) => proxy_cmd::run(args),
         Command::Serve(command) => on_runtime(serve::run(command)),
         Command::Demo(args) => on_runtime(demo::run(args)),
+        Command::Stat(args) => on_runtime(observe::stat(args)),
+        Command::Trace(args) => on_runtime(observe::trace(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -3,6 +3,7 @@
 mod balancing;
 mod bench;
 mod contracts;
+mod dashboard;
 mod mesh_cli;
 mod metrics;
 mod mtls;

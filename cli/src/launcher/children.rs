@@ -59,6 +59,8 @@ pub struct Supervisor {
     exits_rx: mpsc::Receiver<Exit>,
     /// Width of the name column in prefixed log lines.
     label_width: usize,
+    /// Told of every spawn and exit, for the dashboard's workloads table.
+    board: Option<crate::dashboard::Board>,
 }
 
 impl Supervisor {
@@ -70,7 +72,13 @@ impl Supervisor {
             exits_tx,
             exits_rx,
             label_width,
+            board: None,
         }
+    }
+
+    /// Tells `board` of every process started and ended from now on.
+    pub fn report_to(&mut self, board: crate::dashboard::Board) {
+        self.board = Some(board);
     }
 
     /// Starts `spec`; returns its pid.
@@ -119,6 +127,9 @@ impl Supervisor {
                 .await;
         });
         self.running.insert(name.to_string(), pid);
+        if let Some(board) = &self.board {
+            board.started(name, pid);
+        }
         Ok(pid)
     }
 
@@ -131,6 +142,9 @@ impl Supervisor {
             if let Some(exit) = self.exits_rx.recv().await
                 && self.running.remove(&exit.name).is_some()
             {
+                if let Some(board) = &self.board {
+                    board.exited(&exit.name);
+                }
                 return exit;
             }
         }
@@ -189,6 +203,7 @@ fn report_unclean(exit: &Exit) {
 async fn forward_lines(stream: impl AsyncRead + Unpin, label: String) {
     let mut lines = BufReader::new(stream).lines();
     while let Ok(Some(line)) = lines.next_line().await {
+        crate::dashboard::logs::record(&label, &line);
         println!("{label} {line}");
     }
 }

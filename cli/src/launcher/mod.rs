@@ -17,7 +17,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use meshwork_config::{FileStamp, MeshConfig, SidecarSpec, app_env};
 
-use crate::{certs, demo, serve, signals};
+use crate::{certs, dashboard, demo, serve, signals};
 use children::{ProcessSpec as Process, Supervisor};
 use probe::AdminProbe;
 
@@ -33,6 +33,9 @@ pub struct UpArgs {
     /// How long to wait for every sidecar and app to become ready.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     ready_timeout: Duration,
+    /// Where the dashboard listens (another free port when this one is taken).
+    #[arg(long, default_value = "127.0.0.1:7500")]
+    dashboard: SocketAddr,
 }
 
 /// How long a child gets to finish in-flight work after SIGTERM.
@@ -45,6 +48,8 @@ struct Programs {
     mesh: PathBuf,
     sidecar: PathBuf,
     sidecar_args: &'static [&'static str],
+    /// Set on every child (where to send spans).
+    env: Vec<(String, String)>,
 }
 
 impl Programs {
@@ -56,12 +61,14 @@ impl Programs {
                 mesh,
                 sidecar: lean,
                 sidecar_args: &[],
+                env: Vec::new(),
             }
         } else {
             Programs {
                 sidecar: mesh.clone(),
                 mesh,
                 sidecar_args: &["proxy"],
+                env: Vec::new(),
             }
         })
     }
@@ -84,11 +91,16 @@ pub async fn up(args: UpArgs) -> Result<()> {
     let data_dir = config.state_dir.join("data");
     std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
 
-    let programs = Programs::find()?;
+    let board = dashboard::Board::default();
+    let mut programs = Programs::find()?;
+    programs.env = dashboard::collect_traces(&board).await?;
     let sidecars = sidecar_processes(&config, &config_path, &programs);
     let apps = app_processes(&config, &data_dir, &programs);
     let label_width = sidecars.iter().chain(&apps).map(|p| p.label.len()).max().unwrap_or(0);
     let mut supervisor = Supervisor::new(label_width);
+    board.set_config(&config);
+    supervisor.report_to(board.clone());
+    let dashboard_addr = dashboard::start(board.clone(), args.dashboard).await?;
     let mut pids = Vec::new();
 
     let started = tokio::select! {
@@ -107,6 +119,7 @@ pub async fn up(args: UpArgs) -> Result<()> {
         }
     }
     print_table(&config, &pids);
+    println!("mesh: dashboard at http://{dashboard_addr}/");
 
     if args.demo {
         let walked = tokio::select! {
@@ -114,7 +127,14 @@ pub async fn up(args: UpArgs) -> Result<()> {
             _ = &mut shutdown => None,
         };
         match walked {
-            Some(Ok(())) => {}
+            Some(Ok(())) => {
+                // Only when the launcher is the collector; else the spans are elsewhere.
+                if board.collector().is_none()
+                    && let Some(id) = board.traces.wait_for_root("CartService/Checkout").await
+                {
+                    println!("mesh: the checkout's trace: http://{dashboard_addr}/#traces/{id}");
+                }
+            }
             Some(Err(e)) => eprintln!("mesh: the demo failed: {e:#}"),
             None => {
                 stop_everything(&mut supervisor, &apps, &sidecars).await;
@@ -143,6 +163,7 @@ pub async fn up(args: UpArgs) -> Result<()> {
                     match edited {
                         Ok(edited) => {
                             rescale(&mut supervisor, &programs, &config, &edited, &config_path, &data_dir).await;
+                            board.set_config(&edited);
                             config = edited;
                         }
                         Err(e) => eprintln!("mesh: ignoring the edited config: {e}"),
@@ -282,7 +303,7 @@ async fn rescale(
 /// How a sidecar's app is named in logs and the table: the service's name
 /// for replica 0, with the replica's index for the others (stable when a
 /// service is scaled up or down).
-fn workload_label(spec: &SidecarSpec<'_>) -> String {
+pub(crate) fn workload_label(spec: &SidecarSpec<'_>) -> String {
     match spec.replica {
         0 => spec.name.to_string(),
         r => format!("{}-{r}", spec.name),
@@ -307,7 +328,7 @@ fn sidecar_processes(config: &MeshConfig, config_path: &Path, programs: &Program
                     spec.replica.to_string(),
                 ])
                 .collect(),
-            env: Vec::new(),
+            env: programs.env.clone(),
             workdir: None,
         })
         .collect()
@@ -322,17 +343,20 @@ fn app_processes(config: &MeshConfig, data_dir: &Path, programs: &Programs) -> V
         .sidecars()
         .filter_map(|spec| {
             let (service, app) = (spec.service?, spec.app?);
-            let mut env: Vec<(String, String)> = [
-                (app_env::SERVICE, spec.name.to_string()),
-                (app_env::REPLICA, spec.replica.to_string()),
-                (app_env::LISTEN, app.to_string()),
-                (app_env::OUTBOUND, spec.outbound.to_string()),
-                (app_env::DATA_DIR, data_dir.display().to_string()),
-                ("OTEL_SERVICE_NAME", spec.name.to_string()),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect();
+            // The launcher's own (where spans go), then where the app
+            // stands, then what mesh.toml sets for it.
+            let mut env = programs.env.clone();
+            env.extend(
+                [
+                    (app_env::SERVICE, spec.name.to_string()),
+                    (app_env::REPLICA, spec.replica.to_string()),
+                    (app_env::LISTEN, app.to_string()),
+                    (app_env::OUTBOUND, spec.outbound.to_string()),
+                    (app_env::DATA_DIR, data_dir.display().to_string()),
+                    ("OTEL_SERVICE_NAME", spec.name.to_string()),
+                ]
+                .map(|(k, v)| (k.to_string(), v)),
+            );
             env.extend(service.env.iter().map(|(k, v)| (k.clone(), v.clone())));
             let (program, args) = match service.command.split_first() {
                 Some((program, args)) => (user_program(program, service.workdir.as_deref()), args.to_vec()),
