@@ -256,10 +256,11 @@ mod tests {
         use meshwork_service_kit::testing::TestServer;
 
         let dir = tempfile::tempdir().unwrap();
+        let (listener, addr) = TestServer::listener().await.unwrap();
         let routes = tonic::service::Routes::new(meshwork_users::service(dir.path()).await.unwrap())
             .add_service(meshwork_catalog::service(dir.path()).await.unwrap())
-            .add_service(meshwork_payments::service(dir.path()).await.unwrap());
-        let mesh = TestServer::start(routes, &[]).await.unwrap();
+            .add_service(meshwork_payments::service(dir.path(), addr).await.unwrap());
+        let mesh = TestServer::start_on(listener, routes, &[]).unwrap();
         let peers = Peers::new(mesh.channel());
         let store = Store::open(&dir.path().join("cart.db")).await.unwrap();
         let md = MetadataMap::new();

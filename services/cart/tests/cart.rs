@@ -8,8 +8,10 @@ use meshwork_proto::{
     cart::{
         AddItemRequest, CheckoutRequest, GetCartRequest, RemoveItemRequest, cart_service_client::CartServiceClient,
     },
-    catalog::{BatchGetProductsRequest, UpdateProductRequest, catalog_service_client::CatalogServiceClient},
-    payments::{ListOrdersRequest, OrderStatus, payment_service_client::PaymentServiceClient},
+    catalog::{
+        BatchGetProductsRequest, GetProductRequest, UpdateProductRequest, catalog_service_client::CatalogServiceClient,
+    },
+    payments::{ListOrdersRequest, OrderStatus, RefundRequest, payment_service_client::PaymentServiceClient},
     users::{RegisterRequest, user_service_client::UserServiceClient},
 };
 use meshwork_service_kit::testing::TestServer;
@@ -26,10 +28,13 @@ struct Mesh {
 
 async fn start() -> Mesh {
     let dir = tempfile::tempdir().expect("tempdir");
+    // Payments' sidecar is the same server: a refund calls the catalog there.
+    let (listener, addr) = TestServer::listener().await.expect("listener");
     let routes = Routes::new(meshwork_users::service(dir.path()).await.expect("users"))
         .add_service(meshwork_catalog::service(dir.path()).await.expect("catalog"))
-        .add_service(meshwork_payments::service(dir.path()).await.expect("payments"));
-    let peers = TestServer::start(
+        .add_service(meshwork_payments::service(dir.path(), addr).await.expect("payments"));
+    let peers = TestServer::start_on(
+        listener,
         routes,
         &[
             meshwork_users::GRPC_SERVICE,
@@ -37,7 +42,6 @@ async fn start() -> Mesh {
             meshwork_payments::GRPC_SERVICE,
         ],
     )
-    .await
     .expect("peer server");
     let cart = cart_server(dir.path(), peers.addr).await;
     let channel = peers.channel();
@@ -175,6 +179,27 @@ async fn a_full_checkout_through_the_mesh() {
         .await
         .expect("orders");
     assert_eq!(orders.into_inner().orders, std::slice::from_ref(&order));
+
+    // The checkout took the two units left; a refund puts them back, once.
+    let scale_stock = |mut catalog: CatalogServiceClient<Channel>| async move {
+        let request = GetProductRequest {
+            product_id: "kitchen-scale".into(),
+        };
+        catalog.get_product(request).await.expect("get").into_inner().stock
+    };
+    assert_eq!(scale_stock(mesh.catalog.clone()).await, 0);
+    for _ in 0..2 {
+        let refunded = mesh
+            .payments
+            .refund(RefundRequest {
+                order_id: order.id.clone(),
+            })
+            .await
+            .expect("refund")
+            .into_inner();
+        assert_eq!(refunded.status, OrderStatus::Refunded as i32);
+        assert_eq!(scale_stock(mesh.catalog.clone()).await, 2);
+    }
 
     // Nothing changed since: the cart is empty, so no second order.
     let err = mesh.checkout(&user).await.expect_err("second checkout");
