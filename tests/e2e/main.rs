@@ -6,6 +6,7 @@ mod mesh_cli;
 mod metrics;
 mod mtls;
 mod retries;
+mod shop_books;
 mod shop_resilience;
 mod sidecar_pair;
 mod support;
