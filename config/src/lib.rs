@@ -10,6 +10,6 @@ mod policy;
 mod stamp;
 
 pub use error::ConfigError;
-pub use model::{AllowRule, Client, MeshConfig, Replica, Service, SidecarSpec, spiffe_id};
+pub use model::{AllowRule, Client, MeshConfig, Replica, Restart, Service, SidecarSpec, spiffe_id};
 pub use policy::{Abort, Delay, Fault, GrpcCode, MethodPolicy, RetryPolicy, Telemetry, method_matches};
 pub use stamp::FileStamp;

@@ -68,6 +68,22 @@ pub struct Service {
     /// Faults injected into calls to this service.
     #[serde(default)]
     pub faults: Vec<Fault>,
+    /// When `mesh up` starts this service's app or sidecar again after it ended.
+    #[serde(default)]
+    pub restart: Restart,
+}
+
+/// A restart policy, as Kubernetes' `restartPolicy` and process supervisors
+/// have it. The default is Kubernetes': always.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Restart {
+    /// Whatever way it ended.
+    #[default]
+    Always,
+    /// Only when it failed: a non-zero status or a signal.
+    OnFailure,
+    Never,
 }
 
 fn one() -> u16 {

@@ -256,3 +256,20 @@ fn a_loaded_config_remembers_the_version_it_was_read_from() {
     // Text parsed without a file has no version to compare with.
     assert!(!parse(VALID).expect("valid").source_stamp.is_known());
 }
+
+#[test]
+fn restart_policy_defaults_to_always_and_a_bad_one_is_refused() {
+    let config = parse(VALID).expect("valid");
+    assert_eq!(config.services["payments"].restart, meshwork_config::Restart::Always);
+    let with = |value: &str| {
+        VALID.replace(
+            "[services.payments]\n",
+            &format!("[services.payments]\nrestart = \"{value}\"\n"),
+        )
+    };
+    let config = parse(&with("on-failure")).expect("on-failure");
+    assert_eq!(config.services["payments"].restart, meshwork_config::Restart::OnFailure);
+    let (key, message) = refused(&with("sometimes"));
+    assert_eq!(key, "services.payments.restart", "{message}");
+    assert!(message.contains("unknown variant `sometimes`"), "{message}");
+}
