@@ -8,6 +8,7 @@ mod mtls;
 mod retries;
 mod shop_books;
 mod shop_resilience;
+mod shop_restarts;
 mod sidecar_pair;
 mod support;
 mod tracing;
