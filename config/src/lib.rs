@@ -10,6 +10,8 @@ mod policy;
 mod stamp;
 
 pub use error::ConfigError;
-pub use model::{AllowRule, Client, ContractSources, MeshConfig, Replica, Service, SidecarSpec, app_env, spiffe_id};
+pub use model::{
+    AllowRule, Client, ContractSources, MeshConfig, Replica, Restart, Service, SidecarSpec, app_env, spiffe_id,
+};
 pub use policy::{Abort, Delay, Fault, GrpcCode, MethodPolicy, RetryPolicy, Telemetry, method_matches};
 pub use stamp::FileStamp;

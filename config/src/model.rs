@@ -100,6 +100,9 @@ pub struct Service {
     /// compiled into Meshwork, if they define its `grpc_services`.
     #[serde(default)]
     pub contracts: Option<ContractSources>,
+    /// When `mesh up` starts this service's app or sidecar again after it ended.
+    #[serde(default)]
+    pub restart: Restart,
 }
 
 /// The sources of a service's contracts (`[services.X.contracts]`): encoded
@@ -127,6 +130,19 @@ impl ContractSources {
     pub fn files(&self) -> impl Iterator<Item = &PathBuf> {
         self.descriptor_sets.iter().chain(&self.protos)
     }
+}
+
+/// A restart policy, as Kubernetes' `restartPolicy` and process supervisors
+/// have it. The default is Kubernetes': always.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Restart {
+    /// Whatever way it ended.
+    #[default]
+    Always,
+    /// Only when it failed: a non-zero status or a signal.
+    OnFailure,
+    Never,
 }
 
 fn one() -> u16 {

@@ -256,3 +256,45 @@ fn a_loaded_config_remembers_the_version_it_was_read_from() {
     // Text parsed without a file has no version to compare with.
     assert!(!parse(VALID).expect("valid").source_stamp.is_known());
 }
+
+#[test]
+fn restart_policy_defaults_to_always_and_a_bad_one_is_refused() {
+    let config = parse(VALID).expect("valid");
+    assert_eq!(config.services["payments"].restart, meshwork_config::Restart::Always);
+    let with = |value: &str| {
+        VALID.replace(
+            "[services.payments]\n",
+            &format!("[services.payments]\nrestart = \"{value}\"\n"),
+        )
+    };
+    let config = parse(&with("on-failure")).expect("on-failure");
+    assert_eq!(config.services["payments"].restart, meshwork_config::Restart::OnFailure);
+    let (key, message) = refused(&with("sometimes"));
+    assert_eq!(key, "services.payments.restart", "{message}");
+    assert!(message.contains("unknown variant `sometimes`"), "{message}");
+}
+
+/// The polyglot example repeats the shop's services: they must stay the
+/// repository's, so the example never runs an older shop.
+#[test]
+fn the_polyglot_example_runs_the_repositorys_shop() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let shop = MeshConfig::load(&root.join("mesh.toml")).expect("mesh.toml");
+    let polyglot = MeshConfig::load(&root.join("examples/polyglot/mesh.toml")).expect("the example's mesh.toml");
+    for (name, service) in &shop.services {
+        let theirs = polyglot
+            .services
+            .get(name)
+            .unwrap_or_else(|| panic!("the example lacks {name}"));
+        let mut ours = service.clone();
+        // Each file's apps start in its own folder.
+        ours.workdir = theirs.workdir.clone();
+        // The example may let its own services call the shop's.
+        ours.allow = theirs
+            .allow
+            .clone()
+            .filter(|rules| service.allow.iter().flatten().all(|rule| rules.contains(rule)));
+        assert_eq!(&ours, theirs, "services.{name} differs from the repository's mesh.toml");
+    }
+    assert_eq!(shop.clients, polyglot.clients);
+}

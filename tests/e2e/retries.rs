@@ -117,12 +117,14 @@ async fn a_body_over_the_replay_cap_is_not_replayed() {
     mesh.shutdown().await;
 }
 
-/// A fault aborts every call with UNAVAILABLE; retries stay within the
-/// budget: attempts ≤ calls × (1 + 0.2) + 10 per second of the window.
+/// Every answer is lost after the app handled it (an `after_response`
+/// fault, a real failure and so retryable; a plain injected abort is not
+/// retried at all); retries stay within the budget: attempts ≤ calls ×
+/// (1 + 0.2) + the floor of 10 per second of the window.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_budget_caps_attempts_when_everything_fails() {
     let tables = format!(
-        "{UNARY_IDEMPOTENT}\n[[services.echo.faults]]\nabort = {{ percent = 100.0, status = \"UNAVAILABLE\" }}\n\n[retry]\nbackoff_base = \"1ms\"\nbackoff_max = \"5ms\"\n"
+        "{UNARY_IDEMPOTENT}\n[[services.echo.faults]]\nabort = {{ percent = 100.0, status = \"UNAVAILABLE\", after_response = true }}\n\n[retry]\nbackoff_base = \"1ms\"\nbackoff_max = \"5ms\"\n"
     );
     let mesh = ReplicaMesh::start(2, Policy::tables(&tables)).await;
     let calls = 600u32;
@@ -131,7 +133,7 @@ async fn retry_budget_caps_attempts_when_everything_fails() {
         let mut client = mesh.client().await;
         tasks.spawn(async move {
             for _ in 0..calls / 6 {
-                let status = client.unary(echo(8)).await.expect_err("every call aborted");
+                let status = client.unary(echo(8)).await.expect_err("every answer lost");
                 assert_eq!(status.code(), Code::Unavailable);
             }
         });
@@ -155,6 +157,25 @@ async fn retry_budget_caps_attempts_when_everything_fails() {
         "the budget allows ~20 %: {retries}"
     );
     assert!(refused > 0.0);
+    assert_eq!(mesh.total_calls() as f64, attempts, "every attempt reached an app");
+    mesh.shutdown().await;
+}
+
+/// An injected abort stands in for the upstream's answer (as in Istio): an
+/// idempotent call is not retried, so the budget is not spent on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_injected_abort_is_not_retried() {
+    let tables = format!(
+        "{UNARY_IDEMPOTENT}\n[[services.echo.faults]]\nabort = {{ percent = 100.0, status = \"UNAVAILABLE\" }}\n"
+    );
+    let mesh = ReplicaMesh::start(2, Policy::tables(&tables)).await;
+    let mut client = mesh.client().await;
+    for _ in 0..20 {
+        let status = client.unary(echo(8)).await.expect_err("aborted");
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+        assert!(status.message().contains("aborted"), "{status:?}");
+    }
+    assert_eq!(mesh.caller_metric(RETRIES).await, 0.0, "no retries");
     assert_eq!(mesh.total_calls(), 0, "aborted before reaching any app");
     mesh.shutdown().await;
 }

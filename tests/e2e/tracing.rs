@@ -18,7 +18,7 @@ const CHECKOUT: &str = "shop.cart.v1.CartService/Checkout";
 /// What cart calls while checking out, by service.
 const CHECKOUT_CALLS: [(&str, &str); 3] = [
     ("users", "shop.users.v1.UserService/GetUser"),
-    ("catalog", "shop.catalog.v1.CatalogService/BatchGetProducts"),
+    ("catalog", "shop.catalog.v1.CatalogService/ReserveStock"),
     ("payments", "shop.payments.v1.PaymentService/Charge"),
 ];
 

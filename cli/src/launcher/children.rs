@@ -1,7 +1,16 @@
 //! The launcher's child processes: started with their output prefixed by
-//! their name, watched for exit, and stopped in order with a grace period.
+//! their name, watched for exit, started again after they end (by their
+//! service's restart policy, with exponential backoff, up to a limit), and
+//! stopped in order with a grace period.
 
-use std::{collections::HashMap, path::PathBuf, process::ExitStatus, time::Duration};
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    process::ExitStatus,
+    time::{Duration, Instant},
+};
+
+use meshwork_config::Restart;
 
 use anyhow::{Context, Result};
 use nix::{
@@ -52,27 +61,62 @@ impl Exit {
     }
 }
 
+/// First wait before a restart; it doubles with each restart in a row.
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// Restarts in a row (each run shorter than [`STABLE_RUN`]) before giving up.
+pub const MAX_RESTARTS: u32 = 8;
+/// A run this long counts as healthy: the next failure starts the count anew.
+const STABLE_RUN: Duration = Duration::from_secs(60);
+
+/// What the supervisor knows of a process it may have to start again.
+struct Known {
+    spec: ProcessSpec,
+    started: Instant,
+    /// Restarts in a row so far.
+    restarts: u32,
+}
+
+/// What [`Supervisor::next_event`] saw.
+pub enum Event {
+    Exited(Exit),
+    /// This process's backoff is over: [`Supervisor::respawn`] it.
+    Due(String),
+}
+
 /// Every process the launcher started and has not seen end.
 pub struct Supervisor {
     running: HashMap<String, u32>,
+    /// Processes started and not deliberately stopped, by label.
+    known: HashMap<String, Known>,
     exits_tx: mpsc::Sender<Exit>,
     exits_rx: mpsc::Receiver<Exit>,
+    /// Labels whose backoff is over, sent by a timer task.
+    due_tx: mpsc::Sender<String>,
+    due_rx: mpsc::Receiver<String>,
     /// Width of the name column in prefixed log lines.
     label_width: usize,
     /// Told of every spawn and exit, for the dashboard's workloads table.
     board: Option<crate::dashboard::Board>,
+    /// The first wait before a restart ([`FIRST_BACKOFF`]; shorter in tests).
+    first_backoff: Duration,
 }
 
 impl Supervisor {
     pub fn new(label_width: usize) -> Self {
         // One slot per possible child is plenty: each sends exactly once.
         let (exits_tx, exits_rx) = mpsc::channel(64);
+        let (due_tx, due_rx) = mpsc::channel(64);
         Supervisor {
             running: HashMap::new(),
+            known: HashMap::new(),
             exits_tx,
             exits_rx,
+            due_tx,
+            due_rx,
             label_width,
             board: None,
+            first_backoff: FIRST_BACKOFF,
         }
     }
 
@@ -130,7 +174,111 @@ impl Supervisor {
         if let Some(board) = &self.board {
             board.started(name, pid);
         }
+        let restarts = self.known.get(name).map_or(0, |k| k.restarts);
+        self.known.insert(
+            name.to_string(),
+            Known {
+                spec: spec.clone(),
+                started: Instant::now(),
+                restarts,
+            },
+        );
         Ok(pid)
+    }
+
+    /// Decides, by `policy`, whether the process that made `exit` is started
+    /// again, and if so schedules it after its backoff (see [`next_event`]).
+    /// Logs the exit status, the attempt and the wait, or why not.
+    ///
+    /// [`next_event`]: Self::next_event
+    pub fn restart_later(&mut self, exit: &Exit, policy: Restart) {
+        let failed = !matches!(&exit.status, Ok(s) if s.success());
+        let wanted = match policy {
+            Restart::Always => true,
+            Restart::OnFailure => failed,
+            Restart::Never => false,
+        };
+        let Some(known) = self.known.get_mut(&exit.name) else {
+            return;
+        };
+        if !wanted {
+            eprintln!(
+                "mesh: {} {}; not restarting it (restart = {policy:?})",
+                exit.name,
+                exit.describe()
+            );
+            self.known.remove(&exit.name);
+            return;
+        }
+        if known.started.elapsed() >= STABLE_RUN {
+            known.restarts = 0;
+        }
+        if known.restarts >= MAX_RESTARTS {
+            eprintln!(
+                "mesh: {} {}; giving up on it after {MAX_RESTARTS} restarts in a row",
+                exit.name,
+                exit.describe()
+            );
+            self.known.remove(&exit.name);
+            return;
+        }
+        known.restarts += 1;
+        let wait = backoff(self.first_backoff, known.restarts);
+        eprintln!(
+            "mesh: {} {}; restarting it in {wait:?} (attempt {} of {MAX_RESTARTS})",
+            exit.name,
+            exit.describe(),
+            known.restarts
+        );
+        let due = self.due_tx.clone();
+        let name = exit.name.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            let _ = due.send(name).await;
+        });
+    }
+
+    /// The next child to end or restart to make, whichever comes first.
+    pub async fn next_event(&mut self) -> Event {
+        loop {
+            tokio::select! {
+                Some(name) = self.due_rx.recv() => return Event::Due(name),
+                Some(exit) = self.exits_rx.recv(), if !self.running.is_empty() => {
+                    if self.running.remove(&exit.name).is_some() {
+                        return Event::Exited(exit);
+                    }
+                }
+                // Never: the due sender lives in `self`.
+                else => return std::future::pending().await,
+            }
+        }
+    }
+
+    /// Starts `name` again from its spec, unless it was stopped meanwhile or is running.
+    pub fn respawn(&mut self, name: &str) {
+        if self.running.contains_key(name) {
+            return;
+        }
+        let Some(spec) = self.known.get(name).map(|k| k.spec.clone()) else {
+            return;
+        };
+        match self.spawn(&spec) {
+            Ok(pid) => println!("mesh: restarted {name} (pid {pid})"),
+            Err(e) => {
+                // Reported like an exit, so the backoff and the limit apply.
+                eprintln!("mesh: cannot restart {name}: {e:#}");
+                let exit = Exit {
+                    name: name.to_string(),
+                    status: Err(std::io::Error::other("could not be started")),
+                };
+                self.restart_later(&exit, Restart::Always);
+            }
+        }
+    }
+
+    /// Whether a restart is pending for some process.
+    pub fn restarting(&self) -> bool {
+        self.known.keys().any(|name| !self.running.contains_key(name))
     }
 
     /// The next child to end. Pending forever when none is running.
@@ -162,6 +310,10 @@ impl Supervisor {
             .filter(|n| self.running.contains_key(*n))
             .cloned()
             .collect();
+        // Stopped on purpose: never started again, even if a restart was pending.
+        for name in names {
+            self.known.remove(name);
+        }
         for name in &targets {
             self.signal(name, Signal::SIGTERM);
         }
@@ -193,6 +345,13 @@ impl Supervisor {
     }
 }
 
+/// The wait before restart number `n` (from 1): doubling from `first`, capped.
+fn backoff(first: Duration, n: u32) -> Duration {
+    first
+        .saturating_mul(1u32 << n.saturating_sub(1).min(16))
+        .min(MAX_BACKOFF)
+}
+
 fn report_unclean(exit: &Exit) {
     if !matches!(&exit.status, Ok(s) if s.success()) {
         eprintln!("mesh: {} {}", exit.name, exit.describe());
@@ -205,5 +364,75 @@ async fn forward_lines(stream: impl AsyncRead + Unpin, label: String) {
     while let Ok(Some(line)) = lines.next_line().await {
         crate::dashboard::logs::record(&label, &line);
         println!("{label} {line}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap() {
+        assert_eq!(backoff(FIRST_BACKOFF, 1), Duration::from_millis(200));
+        assert_eq!(backoff(FIRST_BACKOFF, 2), Duration::from_millis(400));
+        assert_eq!(backoff(FIRST_BACKOFF, 4), Duration::from_millis(1600));
+        assert_eq!(backoff(FIRST_BACKOFF, 8), MAX_BACKOFF);
+        assert_eq!(backoff(FIRST_BACKOFF, u32::MAX), MAX_BACKOFF);
+    }
+
+    fn sh(label: &str, script: &str) -> ProcessSpec {
+        ProcessSpec {
+            label: label.into(),
+            program: "/bin/sh".into(),
+            args: vec!["-c".into(), script.into()],
+            env: Vec::new(),
+            workdir: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_process_is_restarted_until_the_limit_and_policies_are_followed() {
+        let mut supervisor = Supervisor::new(4);
+        supervisor.first_backoff = Duration::from_millis(1);
+        supervisor.spawn(&sh("fail", "exit 3")).expect("spawn");
+        let mut restarts = 0;
+        let began = Instant::now();
+        loop {
+            let exit = supervisor.next_exit().await;
+            assert_eq!(exit.describe(), "exited with status 3");
+            supervisor.restart_later(&exit, Restart::OnFailure);
+            if !supervisor.restarting() {
+                break;
+            }
+            let Event::Due(name) = supervisor.next_event().await else {
+                panic!("nothing runs, so the next event is the restart");
+            };
+            supervisor.respawn(&name);
+            restarts += 1;
+        }
+        assert_eq!(restarts, MAX_RESTARTS, "gave up after the limit");
+        let waits: Duration = (1..=MAX_RESTARTS).map(|n| backoff(Duration::from_millis(1), n)).sum();
+        assert!(
+            began.elapsed() >= waits,
+            "{:?} < {waits:?}: the backoff was waited",
+            began.elapsed()
+        );
+
+        // A clean exit is restarted only under `always`.
+        supervisor.spawn(&sh("ok", "exit 0")).expect("spawn");
+        let exit = supervisor.next_exit().await;
+        supervisor.restart_later(&exit, Restart::OnFailure);
+        assert!(!supervisor.restarting());
+        supervisor.spawn(&sh("ok", "exit 0")).expect("spawn");
+        let exit = supervisor.next_exit().await;
+        supervisor.restart_later(&exit, Restart::Always);
+        assert!(supervisor.restarting());
+        // Stopped on purpose while its restart is pending: it stays stopped.
+        supervisor.stop(&["ok".to_string()], Duration::from_secs(1)).await;
+        let Event::Due(name) = supervisor.next_event().await else {
+            panic!("the pending restart comes due");
+        };
+        supervisor.respawn(&name);
+        assert!(supervisor.is_empty(), "not started again");
     }
 }

@@ -18,7 +18,7 @@ use anyhow::{Context, Result, bail};
 use meshwork_config::{FileStamp, MeshConfig, SidecarSpec, app_env};
 
 use crate::{certs, dashboard, demo, serve, signals};
-use children::{ProcessSpec as Process, Supervisor};
+use children::{Event, ProcessSpec as Process, Supervisor};
 use probe::AdminProbe;
 
 #[derive(clap::Args)]
@@ -151,12 +151,15 @@ pub async fn up(args: UpArgs) -> Result<()> {
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
-            exit = supervisor.next_exit() => {
-                eprintln!("mesh: {} {}", exit.name, exit.describe());
-                if supervisor.is_empty() {
-                    bail!("every process of the mesh has ended");
+            event = supervisor.next_event() => match event {
+                Event::Exited(exit) => {
+                    supervisor.restart_later(&exit, restart_policy(&config, &exit.name));
+                    if supervisor.is_empty() && !supervisor.restarting() {
+                        bail!("every process of the mesh has ended");
+                    }
                 }
-            }
+                Event::Due(name) => supervisor.respawn(&name),
+            },
             _ = renewal.tick() => renew(&config).await,
             _ = watch.tick() => {
                 if let Some(edited) = watch.reload() {
@@ -179,6 +182,18 @@ pub async fn up(args: UpArgs) -> Result<()> {
     );
     stop_everything(&mut supervisor, &apps, &sidecars).await;
     Ok(())
+}
+
+/// The restart policy of the service a process label (`cart`, `cart-1`,
+/// `cart-1-proxy`) belongs to; `always` for one no longer in the config.
+fn restart_policy(config: &MeshConfig, label: &str) -> meshwork_config::Restart {
+    let workload = label.strip_suffix("-proxy").unwrap_or(label);
+    let service = config.services.get(workload).or_else(|| {
+        let (name, replica) = workload.rsplit_once('-')?;
+        replica.parse::<u16>().ok()?;
+        config.services.get(name)
+    });
+    service.map(|s| s.restart).unwrap_or_default()
 }
 
 /// Stops every process on a SIGTERM or Ctrl-C, saying so.

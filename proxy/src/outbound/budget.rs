@@ -1,8 +1,12 @@
-//! The retry budget of one destination: retries may add at most `ratio` of
-//! the calls made over the last ten seconds, plus a floor of
-//! `min_per_second` for each second of that window (so a quiet destination
-//! can still retry). A failing destination thus sees at most
-//! `(1 + ratio)` times its traffic plus the floor, never a retry storm.
+//! The retry budget of one destination, over a sliding window of the last ten
+//! whole seconds: the retries in the window may be at most `ratio` of the
+//! calls in it plus a floor of `min_per_second` × the window's length (the
+//! seconds since the budget was made, up to ten), so a quiet destination can
+//! still retry. The floor is for the whole window, not a refill per second: a
+//! burst may spend all of it at once (100 retries with the default 10/s), and
+//! then waits for old seconds to leave the window. A failing destination thus
+//! sees at most `(1 + ratio)` times its traffic plus 10 × `min_per_second` in
+//! any ten seconds, never a retry storm.
 //!
 //! Lock-free: ten one-second slots of atomic counters. tower's `TpsBudget`
 //! does the same arithmetic but takes a mutex on every call, and the budget
@@ -162,5 +166,27 @@ mod tests {
         }
         assert!(granted <= 200 + 100, "{granted}");
         assert!(granted >= 200, "{granted}");
+    }
+
+    #[test]
+    fn every_ten_second_window_holds_the_ratio_plus_the_windows_floor() {
+        // 100 calls a second for 30 s, each asking for one retry; granted
+        // retries are counted per second, then summed over every window.
+        let b = RetryBudget::new(0.2, 10);
+        let mut per_second = [0u32; 30];
+        for ms in (0..30_000u64).step_by(10) {
+            b.deposit_at(at(ms));
+            if b.withdraw_at(at(ms)) {
+                per_second[(ms / 1000) as usize] += 1;
+            }
+        }
+        for end in 10..=30 {
+            let window: u32 = per_second[end - 10..end].iter().sum();
+            // 20 % of 1000 calls, plus 10 × 10 s of floor.
+            assert!(window <= 200 + 100, "seconds {}..{end}: {window}", end - 10);
+        }
+        // Once the floor is spent, the steady state is the ratio alone.
+        let last: u32 = per_second[20..].iter().sum();
+        assert!((190..=300).contains(&last), "{last}");
     }
 }

@@ -2,9 +2,12 @@
 //! mesh.toml: delay a share of calls, and abort a share with a status,
 //! either before the call reaches the service or (`after_response`) after
 //! the service answered, dropping its answer the way a lost response looks.
-//! It sits below the retry layer, so retries and the budget see injected
-//! faults like real ones, and below the deadline, which still applies to a
-//! delay. The dice are the thread's own RNG: no lock.
+//! It sits below the retry layer and below the deadline, which still applies
+//! to a delay. As in Istio, an abort stands in for the upstream's answer, so it
+//! is marked [`Injected`] and the retry layer never retries it; an
+//! `after_response` fault is a real failure upstream (the call was handled, the
+//! answer lost) and stays retryable like one. The dice are the thread's own
+//! RNG: no lock.
 
 use std::{
     convert::Infallible,
@@ -21,6 +24,10 @@ use tower::{Layer, Service, ServiceExt};
 
 use super::policy::PolicyHandle;
 use crate::{body::ProxyBody, grpc::status};
+
+/// Marks an injected abort's response: the answer, never retried.
+#[derive(Debug, Clone, Copy)]
+pub struct Injected;
 
 #[derive(Clone)]
 pub struct FaultLayer {
@@ -116,7 +123,9 @@ where
                 return Ok(status::response_for(abort.status, &message));
             }
             let message = format!("fault injected: call to {destination} aborted ({})", abort.status);
-            Ok(status::response_for(abort.status, &message))
+            let mut rsp = status::response_for(abort.status, &message);
+            rsp.extensions_mut().insert(Injected);
+            Ok(rsp)
         }))
     }
 }

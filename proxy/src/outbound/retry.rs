@@ -38,6 +38,7 @@ use super::{
     balance::Exclude,
     budget::RetryBudget,
     deadline::{Deadline, Deadlined, GRPC_TIMEOUT, encode_timeout},
+    fault::Injected,
     metrics::RetryCounters,
     policy::{DestinationPolicy, PolicyHandle},
     replay::{ReadAhead, ReplayBody, read_ahead},
@@ -245,7 +246,7 @@ enum Judged {
 /// most calls (those that cannot be retried on their status, and
 /// trailers-only answers) without waiting or allocating.
 fn judge(rsp: Response<ProxyBody>, policy: &DestinationPolicy, method: Method, last: bool) -> Judged {
-    let verdict = if last {
+    let verdict = if last || rsp.extensions().get::<Injected>().is_some() {
         Verdict::Answer(rsp)
     } else if rsp.headers().contains_key(NOT_PROCESSED) {
         Verdict::Retry(rsp)

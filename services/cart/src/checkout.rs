@@ -1,18 +1,23 @@
-//! Checkout, the one real flow through the mesh: cart -> users (does the buyer exist)
-//! -> catalog (current prices and stock, one batch call) -> payments (charge with a key
-//! derived from the cart's exact contents) -> take the charged items out of the cart.
+//! Checkout, the one real flow through the mesh, as a saga across catalog and
+//! payments: cart -> users (does the buyer exist) -> catalog (reserve the units,
+//! which answers with current prices) -> payments (charge with a key derived from
+//! the cart's exact contents) -> catalog (confirm the reservation) -> take the
+//! charged items out of the cart. A charge that surely failed releases the
+//! reservation (compensation); one whose outcome is unknown (the answer was lost)
+//! leaves it held for a retry to confirm, and the catalog releases it by itself
+//! when its hold runs out.
 //!
 //! Retrying is safe: until the cart is settled its (cart id, version) is unchanged, so
-//! a retried checkout sends the same idempotency key and payments replays the first
-//! charge instead of charging again.
+//! a retried checkout sends the same idempotency key, the catalog replays the
+//! reservation and payments replays the first charge instead of charging again.
 
 use meshwork_proto::{
-    catalog::Product,
+    catalog::{Product, StockItem},
     common::Money,
     payments::{ChargeRequest, Order, OrderLine},
 };
 use sha2::{Digest, Sha256};
-use tonic::{Status, metadata::MetadataMap};
+use tonic::{Code, Status, metadata::MetadataMap};
 
 use crate::{
     Error,
@@ -25,11 +30,30 @@ pub async fn checkout(store: &Store, peers: &Peers, inbound: &MetadataMap, user_
     if cart.items.is_empty() {
         return Err(Error::EmptyCart);
     }
-    peers.user(inbound, &user_id).await?;
-    let ids = cart.items.iter().map(|i| i.product_id.clone()).collect();
-    let products = peers.products(inbound, ids).await?;
-    let charge = charge_request(&cart, &products)?;
-    let response = peers.charge(inbound, charge).await?;
+    peers.user(inbound, &user_id, "checkout").await?;
+    let key = idempotency_key(&cart);
+    let items = cart
+        .items
+        .iter()
+        .map(|i| StockItem {
+            product_id: i.product_id.clone(),
+            quantity: i.quantity,
+        })
+        .collect();
+    let products = peers.reserve(inbound, &key, items).await?;
+    let charged = match charge_request(&cart, &key, &products) {
+        Ok(charge) => peers.charge(inbound, charge).await,
+        Err(e) => Err(e),
+    };
+    let response = match charged {
+        Ok(response) => response,
+        Err(e) => {
+            if surely_not_charged(&e) {
+                compensate(peers, inbound, &key, &e).await;
+            }
+            return Err(e);
+        }
+    };
     let order = response.order.ok_or_else(|| Error::Peer {
         step: "checkout: charging through payments".into(),
         status: Status::internal("payments answered without an order"),
@@ -37,9 +61,43 @@ pub async fn checkout(store: &Store, peers: &Peers, inbound: &MetadataMap, user_
     if response.replayed {
         tracing::info!(order_id = %order.id, "checkout retried; payments replayed the first charge");
     }
+    peers.confirm(inbound, &key).await?;
     store.settle(user_id, cart.items).await?;
     tracing::info!(order_id = %order.id, "checked out");
     Ok(order)
+}
+
+/// Whether the charge step's error means no charge was made: refused by payments,
+/// or never sent. A lost answer (UNAVAILABLE, DEADLINE_EXCEEDED, ...) may hide a
+/// committed charge, so its reservation must stay for a retry to confirm.
+fn surely_not_charged(e: &Error) -> bool {
+    match e {
+        Error::Peer { status, .. } => matches!(
+            status.code(),
+            Code::InvalidArgument
+                | Code::FailedPrecondition
+                | Code::AlreadyExists
+                | Code::PermissionDenied
+                | Code::Unauthenticated
+                | Code::NotFound
+                | Code::OutOfRange
+                | Code::ResourceExhausted
+        ),
+        _ => true,
+    }
+}
+
+/// Releases the reservation after a failed charge; if even that fails, the hold
+/// running out releases it, so the failure is logged, not returned.
+async fn compensate(peers: &Peers, inbound: &MetadataMap, key: &str, why: &Error) {
+    match peers.release(inbound, key).await {
+        Ok(()) => tracing::info!(reason = %why, "charge failed; stock reservation released"),
+        Err(e) => tracing::warn!(
+            reason = %why,
+            error = %e,
+            "charge failed and the stock reservation could not be released; it expires by itself"
+        ),
+    }
 }
 
 /// The idempotency key of a checkout of exactly this cart: sha256 (hex) of the user,
@@ -53,9 +111,9 @@ pub fn idempotency_key(cart: &CartRow) -> String {
     hex::encode(Sha256::digest(material.as_bytes()))
 }
 
-/// Prices the cart with the catalog's answer (one product per item, same order) and
-/// checks stock; FAILED_PRECONDITION names the product that is short.
-fn charge_request(cart: &CartRow, products: &[Product]) -> Result<ChargeRequest, Error> {
+/// Prices the cart with the catalog's answer to the reservation (one product per
+/// item, same order; the stock is already held, so it is not checked here).
+fn charge_request(cart: &CartRow, key: &str, products: &[Product]) -> Result<ChargeRequest, Error> {
     let catalog_error = |why: String| Error::Peer {
         step: "checkout: pricing the cart with the catalog".into(),
         status: Status::internal(why),
@@ -81,12 +139,6 @@ fn charge_request(cart: &CartRow, products: &[Product]) -> Result<ChargeRequest,
             .price
             .as_ref()
             .ok_or_else(|| catalog_error(format!("no price for '{}'", product.id)))?;
-        if product.stock < item.quantity {
-            return Err(Error::Precondition(format!(
-                "not enough stock of '{}' ({}): {} wanted, {} left",
-                product.name, product.id, item.quantity, product.stock
-            )));
-        }
         match currency {
             None => currency = Some(&price.currency_code),
             Some(c) if c != price.currency_code => {
@@ -110,7 +162,7 @@ fn charge_request(cart: &CartRow, products: &[Product]) -> Result<ChargeRequest,
         });
     }
     Ok(ChargeRequest {
-        idempotency_key: idempotency_key(cart),
+        idempotency_key: key.to_owned(),
         user_id: cart.user_id.clone(),
         lines,
         total: Some(Money {
@@ -167,8 +219,13 @@ mod tests {
     }
 
     #[test]
-    fn prices_and_checks_stock() {
-        let req = charge_request(&cart(1), &[product("a", 250, "USD", 5), product("b", 100, "USD", 1)]).unwrap();
+    fn prices_the_cart() {
+        let req = charge_request(
+            &cart(1),
+            "k",
+            &[product("a", 250, "USD", 5), product("b", 100, "USD", 1)],
+        )
+        .unwrap();
         assert_eq!(
             req.total,
             Some(Money {
@@ -178,17 +235,18 @@ mod tests {
         );
         assert_eq!(req.lines.len(), 2);
 
-        let err = charge_request(&cart(1), &[product("a", 250, "USD", 1), product("b", 100, "USD", 1)]).unwrap_err();
-        assert!(
-            matches!(&err, Error::Precondition(m) if m.contains("'A' (a): 2 wanted, 1 left")),
-            "{err}"
-        );
-        let err = charge_request(&cart(1), &[product("a", 250, "USD", 5), product("b", 100, "EUR", 1)]).unwrap_err();
+        assert_eq!(req.idempotency_key, "k");
+        let err = charge_request(
+            &cart(1),
+            "k",
+            &[product("a", 250, "USD", 5), product("b", 100, "EUR", 1)],
+        )
+        .unwrap_err();
         assert!(
             matches!(&err, Error::Precondition(m) if m.contains("currencies")),
             "{err}"
         );
-        let err = charge_request(&cart(1), &[product("a", 250, "USD", 5)]).unwrap_err();
+        let err = charge_request(&cart(1), "k", &[product("a", 250, "USD", 5)]).unwrap_err();
         assert!(matches!(err, Error::Peer { .. }));
     }
 
@@ -198,10 +256,11 @@ mod tests {
         use meshwork_service_kit::testing::TestServer;
 
         let dir = tempfile::tempdir().unwrap();
+        let (listener, addr) = TestServer::listener().await.unwrap();
         let routes = tonic::service::Routes::new(meshwork_users::service(dir.path()).await.unwrap())
             .add_service(meshwork_catalog::service(dir.path()).await.unwrap())
-            .add_service(meshwork_payments::service(dir.path()).await.unwrap());
-        let mesh = TestServer::start(routes, &[]).await.unwrap();
+            .add_service(meshwork_payments::service(dir.path(), addr).await.unwrap());
+        let mesh = TestServer::start_on(listener, routes, &[]).unwrap();
         let peers = Peers::new(mesh.channel());
         let store = Store::open(&dir.path().join("cart.db")).await.unwrap();
         let md = MetadataMap::new();
@@ -221,9 +280,16 @@ mod tests {
 
         // A first attempt charged, then died before it could settle the cart.
         let cart = store.get(user.clone()).await.unwrap();
-        let products = peers.products(&md, vec!["book-ddia".into()]).await.unwrap();
+        let stock = || async { peers.product(&md, "book-ddia").await.unwrap().stock };
+        let before = stock().await;
+        let key = idempotency_key(&cart);
+        let items = vec![StockItem {
+            product_id: "book-ddia".into(),
+            quantity: 1,
+        }];
+        let products = peers.reserve(&md, &key, items).await.unwrap();
         let first = peers
-            .charge(&md, charge_request(&cart, &products).unwrap())
+            .charge(&md, charge_request(&cart, &key, &products).unwrap())
             .await
             .unwrap();
         assert!(!first.replayed);
@@ -232,6 +298,11 @@ mod tests {
         let order = checkout(&store, &peers, &md, user.clone()).await.unwrap();
         assert_eq!(Some(&order), first.order.as_ref());
         assert!(store.get(user.clone()).await.unwrap().items.is_empty());
+        assert_eq!(
+            stock().await,
+            before - 1,
+            "the reservation was replayed, not made twice"
+        );
         let orders = meshwork_proto::payments::payment_service_client::PaymentServiceClient::new(mesh.channel())
             .list_orders(ListOrdersRequest { user_id: user })
             .await

@@ -93,7 +93,7 @@ impl Store {
     pub async fn add(&self, user_id: String, product_id: String, quantity: i32) -> Result<CartRow, Error> {
         self.db
             .call(move |c| {
-                let tx = c.transaction()?;
+                let tx = db::write(c)?;
                 tx.execute(
                     "INSERT INTO carts (user_id, cart_id, version) VALUES (?1, ?2, 0) ON CONFLICT (user_id) DO NOTHING",
                     params![user_id, uuid::Uuid::new_v4().to_string()],
@@ -131,7 +131,7 @@ impl Store {
     pub async fn remove(&self, user_id: String, product_id: String) -> Result<CartRow, Error> {
         self.db
             .call(move |c| {
-                let tx = c.transaction()?;
+                let tx = db::write(c)?;
                 let removed = tx.execute(
                     "DELETE FROM cart_items WHERE user_id = ?1 AND product_id = ?2",
                     params![user_id, product_id],
@@ -152,7 +152,7 @@ impl Store {
     pub async fn settle(&self, user_id: String, charged: Vec<Item>) -> Result<(), Error> {
         self.db
             .call(move |c| {
-                let tx = c.transaction()?;
+                let tx = db::write(c)?;
                 for item in &charged {
                     let have: Option<i32> = tx
                         .query_row(

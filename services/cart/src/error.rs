@@ -11,6 +11,8 @@ pub enum Error {
     Invalid { field: &'static str, reason: String },
     #[error("unknown product '{0}'")]
     UnknownProduct(String),
+    #[error("unknown user '{0}'")]
+    UnknownUser(String),
     #[error("cart is empty")]
     EmptyCart,
     /// The cart cannot be checked out as it is (stock, currencies).
@@ -38,10 +40,10 @@ impl From<Error> for Status {
     fn from(e: Error) -> Self {
         let code = match &e {
             Error::Invalid { .. } => Code::InvalidArgument,
-            Error::UnknownProduct(_) => Code::NotFound,
+            Error::UnknownProduct(_) | Error::UnknownUser(_) => Code::NotFound,
             Error::EmptyCart | Error::Precondition(_) => Code::FailedPrecondition,
             Error::Peer { status, .. } => status.code(),
-            Error::Db(_) | Error::Closed(_) => return meshwork_service_kit::internal(e),
+            Error::Db(_) | Error::Closed(_) => return meshwork_service_kit::internal(crate::NAME, e),
         };
         Status::new(code, e.to_string())
     }

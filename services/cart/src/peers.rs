@@ -2,7 +2,10 @@
 //! which step failed and keeps the peer's status code.
 
 use meshwork_proto::{
-    catalog::{BatchGetProductsRequest, GetProductRequest, Product, catalog_service_client::CatalogServiceClient},
+    catalog::{
+        GetProductRequest, Product, ReservationRequest, ReserveStockRequest, StockItem,
+        catalog_service_client::CatalogServiceClient,
+    },
     payments::{ChargeRequest, ChargeResponse, payment_service_client::PaymentServiceClient},
     users::{GetUserRequest, User, user_service_client::UserServiceClient},
 };
@@ -48,28 +51,64 @@ impl Peers {
         }
     }
 
-    pub async fn user(&self, inbound: &MetadataMap, user_id: &str) -> Result<User, Error> {
+    /// The user, or [`Error::UnknownUser`] if users does not know them; `step` names
+    /// what asked, for other errors.
+    pub async fn user(&self, inbound: &MetadataMap, user_id: &str, step: &str) -> Result<User, Error> {
         let request = outbound(
             inbound,
             GetUserRequest {
                 user_id: user_id.to_owned(),
             },
         );
-        UserServiceClient::new(self.channel.clone())
-            .get_user(request)
-            .await
-            .map(tonic::Response::into_inner)
-            .map_err(peer(format!("checkout: looking up user '{user_id}'")))
+        match UserServiceClient::new(self.channel.clone()).get_user(request).await {
+            Ok(response) => Ok(response.into_inner()),
+            Err(status) if status.code() == Code::NotFound => Err(Error::UnknownUser(user_id.to_owned())),
+            Err(status) => Err(peer(format!("{step}: looking up user '{user_id}'"))(status)),
+        }
     }
 
-    /// Current prices and stock of `product_ids`, in one call, in the order asked.
-    pub async fn products(&self, inbound: &MetadataMap, product_ids: Vec<String>) -> Result<Vec<Product>, Error> {
-        let request = outbound(inbound, BatchGetProductsRequest { product_ids });
+    /// Saga step 1: holds the cart's units under the checkout's key and answers with
+    /// the products (prices) as they are now.
+    pub async fn reserve(
+        &self,
+        inbound: &MetadataMap,
+        reservation_id: &str,
+        items: Vec<StockItem>,
+    ) -> Result<Vec<Product>, Error> {
+        let request = ReserveStockRequest {
+            reservation_id: reservation_id.to_owned(),
+            items,
+            hold_seconds: 0,
+        };
         CatalogServiceClient::new(self.channel.clone())
-            .batch_get_products(request)
+            .reserve_stock(outbound(inbound, request))
             .await
             .map(|r| r.into_inner().products)
-            .map_err(peer("checkout: pricing the cart with the catalog"))
+            .map_err(peer("checkout: reserving stock with the catalog"))
+    }
+
+    /// Saga step 3, after the charge: the reserved units are sold.
+    pub async fn confirm(&self, inbound: &MetadataMap, reservation_id: &str) -> Result<(), Error> {
+        let request = ReservationRequest {
+            reservation_id: reservation_id.to_owned(),
+        };
+        CatalogServiceClient::new(self.channel.clone())
+            .confirm_reservation(outbound(inbound, request))
+            .await
+            .map(drop)
+            .map_err(peer("checkout: confirming the stock reservation with the catalog"))
+    }
+
+    /// Compensation: the reserved units go back into stock.
+    pub async fn release(&self, inbound: &MetadataMap, reservation_id: &str) -> Result<(), Error> {
+        let request = ReservationRequest {
+            reservation_id: reservation_id.to_owned(),
+        };
+        CatalogServiceClient::new(self.channel.clone())
+            .release_reservation(outbound(inbound, request))
+            .await
+            .map(drop)
+            .map_err(peer("checkout: releasing the stock reservation"))
     }
 
     pub async fn charge(&self, inbound: &MetadataMap, charge: ChargeRequest) -> Result<ChargeResponse, Error> {

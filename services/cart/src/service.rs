@@ -57,6 +57,7 @@ impl CartService for Cart {
         validate::quantity(req.quantity)?;
         validate::required("user_id", &req.user_id)?;
         validate::required("product_id", &req.product_id)?;
+        self.peers.user(&metadata, &req.user_id, "adding to the cart").await?;
         self.peers.product(&metadata, &req.product_id).await?;
         let cart = self.store.add(req.user_id, req.product_id, req.quantity).await?;
         Ok(Response::new(to_proto(cart)))

@@ -8,8 +8,10 @@ use meshwork_proto::{
     cart::{
         AddItemRequest, CheckoutRequest, GetCartRequest, RemoveItemRequest, cart_service_client::CartServiceClient,
     },
-    catalog::{BatchGetProductsRequest, UpdateProductRequest, catalog_service_client::CatalogServiceClient},
-    payments::{ListOrdersRequest, OrderStatus, payment_service_client::PaymentServiceClient},
+    catalog::{
+        BatchGetProductsRequest, GetProductRequest, UpdateProductRequest, catalog_service_client::CatalogServiceClient,
+    },
+    payments::{ListOrdersRequest, OrderStatus, RefundRequest, payment_service_client::PaymentServiceClient},
     users::{RegisterRequest, user_service_client::UserServiceClient},
 };
 use meshwork_service_kit::testing::TestServer;
@@ -26,10 +28,13 @@ struct Mesh {
 
 async fn start() -> Mesh {
     let dir = tempfile::tempdir().expect("tempdir");
+    // Payments' sidecar is the same server: a refund calls the catalog there.
+    let (listener, addr) = TestServer::listener().await.expect("listener");
     let routes = Routes::new(meshwork_users::service(dir.path()).await.expect("users"))
         .add_service(meshwork_catalog::service(dir.path()).await.expect("catalog"))
-        .add_service(meshwork_payments::service(dir.path()).await.expect("payments"));
-    let peers = TestServer::start(
+        .add_service(meshwork_payments::service(dir.path(), addr).await.expect("payments"));
+    let peers = TestServer::start_on(
+        listener,
         routes,
         &[
             meshwork_users::GRPC_SERVICE,
@@ -37,7 +42,6 @@ async fn start() -> Mesh {
             meshwork_payments::GRPC_SERVICE,
         ],
     )
-    .await
     .expect("peer server");
     let cart = cart_server(dir.path(), peers.addr).await;
     let channel = peers.channel();
@@ -176,6 +180,27 @@ async fn a_full_checkout_through_the_mesh() {
         .expect("orders");
     assert_eq!(orders.into_inner().orders, std::slice::from_ref(&order));
 
+    // The checkout took the two units left; a refund puts them back, once.
+    let scale_stock = |mut catalog: CatalogServiceClient<Channel>| async move {
+        let request = GetProductRequest {
+            product_id: "kitchen-scale".into(),
+        };
+        catalog.get_product(request).await.expect("get").into_inner().stock
+    };
+    assert_eq!(scale_stock(mesh.catalog.clone()).await, 0);
+    for _ in 0..2 {
+        let refunded = mesh
+            .payments
+            .refund(RefundRequest {
+                order_id: order.id.clone(),
+            })
+            .await
+            .expect("refund")
+            .into_inner();
+        assert_eq!(refunded.status, OrderStatus::Refunded as i32);
+        assert_eq!(scale_stock(mesh.catalog.clone()).await, 2);
+    }
+
     // Nothing changed since: the cart is empty, so no second order.
     let err = mesh.checkout(&user).await.expect_err("second checkout");
     assert_eq!(err.code(), Code::FailedPrecondition);
@@ -235,17 +260,14 @@ async fn wrong_input_and_failed_steps_get_the_right_status() {
     let err = mesh.checkout(&user).await.expect_err("empty cart");
     assert_eq!((err.code(), err.message()), (Code::FailedPrecondition, "cart is empty"));
 
-    // An unknown user can fill a cart but not check out.
-    mesh.add("ghost-user", "book-ddia", 1)
-        .await
-        .expect("add for unknown user");
-    let err = mesh.checkout("ghost-user").await.expect_err("unknown user");
-    assert_eq!(err.code(), Code::NotFound);
-    assert!(
-        err.message().contains("looking up user 'ghost-user'"),
-        "{}",
-        err.message()
+    // An unknown user gets no cart.
+    let err = mesh.add("ghost-user", "book-ddia", 1).await.expect_err("unknown user");
+    assert_eq!(
+        (err.code(), err.message()),
+        (Code::NotFound, "unknown user 'ghost-user'")
     );
+    let err = mesh.checkout("ghost-user").await.expect_err("unknown user");
+    assert_eq!((err.code(), err.message()), (Code::FailedPrecondition, "cart is empty"));
 
     // garden-planter is seeded with no stock.
     mesh.add(&user, "garden-planter", 1).await.expect("add");
@@ -287,7 +309,7 @@ async fn an_absent_sidecar_is_unavailable_and_says_which_step() {
         .expect_err("no sidecar");
     assert_eq!(err.code(), Code::Unavailable);
     assert!(
-        err.message().contains("checking product 'book-ddia' with the catalog"),
+        err.message().contains("adding to the cart: looking up user 'u'"),
         "{}",
         err.message()
     );

@@ -13,7 +13,8 @@ use tokio::sync::broadcast;
 
 use crate::{Error, seed};
 
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
 CREATE TABLE products (
     id            TEXT PRIMARY KEY,
     name          TEXT NOT NULL,
@@ -27,7 +28,25 @@ CREATE TABLE products (
     revision      INTEGER NOT NULL DEFAULT 1
 ) STRICT;
 CREATE INDEX products_by_category ON products (category, id);
-"];
+",
+    "
+-- A checkout's hold on stock, named by its idempotency key (see stock.rs).
+CREATE TABLE reservations (
+    id            TEXT PRIMARY KEY,
+    status        TEXT NOT NULL CHECK (status IN ('HELD', 'CONFIRMED', 'RELEASED', 'RETURNED')),
+    expires_at_ms INTEGER NOT NULL,
+    updated_at_ms INTEGER NOT NULL
+) STRICT;
+CREATE INDEX held_reservations ON reservations (expires_at_ms) WHERE status = 'HELD';
+CREATE TABLE reservation_items (
+    reservation_id TEXT NOT NULL REFERENCES reservations (id),
+    position       INTEGER NOT NULL,
+    product_id     TEXT NOT NULL REFERENCES products (id),
+    quantity       INTEGER NOT NULL CHECK (quantity >= 1),
+    PRIMARY KEY (reservation_id, position)
+) STRICT;
+",
+];
 
 /// How many changes a watcher may fall behind before it is resynchronised from the
 /// table. Small on purpose: a lagging watcher only ever needs the latest state.
@@ -55,13 +74,14 @@ pub struct Update {
 
 #[derive(Clone, Debug)]
 pub struct Store {
-    db: Db,
+    pub(crate) db: Db,
     pub(crate) changes: broadcast::Sender<ProductRow>,
 }
 
-const COLUMNS: &str = "id, name, description, category, price_minor, currency, stock, updated_at_ms, revision";
+pub(crate) const COLUMNS: &str =
+    "id, name, description, category, price_minor, currency, stock, updated_at_ms, revision";
 
-fn product_row(r: &Row<'_>) -> rusqlite::Result<ProductRow> {
+pub(crate) fn product_row(r: &Row<'_>) -> rusqlite::Result<ProductRow> {
     Ok(ProductRow {
         id: r.get(0)?,
         name: r.get(1)?,
@@ -75,7 +95,7 @@ fn product_row(r: &Row<'_>) -> rusqlite::Result<ProductRow> {
     })
 }
 
-fn get_one(c: &rusqlite::Connection, id: &str) -> Result<ProductRow, Error> {
+pub(crate) fn get_one(c: &rusqlite::Connection, id: &str) -> Result<ProductRow, Error> {
     let mut stmt = c.prepare_cached(&format!("SELECT {COLUMNS} FROM products WHERE id = ?1"))?;
     stmt.query_row([id], product_row)
         .optional()?
@@ -127,7 +147,7 @@ impl Store {
         let changes = self.changes.clone();
         self.db
             .call(move |c| {
-                let tx = c.transaction()?;
+                let tx = db::write(c)?;
                 let before = get_one(&tx, &id)?;
                 let (price, currency) = update.price.unwrap_or((before.price_minor, before.currency));
                 let stock = update.stock.unwrap_or(before.stock);

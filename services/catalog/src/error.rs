@@ -10,6 +10,14 @@ pub enum Error {
     Invalid { field: &'static str, reason: String },
     #[error("unknown product '{0}'")]
     UnknownProduct(String),
+    /// Not enough units for a reservation; the message names the product.
+    #[error("{0}")]
+    Short(String),
+    #[error("unknown reservation '{0}'")]
+    UnknownReservation(String),
+    /// A reservation id used again with other items, or a step its state forbids.
+    #[error("{0}")]
+    Conflict(String),
     #[error("database: {0}")]
     Db(#[from] rusqlite::Error),
     #[error(transparent)]
@@ -29,8 +37,9 @@ impl From<Error> for Status {
     fn from(e: Error) -> Self {
         let code = match &e {
             Error::Invalid { .. } => Code::InvalidArgument,
-            Error::UnknownProduct(_) => Code::NotFound,
-            Error::Db(_) | Error::Closed(_) => return meshwork_service_kit::internal(e),
+            Error::UnknownProduct(_) | Error::UnknownReservation(_) => Code::NotFound,
+            Error::Short(_) | Error::Conflict(_) => Code::FailedPrecondition,
+            Error::Db(_) | Error::Closed(_) => return meshwork_service_kit::internal(crate::NAME, e),
         };
         Status::new(code, e.to_string())
     }

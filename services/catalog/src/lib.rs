@@ -7,6 +7,7 @@ mod db;
 mod error;
 mod seed;
 mod service;
+mod stock;
 mod validate;
 mod watch;
 

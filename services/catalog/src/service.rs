@@ -6,7 +6,8 @@ use std::path::Path;
 use meshwork_proto::{
     catalog::{
         BatchGetProductsRequest, BatchGetProductsResponse, GetProductRequest, ListProductsRequest,
-        ListProductsResponse, Product, UpdateProductRequest, WatchProductsRequest,
+        ListProductsResponse, Product, Reservation as ReservationMessage, ReservationRequest, ReservationStatus,
+        ReserveStockRequest, ReserveStockResponse, StockItem, UpdateProductRequest, WatchProductsRequest,
         catalog_service_server::CatalogService,
     },
     common::Money,
@@ -18,6 +19,7 @@ use tonic::{Request, Response, Status};
 use crate::{
     Error, NAME,
     db::{ProductRow, Store, Update},
+    stock::{self, Reservation},
     validate, watch,
 };
 
@@ -30,9 +32,9 @@ pub struct Catalog {
 impl Catalog {
     /// Opens (creating and seeding if new) `catalog.db` in `data_dir`.
     pub async fn open(data_dir: &Path) -> anyhow::Result<Self> {
-        Ok(Catalog {
-            store: Store::open(&meshwork_service_kit::db_path(data_dir, NAME)).await?,
-        })
+        let store = Store::open(&meshwork_service_kit::db_path(data_dir, NAME)).await?;
+        stock::spawn_sweeper(store.clone());
+        Ok(Catalog { store })
     }
 }
 
@@ -49,6 +51,30 @@ pub(crate) fn to_proto(p: ProductRow) -> Product {
         stock: p.stock,
         updated_at: Some(timestamp(p.updated_at_ms)),
     }
+}
+
+fn reservation_to_proto(r: Reservation) -> ReservationMessage {
+    let status = match r.status {
+        stock::Status::Held => ReservationStatus::Held,
+        stock::Status::Confirmed => ReservationStatus::Confirmed,
+        stock::Status::Released => ReservationStatus::Released,
+        stock::Status::Returned => ReservationStatus::Returned,
+    };
+    ReservationMessage {
+        id: r.id,
+        status: status as i32,
+        items: r
+            .items
+            .into_iter()
+            .map(|(product_id, quantity)| StockItem { product_id, quantity })
+            .collect(),
+    }
+}
+
+fn reservation_id(request: Request<ReservationRequest>) -> Result<String, Status> {
+    let id = request.into_inner().reservation_id;
+    validate::reservation_id(&id)?;
+    Ok(id)
 }
 
 #[tonic::async_trait]
@@ -127,5 +153,46 @@ impl CatalogService for Catalog {
         let row = self.store.update(req.product_id, update).await?;
         tracing::info!(product_id = %row.id, price = row.price_minor, stock = row.stock, "product updated");
         Ok(Response::new(to_proto(row)))
+    }
+
+    async fn reserve_stock(
+        &self,
+        request: Request<ReserveStockRequest>,
+    ) -> Result<Response<ReserveStockResponse>, Status> {
+        let req = request.into_inner();
+        validate::reservation_id(&req.reservation_id)?;
+        let items: stock::Items = req.items.into_iter().map(|i| (i.product_id, i.quantity)).collect();
+        validate::stock_items(&items)?;
+        let hold_ms = validate::hold_ms(req.hold_seconds)?;
+        let (reservation, products) = self.store.reserve(req.reservation_id, items, hold_ms).await?;
+        tracing::info!(reservation = %reservation.id, status = ?reservation.status, "stock reserved");
+        Ok(Response::new(ReserveStockResponse {
+            reservation: Some(reservation_to_proto(reservation)),
+            products: products.into_iter().map(to_proto).collect(),
+        }))
+    }
+
+    async fn confirm_reservation(
+        &self,
+        request: Request<ReservationRequest>,
+    ) -> Result<Response<ReservationMessage>, Status> {
+        let reservation = self.store.confirm(reservation_id(request)?).await?;
+        tracing::info!(reservation = %reservation.id, "stock reservation confirmed");
+        Ok(Response::new(reservation_to_proto(reservation)))
+    }
+
+    async fn release_reservation(
+        &self,
+        request: Request<ReservationRequest>,
+    ) -> Result<Response<ReservationMessage>, Status> {
+        let reservation = self.store.release(reservation_id(request)?).await?;
+        tracing::info!(reservation = %reservation.id, status = ?reservation.status, "stock reservation released");
+        Ok(Response::new(reservation_to_proto(reservation)))
+    }
+
+    async fn return_stock(&self, request: Request<ReservationRequest>) -> Result<Response<ReservationMessage>, Status> {
+        let reservation = self.store.return_stock(reservation_id(request)?).await?;
+        tracing::info!(reservation = %reservation.id, "stock returned after a refund");
+        Ok(Response::new(reservation_to_proto(reservation)))
     }
 }

@@ -86,6 +86,55 @@ pub fn stock(stock: i32) -> Result<(), Error> {
     }
 }
 
+/// Default and longest hold of a stock reservation, in seconds.
+pub const DEFAULT_HOLD_SECONDS: i32 = 60;
+pub const MAX_HOLD_SECONDS: i32 = 600;
+
+pub fn reservation_id(id: &str) -> Result<(), Error> {
+    if id.is_empty() {
+        Err(Error::invalid("reservation_id", "is required"))
+    } else {
+        Ok(())
+    }
+}
+
+/// 1 to [`MAX_IDS`] distinct products, each at least one unit.
+pub fn stock_items(items: &[(String, i32)]) -> Result<(), Error> {
+    if items.is_empty() || items.len() > MAX_IDS {
+        return Err(Error::invalid(
+            "items",
+            format!("must hold 1 to {MAX_IDS} products, got {}", items.len()),
+        ));
+    }
+    for (i, (id, quantity)) in items.iter().enumerate() {
+        if id.is_empty() {
+            return Err(Error::invalid("items.product_id", "is required"));
+        }
+        if *quantity < 1 {
+            return Err(Error::invalid(
+                "items.quantity",
+                format!("of '{id}' must be at least 1, got {quantity}"),
+            ));
+        }
+        if items[..i].iter().any(|(other, _)| other == id) {
+            return Err(Error::invalid("items", format!("name '{id}' more than once")));
+        }
+    }
+    Ok(())
+}
+
+/// The hold in milliseconds; 0 means the default.
+pub fn hold_ms(seconds: i32) -> Result<i64, Error> {
+    match seconds {
+        0 => Ok(i64::from(DEFAULT_HOLD_SECONDS) * 1000),
+        1..=MAX_HOLD_SECONDS => Ok(i64::from(seconds) * 1000),
+        _ => Err(Error::invalid(
+            "hold_seconds",
+            format!("must be 0 (the default of {DEFAULT_HOLD_SECONDS}) to {MAX_HOLD_SECONDS}, got {seconds}"),
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,5 +166,22 @@ mod tests {
         assert!(product_ids(&[]).is_err());
         assert!(product_ids(&vec!["a".to_owned(); 101]).is_err());
         assert!(product_ids(&[String::new()]).is_err());
+    }
+
+    #[test]
+    fn reservations() {
+        let item = |id: &str, q| (id.to_owned(), q);
+        assert!(stock_items(&[item("a", 1), item("b", 2)]).is_ok());
+        assert!(stock_items(&[]).is_err());
+        assert!(stock_items(&[item("a", 0)]).unwrap_err().to_string().contains("'a'"));
+        assert!(
+            stock_items(&[item("a", 1), item("a", 1)])
+                .unwrap_err()
+                .to_string()
+                .contains("more than once")
+        );
+        assert_eq!(hold_ms(0).unwrap(), 60_000);
+        assert!(hold_ms(601).unwrap_err().to_string().contains("hold_seconds"));
+        assert!(reservation_id("").is_err());
     }
 }

@@ -43,6 +43,15 @@ pub struct Db {
     conn: Connection,
 }
 
+/// Begins a write transaction that takes the write lock up front (`BEGIN
+/// IMMEDIATE`), waiting for it within the busy timeout. A deferred transaction
+/// that reads and then writes would instead be refused at once (`SQLITE_BUSY`)
+/// when a replica sharing the file wrote meanwhile: SQLite cannot upgrade a
+/// stale read snapshot, so waiting would not help it. Every write goes through this.
+pub fn write(c: &mut rusqlite::Connection) -> rusqlite::Result<rusqlite::Transaction<'_>> {
+    c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+}
+
 impl Db {
     /// Runs `f` on the database thread and returns its result.
     pub async fn call<F, R, E>(&self, f: F) -> Result<R, E>

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use tokio::{sync::oneshot, task::JoinHandle};
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tonic::{service::Routes, transport::Channel};
 
 use crate::{ServeError, bind, serve_on, sidecar_channel};
@@ -19,7 +19,24 @@ pub struct TestServer {
 impl TestServer {
     /// Serves `routes` (plus health and reflection) on a fresh loopback port.
     pub async fn start(routes: Routes, grpc_services: &[&str]) -> Result<Self, ServeError> {
-        let listener = bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+        let (listener, _) = Self::listener().await?;
+        Self::start_on(listener, routes, grpc_services)
+    }
+
+    /// A bound listener on a fresh loopback port and its address, for services
+    /// that must know the server's address before it serves (their own
+    /// "sidecar" is the same server).
+    pub async fn listener() -> Result<(TcpListener, SocketAddr), ServeError> {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        let listener = bind(any).await?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| ServeError::Bind { addr: any, source })?;
+        Ok((listener, addr))
+    }
+
+    /// Serves `routes` on `listener` (from [`listener`](Self::listener)).
+    pub fn start_on(listener: TcpListener, routes: Routes, grpc_services: &[&str]) -> Result<Self, ServeError> {
         let addr = listener.local_addr().map_err(|source| ServeError::Bind {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             source,

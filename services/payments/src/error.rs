@@ -37,7 +37,7 @@ impl From<Error> for Status {
             Error::Invalid { .. } => Code::InvalidArgument,
             Error::KeyReused(_) => Code::FailedPrecondition,
             Error::OrderNotFound(_) => Code::NotFound,
-            Error::Db(_) | Error::Closed(_) => return meshwork_service_kit::internal(e),
+            Error::Db(_) | Error::Closed(_) => return meshwork_service_kit::internal(crate::NAME, e),
         };
         Status::new(code, e.to_string())
     }

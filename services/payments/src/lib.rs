@@ -9,7 +9,7 @@ mod error;
 mod service;
 mod validate;
 
-use std::path::Path;
+use std::{net::SocketAddr, path::Path};
 
 use meshwork_proto::payments::payment_service_server::PaymentServiceServer;
 use meshwork_service_kit::ServeArgs;
@@ -22,16 +22,17 @@ pub const NAME: &str = "payments";
 /// The gRPC service it serves.
 pub const GRPC_SERVICE: &str = "shop.payments.v1.PaymentService";
 
-/// Builds the gRPC service over `<data_dir>/payments.db` (created if new).
-/// Payments calls no other service, so it takes no sidecar address.
-pub async fn service(data_dir: &Path) -> anyhow::Result<PaymentServiceServer<Payments>> {
-    Ok(PaymentServiceServer::new(Payments::open(data_dir).await?))
+/// Builds the gRPC service over `<data_dir>/payments.db` (created if new). A
+/// refund puts the units back through the catalog, reached at `sidecar`
+/// (connected lazily, on first call).
+pub async fn service(data_dir: &Path, sidecar: SocketAddr) -> anyhow::Result<PaymentServiceServer<Payments>> {
+    Ok(PaymentServiceServer::new(Payments::open(data_dir, sidecar).await?))
 }
 
 /// Serves payments on `args.listen` until SIGTERM or Ctrl-C.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     meshwork_service_kit::init_tracing();
-    let service = service(&args.data_dir).await?;
+    let service = service(&args.data_dir, args.sidecar).await?;
     meshwork_service_kit::serve(&args, tonic::service::Routes::new(service), &[GRPC_SERVICE]).await?;
     Ok(())
 }

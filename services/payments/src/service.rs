@@ -1,17 +1,18 @@
 //! The gRPC face of payments: validates requests, calls the store, and maps orders to
 //! messages.
 
-use std::path::Path;
+use std::{net::SocketAddr, path::Path};
 
 use meshwork_proto::{
+    catalog::{ReservationRequest, catalog_service_client::CatalogServiceClient},
     common::Money,
     payments::{
         ChargeRequest, ChargeResponse, GetOrderRequest, ListOrdersRequest, ListOrdersResponse, Order, OrderLine,
         OrderStatus, RefundRequest, payment_service_server::PaymentService,
     },
 };
-use meshwork_service_kit::time::timestamp;
-use tonic::{Request, Response, Status};
+use meshwork_service_kit::{propagate::outbound, time::timestamp};
+use tonic::{Code, Request, Response, Status, transport::Channel};
 
 use crate::{
     NAME,
@@ -23,14 +24,38 @@ use crate::{
 #[derive(Debug, Clone)]
 pub struct Payments {
     store: Store,
+    catalog: CatalogServiceClient<Channel>,
 }
 
 impl Payments {
-    /// Opens (or creates) `payments.db` in `data_dir`.
-    pub async fn open(data_dir: &Path) -> anyhow::Result<Self> {
+    /// Opens (or creates) `payments.db` in `data_dir`; the catalog is reached
+    /// through `sidecar`.
+    pub async fn open(data_dir: &Path, sidecar: SocketAddr) -> anyhow::Result<Self> {
         Ok(Payments {
             store: Store::open(&meshwork_service_kit::db_path(data_dir, NAME)).await?,
+            catalog: CatalogServiceClient::new(meshwork_service_kit::sidecar_channel(sidecar)),
         })
+    }
+
+    /// Puts a refunded order's units back: its idempotency key names the
+    /// checkout's stock reservation. Idempotent in the catalog, so a refund
+    /// retried after a failure returns them once. An order made before
+    /// checkouts reserved stock has no reservation, and nothing to put back.
+    async fn return_stock(&self, inbound: &tonic::metadata::MetadataMap, order: &OrderRow) -> Result<(), Status> {
+        let request = ReservationRequest {
+            reservation_id: order.idempotency_key.clone(),
+        };
+        match self.catalog.clone().return_stock(outbound(inbound, request)).await {
+            Ok(_) => Ok(()),
+            Err(status) if status.code() == Code::NotFound => {
+                tracing::info!(order_id = %order.id, "refund: no stock reservation to return");
+                Ok(())
+            }
+            Err(status) => Err(Status::new(
+                status.code(),
+                format!("refund: returning stock to the catalog: {}", status.message()),
+            )),
+        }
     }
 }
 
@@ -97,8 +122,14 @@ impl PaymentService for Payments {
     }
 
     async fn refund(&self, request: Request<RefundRequest>) -> Result<Response<Order>, Status> {
-        let id = request.into_inner().order_id;
+        let (metadata, _, req) = request.into_parts();
+        let id = req.order_id;
         validate::required("order_id", &id)?;
+        // Stock first: if the catalog cannot be reached the order stays PAID and
+        // the refund can be retried; the other way round, a failure would leave
+        // a refunded order whose units never came back.
+        let order = self.store.get(id.clone()).await?;
+        self.return_stock(&metadata, &order).await?;
         let order = self.store.refund(id).await?;
         tracing::info!(order_id = %order.id, "refunded");
         Ok(Response::new(to_proto(order)))

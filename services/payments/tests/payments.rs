@@ -19,10 +19,12 @@ struct Fixture {
 
 async fn start() -> Fixture {
     let dir = tempfile::tempdir().expect("tempdir");
-    let service = meshwork_payments::service(dir.path()).await.expect("service");
-    let server = TestServer::start(tonic::service::Routes::new(service), &[meshwork_payments::GRPC_SERVICE])
-        .await
-        .expect("server");
+    // The catalog shares the server, which stands in for payments' sidecar.
+    let (listener, addr) = TestServer::listener().await.expect("listener");
+    let service = meshwork_payments::service(dir.path(), addr).await.expect("service");
+    let catalog = meshwork_catalog::service(dir.path()).await.expect("catalog");
+    let routes = tonic::service::Routes::new(service).add_service(catalog);
+    let server = TestServer::start_on(listener, routes, &[meshwork_payments::GRPC_SERVICE]).expect("server");
     Fixture {
         client: PaymentServiceClient::new(server.channel()),
         dir,

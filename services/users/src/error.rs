@@ -44,7 +44,7 @@ impl From<Error> for Status {
             Error::BadCredentials => Code::Unauthenticated,
             Error::NotFound(_) => Code::NotFound,
             Error::Db(_) | Error::Closed(_) | Error::Hash(_) | Error::Key(_) | Error::Token(_) => {
-                return meshwork_service_kit::internal(e);
+                return meshwork_service_kit::internal(crate::NAME, e);
             }
         };
         Status::new(code, e.to_string())
