@@ -21,17 +21,13 @@ pub enum ProxyError {
         listener: &'static str,
         addr: SocketAddr,
         reason: String,
-        #[source]
-        source: std::io::Error,
     },
     #[error("{sidecar} sidecar: no listener was given for {listener}")]
     MissingListener { sidecar: String, listener: &'static str },
-    #[error("{sidecar} sidecar: {source}")]
-    Identity {
-        sidecar: String,
-        #[source]
-        source: IdentityError,
-    },
+    /// Its message includes the identity error's, which is therefore not
+    /// also its `source()` (a chain printed whole would say it twice).
+    #[error("{sidecar} sidecar: {cause}")]
+    Identity { sidecar: String, cause: IdentityError },
 }
 
 /// A short, stable wording for the usual bind failures ("address in use"),

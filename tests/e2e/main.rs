@@ -2,6 +2,7 @@
 
 mod balancing;
 mod bench;
+mod errors;
 mod mesh_cli;
 mod metrics;
 mod mtls;

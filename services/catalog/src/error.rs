@@ -10,7 +10,7 @@ pub enum Error {
     Invalid { field: &'static str, reason: String },
     #[error("unknown product '{0}'")]
     UnknownProduct(String),
-    #[error("database: {0}")]
+    #[error("database")]
     Db(#[from] rusqlite::Error),
     #[error(transparent)]
     Closed(#[from] Closed),

@@ -20,9 +20,9 @@ impl TestServer {
     /// Serves `routes` (plus health and reflection) on a fresh loopback port.
     pub async fn start(routes: Routes, grpc_services: &[&str]) -> Result<Self, ServeError> {
         let listener = bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
-        let addr = listener.local_addr().map_err(|source| ServeError::Bind {
+        let addr = listener.local_addr().map_err(|cause| ServeError::Bind {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            source,
+            cause,
         })?;
         let names: Vec<String> = grpc_services.iter().map(|s| (*s).to_owned()).collect();
         let (stop, stopped) = oneshot::channel::<()>();
