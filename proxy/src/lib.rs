@@ -19,6 +19,8 @@ mod config_watch;
 mod connection;
 mod error;
 mod forward;
+#[doc(hidden)]
+pub mod fuzzing;
 mod gather;
 mod grpc;
 mod identity;
