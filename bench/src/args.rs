@@ -13,7 +13,7 @@ pub struct BenchArgs {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "direct,meshwork,nginx,nghttpx"
+        default_value = "direct,meshwork,meshwork-collector,nginx,nghttpx"
     )]
     pub scenarios: Vec<ScenarioKind>,
     /// Measured time of each load step.
@@ -68,9 +68,9 @@ pub struct BenchArgs {
     /// proxy` processes (CPU and memory are then not measured).
     #[arg(long, conflicts_with = "mesh_bin")]
     pub in_process: bool,
-    /// Export the sidecars' spans to an OTLP collector this program runs,
-    /// as to Jaeger, so their CPU includes encoding and sending spans.
-    /// Default: spans go to the default endpoint (127.0.0.1:4317), where
+    /// The `meshwork` scenario too exports its sidecars' spans to the OTLP
+    /// collector this program runs (as `meshwork-collector` always does).
+    /// Default: its spans go to the default endpoint (127.0.0.1:4317), where
     /// normally nothing listens. Sidecar processes only.
     #[arg(long, conflicts_with = "in_process")]
     pub collector: bool,
@@ -97,6 +97,9 @@ pub enum ScenarioKind {
     Direct,
     /// Client → Meshwork outbound sidecar → mTLS → inbound sidecar → echo server.
     Meshwork,
+    /// Meshwork as above, its sidecars exporting every span to an OTLP
+    /// collector the bench runs, as to Jaeger (sidecar processes only).
+    MeshworkCollector,
     /// The same topology through two nginx gRPC proxies.
     Nginx,
     /// The same topology through two nghttpx proxies.
@@ -108,6 +111,7 @@ impl ScenarioKind {
         match self {
             ScenarioKind::Direct => "direct",
             ScenarioKind::Meshwork => "meshwork",
+            ScenarioKind::MeshworkCollector => "meshwork-collector",
             ScenarioKind::Nginx => "nginx",
             ScenarioKind::Nghttpx => "nghttpx",
         }

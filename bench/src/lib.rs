@@ -57,7 +57,8 @@ async fn run_plan(plan: &Plan) -> Result<Report> {
     }
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let echo = EchoServer::start(cpus)?;
-    let collector = match (&plan.mesh, plan.collector) {
+    let exporting = plan.collector || plan.scenarios.contains(&ScenarioKind::MeshworkCollector);
+    let collector = match (&plan.mesh, exporting) {
         (MeshMode::Process(_), true) => Some(Collector::start()?),
         _ => None,
     };
@@ -74,7 +75,7 @@ async fn run_plan(plan: &Plan) -> Result<Report> {
             .deadline
             .map(|d| format!("; every call sent with a {} deadline", humantime::format_duration(d)))
             .unwrap_or_default()
-            + if collector.is_some() {
+            + if collector.is_some() && plan.collector {
                 "; sidecars export spans to an OTLP collector in the bench"
             } else {
                 ""
@@ -86,9 +87,15 @@ async fn run_plan(plan: &Plan) -> Result<Report> {
         targets: Vec::new(),
         spans_collected: None,
     };
-    let spans_to = collector.as_ref().map(Collector::endpoint);
+    let endpoint = collector.as_ref().map(Collector::endpoint);
     for &kind in &plan.scenarios {
-        let setup = scenario::start(kind, plan, echo.addr, spans_to.as_deref())
+        let spans_to = match kind {
+            ScenarioKind::MeshworkCollector => endpoint.as_deref(),
+            ScenarioKind::Meshwork if plan.collector => endpoint.as_deref(),
+            _ => None,
+        };
+        let spans_before = collector.as_ref().map_or(0, Collector::spans);
+        let setup = scenario::start(kind, plan, echo.addr, spans_to)
             .await
             .with_context(|| format!("starting the {kind} scenario"))?;
         match setup {
@@ -102,9 +109,11 @@ async fn run_plan(plan: &Plan) -> Result<Report> {
                     .await
                     .with_context(|| format!("measuring the {kind} scenario"))?;
                 let mode = match &collector {
-                    Some(collector) if kind == ScenarioKind::Meshwork => {
-                        format!("{}; {} spans received by the collector", target.mode, collector.spans())
-                    }
+                    Some(collector) if spans_to.is_some() => format!(
+                        "{}; {} spans received by the collector",
+                        target.mode,
+                        collector.spans() - spans_before
+                    ),
                     _ => target.mode.clone(),
                 };
                 report.scenarios.push(report::ScenarioReport { kind, mode, steps });

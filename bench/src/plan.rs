@@ -183,7 +183,8 @@ impl Plan {
         .then(|| unary(MEMORY_TARGET_CONCURRENCY, args.payload));
 
         let mut notes = Vec::new();
-        let mesh = if !args.scenarios.contains(&ScenarioKind::Meshwork) || args.in_process {
+        let meshwork = [ScenarioKind::Meshwork, ScenarioKind::MeshworkCollector];
+        let mesh = if !args.scenarios.iter().any(|kind| meshwork.contains(kind)) || args.in_process {
             MeshMode::InProcess
         } else {
             resolve_mesh_bin(args.mesh_bin.as_deref(), &mut notes)?

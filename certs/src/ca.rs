@@ -65,7 +65,7 @@ impl IssuedLeaf {
 
 fn generate_error(what: impl Into<String>) -> impl FnOnce(rcgen::Error) -> CertError {
     let what = what.into();
-    move |source| CertError::Generate { what, source }
+    move |cause| CertError::Generate { what, cause }
 }
 
 fn uri_san(uri: &str) -> Result<SanType, CertError> {

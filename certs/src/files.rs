@@ -42,11 +42,11 @@ pub(crate) fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<()
         file.sync_all()?;
         fs::rename(&tmp, path)
     };
-    write().map_err(|source| {
+    write().map_err(|cause| {
         let _ = fs::remove_file(&tmp);
         CertError::Io {
             path: path.to_path_buf(),
-            source,
+            cause,
         }
     })
 }

@@ -6,12 +6,10 @@ use std::path::PathBuf;
 /// so a user can fix it without reading our code.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{}: cannot read: {source}", file.display())]
-    Read {
-        file: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// The OS error is part of the message, not a `source()`: a binary
+    /// printing the whole chain would otherwise say it twice.
+    #[error("{}: cannot read: {cause}", file.display())]
+    Read { file: PathBuf, cause: std::io::Error },
     #[error("{}: {key}: {reason}", file.display())]
     Invalid {
         file: PathBuf,

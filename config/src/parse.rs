@@ -60,9 +60,9 @@ impl MeshConfig {
     /// Reads and validates a `mesh.toml`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let stamp = FileStamp::of(path);
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
             file: path.to_path_buf(),
-            source,
+            cause,
         })?;
         let mut config = Self::parse(&text, path)?;
         config.source_stamp = stamp;

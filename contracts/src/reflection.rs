@@ -14,16 +14,17 @@ use crate::set::ContractSet;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReflectionError {
+    /// The status is in the message, so not also the `source()`.
     #[error("reflection call failed: {0}")]
-    Call(#[source] tonic::Status),
+    Call(tonic::Status),
     #[error("reflection stream ended before answering")]
     Ended,
     #[error("the server answered a reflection request with an error: {0}")]
     Refused(String),
     #[error("the server sent an answer of another kind than asked")]
     Unexpected,
-    #[error("a file descriptor does not decode")]
-    Decode(#[source] prost::DecodeError),
+    #[error("a file descriptor does not decode: {0}")]
+    Decode(prost::DecodeError),
     #[error(transparent)]
     Set(#[from] crate::set::SetError),
 }

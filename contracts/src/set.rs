@@ -15,10 +15,12 @@ use prost_types::FileDescriptorSet;
 /// file, so a config error built from them says where to look.
 #[derive(Debug, thiserror::Error)]
 pub enum SetError {
-    #[error("cannot read {}: {source}", path.display())]
+    /// Its message says the I/O error, which is therefore not also its
+    /// `source()` (a chain printed whole would say it twice).
+    #[error("cannot read {}: {cause}", path.display())]
     Read {
         path: std::path::PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{origin} is not an encoded FileDescriptorSet: {reason}")]
     Decode { origin: String, reason: String },
@@ -87,9 +89,9 @@ impl ContractSet {
         let mut set = FileDescriptorSet::default();
         let mut origins = Vec::new();
         for path in &sources.descriptor_sets {
-            let bytes = std::fs::read(path).map_err(|source| SetError::Read {
+            let bytes = std::fs::read(path).map_err(|cause| SetError::Read {
                 path: path.clone(),
-                source,
+                cause,
             })?;
             let decoded = FileDescriptorSet::decode(bytes.as_slice()).map_err(|e| SetError::Decode {
                 origin: path.display().to_string(),

@@ -21,20 +21,16 @@ pub enum ProxyError {
         listener: &'static str,
         addr: SocketAddr,
         reason: String,
-        #[source]
-        source: std::io::Error,
     },
     #[error("{sidecar} sidecar: no listener was given for {listener}")]
     MissingListener { sidecar: String, listener: &'static str },
     /// mesh.toml and its contracts do not agree (the error names file and key).
     #[error(transparent)]
     Contracts(meshwork_config::ConfigError),
-    #[error("{sidecar} sidecar: {source}")]
-    Identity {
-        sidecar: String,
-        #[source]
-        source: IdentityError,
-    },
+    /// Its message includes the identity error's, which is therefore not
+    /// also its `source()` (a chain printed whole would say it twice).
+    #[error("{sidecar} sidecar: {cause}")]
+    Identity { sidecar: String, cause: IdentityError },
 }
 
 /// A short, stable wording for the usual bind failures ("address in use"),

@@ -11,6 +11,11 @@
 //! the app never saw the call, so even a non-idempotent call may be retried.
 //! The marker is only believed from a sidecar: an app's response has it
 //! removed on the way out of the inbound sidecar.
+//!
+//! Until an upstream has first been reached, a call that cannot connect to
+//! it is logged at debug level, and one info line says the sidecar waits for
+//! it: at start-up apps and peers come up in any order, and a warning for
+//! each call then (warm-ups included) only alarms a new user.
 
 use std::{
     convert::Infallible,
@@ -18,7 +23,10 @@ use std::{
     future::{Future, Ready, ready},
     marker::PhantomData,
     pin::Pin,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering::Relaxed},
+    },
     task::{Context, Poll},
 };
 
@@ -77,6 +85,11 @@ pub struct Forwarder<C, B> {
 struct Shared<C> {
     connection: Connection<C>,
     upstream: Upstream,
+    /// Whether a connection to the upstream was ever made: until then a
+    /// failure to connect is start-up, not news.
+    reached: AtomicBool,
+    /// Whether the info line saying the sidecar waits for it was logged.
+    waiting_logged: AtomicBool,
 }
 
 impl<C, B> Clone for Forwarder<C, B> {
@@ -96,6 +109,8 @@ impl<C: Connect, B> Forwarder<C, B> {
             shared: Arc::new(Shared {
                 connection: Connection::new(connector, settings),
                 upstream,
+                reached: AtomicBool::new(false),
+                waiting_logged: AtomicBool::new(false),
             }),
             _body: PhantomData,
         }
@@ -200,7 +215,11 @@ where
                         this.step = Step::Connecting { req, connect };
                         return Poll::Pending;
                     }
-                    Poll::Ready(Ok(sender)) => Step::Opening { req, sender },
+                    Poll::Ready(Ok(sender)) => {
+                        // Only on a new connection: not a per-call cost.
+                        this.shared.reached.store(true, Relaxed);
+                        Step::Opening { req, sender }
+                    }
                     Poll::Ready(Err(ConnectFailure(error))) => return this.fail(Failure::Connect(error), None),
                 },
                 Step::Opening { req, mut sender } => match sender.send.poll_ready(cx) {
@@ -265,7 +284,7 @@ impl<C: Connect, B> ForwardFuture<C, B> {
         {
             self.shared.connection.retire(generation);
         }
-        Poll::Ready(Ok(answer_failure(&self.shared.upstream, &failure)))
+        Poll::Ready(Ok(answer_failure(&self.shared, &failure)))
     }
 }
 
@@ -301,7 +320,8 @@ impl Failure {
 /// `UNAVAILABLE` naming the upstream and the reason, marked
 /// [`NOT_PROCESSED`] when the request provably never reached it; or
 /// `INTERNAL` for a request that cannot be sent at all.
-fn answer_failure(upstream: &Upstream, failure: &Failure) -> Response<ProxyBody> {
+fn answer_failure<C>(shared: &Shared<C>, failure: &Failure) -> Response<ProxyBody> {
+    let upstream = &shared.upstream;
     if let Failure::Open(error) = failure
         && is_user_error(error)
     {
@@ -314,7 +334,14 @@ fn answer_failure(upstream: &Upstream, failure: &Failure) -> Response<ProxyBody>
         Failure::Connect(error) => reason(&**error),
         Failure::Open(error) | Failure::Exchange(error) => reason(error),
     };
-    tracing::warn!(upstream = %upstream.label, %reason, "call failed");
+    if matches!(failure, Failure::Connect(_)) && !shared.reached.load(Relaxed) {
+        if !shared.waiting_logged.swap(true, Relaxed) {
+            tracing::info!(upstream = %upstream.label, "waiting for it to listen; calls to it fail until then");
+        }
+        tracing::debug!(upstream = %upstream.label, %reason, "call failed before the upstream first listened");
+    } else {
+        tracing::warn!(upstream = %upstream.label, %reason, "call failed");
+    }
     let message = format!("{} is unavailable: {reason}", upstream.label);
     let mut rsp = status::response(Code::Unavailable, &message);
     if failure.never_sent() {

@@ -18,6 +18,8 @@ mod body;
 mod connection;
 mod error;
 mod forward;
+#[doc(hidden)]
+pub mod fuzzing;
 mod gather;
 mod grpc;
 mod identity;

@@ -35,12 +35,11 @@ pub async fn bind(opts: &SidecarOptions) -> Result<Listeners, ProxyError> {
         .sidecar_replica(&opts.name, opts.replica)
         .ok_or_else(|| unknown(opts))?;
     let bind_one = |listener: &'static str, addr: SocketAddr| async move {
-        TcpListener::bind(addr).await.map_err(|source| ProxyError::Bind {
+        TcpListener::bind(addr).await.map_err(|error| ProxyError::Bind {
             sidecar: opts.name.clone(),
             listener,
             addr,
-            reason: io_reason(&source),
-            source,
+            reason: io_reason(&error),
         })
     };
     let inbound = match spec.inbound {
@@ -77,9 +76,9 @@ pub async fn run_with_listeners(
         .ok_or_else(|| unknown(&opts))?;
     let settings = &opts.settings;
     let identity = load_identity(&opts)?;
-    let identity_error = |source| ProxyError::Identity {
+    let identity_error = |cause| ProxyError::Identity {
         sidecar: name.to_string(),
-        source,
+        cause,
     };
     // One registry for the whole sidecar: each component registers its own
     // metric families while the stacks are built, then /metrics serves it.
@@ -218,9 +217,9 @@ fn load_identity(opts: &SidecarOptions) -> Result<Identity, ProxyError> {
         &opts.cert,
         &opts.key,
     )
-    .map_err(|source| ProxyError::Identity {
+    .map_err(|cause| ProxyError::Identity {
         sidecar: opts.name.clone(),
-        source,
+        cause,
     })
 }
 

@@ -31,8 +31,8 @@ const DEFAULT_EXPORT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Why spans cannot be exported (the process runs on without them).
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
-    #[error("span export needs a tokio runtime; spans will not be exported")]
-    NoRuntime,
+    #[error("cannot start the span export thread; spans will not be exported")]
+    Thread(#[source] std::io::Error),
     #[error("cannot set up the OTLP exporter for {endpoint}: {reason}")]
     Build { endpoint: String, reason: String },
 }
@@ -88,12 +88,13 @@ fn env_number(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
 }
 
-/// The span processor that exports as `settings` say. Must run inside a
-/// tokio runtime: the gRPC channel's connection tasks live there.
+/// The span processor that exports as `settings` say. The gRPC channel is
+/// built on the export runtime ([`crate::runtime`]), so its connection
+/// tasks, the encoding of each batch and its I/O all run there, never on
+/// the caller's runtime.
 pub fn processor(settings: &ExportSettings, counters: Arc<Counters>) -> Result<CountingProcessor, ExportError> {
-    if tokio::runtime::Handle::try_current().is_err() {
-        return Err(ExportError::NoRuntime);
-    }
+    let runtime = crate::runtime::handle().map_err(ExportError::Thread)?;
+    let _on_export_runtime = runtime.enter();
     let endpoint = settings.endpoint.clone();
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_tonic()

@@ -1,25 +1,25 @@
 //! What keeps span export running, and flushes it at the end: dropping the
-//! guard exports the spans still queued, waiting at most a few seconds, so a
-//! missing collector never holds up a shutdown.
+//! guard exports the spans still queued and waits at most the export
+//! timeout, so a missing collector never holds up a shutdown for long.
 
-use std::{sync::mpsc, time::Duration};
+use std::time::Duration;
 
 use opentelemetry_sdk::trace::SdkTracerProvider;
-
-/// How long shutdown waits for the last spans to be exported.
-const FLUSH_TIMEOUT: Duration = Duration::from_secs(3);
 
 #[must_use = "dropping the guard stops span export"]
 pub struct Guard {
     provider: Option<SdkTracerProvider>,
     service: String,
+    /// How long the last export may take (the export timeout).
+    flush_timeout: Duration,
 }
 
 impl Guard {
-    pub(crate) fn new(provider: SdkTracerProvider, service: &str) -> Self {
+    pub(crate) fn new(provider: SdkTracerProvider, service: &str, flush_timeout: Duration) -> Self {
         Guard {
             provider: Some(provider),
             service: service.to_string(),
+            flush_timeout,
         }
     }
 
@@ -27,6 +27,7 @@ impl Guard {
         Guard {
             provider: None,
             service: String::new(),
+            flush_timeout: Duration::ZERO,
         }
     }
 }
@@ -36,17 +37,11 @@ impl Drop for Guard {
         let Some(provider) = self.provider.take() else {
             return;
         };
-        // The export runs on the batch processor's own thread and needs the
-        // tokio runtime's other threads for its I/O; wait for it from a
-        // separate thread so that a runtime thread dropping the guard cannot
-        // block the I/O it is waiting for past the timeout.
-        let (done, finished) = mpsc::channel();
-        let flush = std::thread::Builder::new().name("span-flush".into()).spawn(move || {
-            let _ = done.send(provider.shutdown_with_timeout(FLUSH_TIMEOUT));
-        });
-        if flush.is_ok() {
-            let _ = finished.recv_timeout(FLUSH_TIMEOUT + Duration::from_millis(500));
-        }
+        // The batch processor's thread exports what is queued, through the
+        // export runtime's thread ([`crate::runtime`]): neither needs the
+        // caller's runtime, so blocking it here (a one-thread sidecar's
+        // only thread) holds up nothing the flush waits for.
+        let _ = provider.shutdown_with_timeout(self.flush_timeout);
         let drops = crate::span_drops();
         if drops.total() > 0 {
             tracing::warn!(

@@ -15,6 +15,7 @@ mod export;
 pub mod grpc_status;
 mod guard;
 pub mod propagation;
+mod runtime;
 mod setup;
 
 pub use drops::{SpanDrops, span_drops};

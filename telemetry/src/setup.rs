@@ -21,9 +21,10 @@ const SCOPE: &str = "meshwork";
 static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
 
 /// Sets up logging and span export for a process named `service_name` (the
-/// OpenTelemetry `service.name`: `cart`, `cart-proxy`). Call it once, early,
-/// inside the tokio runtime; keep the returned guard alive until the end:
-/// dropping it flushes the spans still queued (waiting a bounded time).
+/// OpenTelemetry `service.name`: `cart`, `cart-proxy`). Call it once, early;
+/// keep the returned guard alive until the end: dropping it flushes the
+/// spans still queued (waiting at most the export timeout). Export runs on
+/// a thread of its own, so the caller's runtime may have a single thread.
 ///
 /// Later calls (a test calling it twice) change nothing and return a guard
 /// that does nothing.
@@ -46,7 +47,11 @@ pub fn init(service_name: &str) -> Guard {
     // Fails only when a subscriber is already set (a test set its own).
     let _ = tracing_subscriber::registry().with(log_layer()).with(otel).try_init();
     opentelemetry::global::set_text_map_propagator(crate::propagation::composite());
-    Guard::new(provider.clone(), service_name)
+    Guard::new(
+        provider.clone(),
+        service_name,
+        export::ExportSettings::from_env().timeout,
+    )
 }
 
 /// Logs only, no span export: for tests and tools. Safe to call repeatedly.
@@ -81,7 +86,10 @@ fn build_provider(service_name: &str) -> SdkTracerProvider {
         Ok(processor) => builder.with_span_processor(processor).build(),
         Err(error) => {
             // Logging is not set up yet; stderr is where it would go.
-            eprintln!("{service_name}: {error}");
+            let cause = std::error::Error::source(&error)
+                .map(|cause| format!(": {cause}"))
+                .unwrap_or_default();
+            eprintln!("{service_name}: {error}{cause}");
             builder.build()
         }
     }

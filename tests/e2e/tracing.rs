@@ -3,10 +3,14 @@
 //! and one checkout arriving as ONE trace whose parent links run
 //! demo sidecar → cart sidecar → cart → cart sidecar → peer sidecar → peer,
 //! for users, catalog and payments; the sidecars' JSON access log names the
-//! same trace. And a shop whose collector is missing still checks out, and
-//! counts the spans it could not export.
+//! same trace. A shop stopped right after a checkout, its sidecars on one
+//! thread as `mesh up` runs them, delivers every span of it before it exits.
+//! And a shop whose collector is missing still checks out, and counts the
+//! spans it could not export.
 
 use std::{collections::HashMap, net::SocketAddr, time::Duration};
+
+use nix::sys::signal::Signal;
 
 use crate::support::{
     http,
@@ -184,6 +188,41 @@ fn one_checkout_is_one_connected_trace() {
     assert_eq!(logged["grpc_status"], 0, "{line}");
     assert!(logged["duration_ms"].as_f64().is_some_and(|ms| ms > 0.0), "{line}");
     assert!(logged["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')), "{line}");
+}
+
+#[test]
+fn a_shop_stopped_at_once_delivers_every_span_of_its_checkout() {
+    let collector = Collector::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = shop_config(dir.path(), 30600);
+    let endpoint = collector.endpoint();
+    // The default schedule (a batch every 5 s) and one-thread sidecars, as
+    // `mesh up` runs them: the checkout's spans are all still queued when
+    // the stop comes.
+    let mut mesh = MeshProcess::start_with_env(
+        &["up", "--demo", "--config", config.to_str().expect("utf-8 path")],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("MESHWORK_PROXY_THREADS", "1"),
+        ],
+    );
+    mesh.wait_for("demo: done", Duration::from_secs(120));
+    let stopping = std::time::Instant::now();
+    mesh.signal(Signal::SIGTERM);
+    let status = mesh.wait(Duration::from_secs(30));
+    let took = stopping.elapsed();
+    assert!(status.success(), "mesh exited with {status}:\n{}", mesh.output());
+    // Every process flushed before it exited: nothing is left to arrive.
+    let trace = collector.wait_until(Duration::from_millis(200), checkout_trace);
+    assert!(
+        !mesh.output().contains("spans were dropped"),
+        "spans were dropped:\n{}",
+        mesh.output()
+    );
+    eprintln!(
+        "stopped {took:?} after the checkout; all {} spans of its trace arrived",
+        trace.0.len()
+    );
 }
 
 /// `/metrics` of the admin at `addr`, polled until `ready` accepts it.

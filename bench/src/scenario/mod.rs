@@ -20,7 +20,11 @@ use tokio::{
 
 pub use child::ProxyChild;
 
-use crate::{args::ScenarioKind, load, plan::Plan};
+use crate::{
+    args::ScenarioKind,
+    load,
+    plan::{MeshMode, Plan},
+};
 
 /// How long a scenario may take to start answering.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -62,7 +66,14 @@ pub enum Setup {
 pub async fn start(kind: ScenarioKind, plan: &Plan, echo: SocketAddr, spans_to: Option<&str>) -> Result<Setup> {
     let setup = match kind {
         ScenarioKind::Direct => Setup::Ready(direct::start(echo)),
-        ScenarioKind::Meshwork => Setup::Ready(meshwork::start(&plan.mesh, echo, spans_to).await?),
+        ScenarioKind::MeshworkCollector if matches!(plan.mesh, MeshMode::InProcess) => {
+            Setup::Skipped("the sidecars run in-process, so they export no spans".into())
+        }
+        ScenarioKind::Meshwork | ScenarioKind::MeshworkCollector => {
+            let mut target = meshwork::start(&plan.mesh, echo, spans_to).await?;
+            target.kind = kind;
+            Setup::Ready(target)
+        }
         ScenarioKind::Nginx => match &plan.nginx_bin {
             Some(bin) => Setup::Ready(nginx::start(bin, plan.proxy_workers, echo).await?),
             None => Setup::Skipped("nginx is not installed (Debian: apt-get install nginx)".into()),

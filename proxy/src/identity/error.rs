@@ -4,12 +4,9 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
-    #[error("{}: cannot read: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// The OS error is in the message, so it is not also `source()`.
+    #[error("{}: cannot read: {cause}", path.display())]
+    Read { path: PathBuf, cause: std::io::Error },
     #[error("{}: {reason}", path.display())]
     Invalid { path: PathBuf, reason: String },
     #[error("{}: the certificate is {found}, expected {expected}", path.display())]

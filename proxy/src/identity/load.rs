@@ -8,9 +8,9 @@ use rustls::{RootCertStore, crypto::CryptoProvider, pki_types::CertificateDer, s
 use super::IdentityError;
 
 fn read(path: &Path) -> Result<Vec<u8>, IdentityError> {
-    fs::read(path).map_err(|source| IdentityError::Read {
+    fs::read(path).map_err(|cause| IdentityError::Read {
         path: path.to_path_buf(),
-        source,
+        cause,
     })
 }
 

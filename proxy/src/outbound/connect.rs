@@ -21,8 +21,10 @@ use crate::{
 /// caller reads in the `UNAVAILABLE` message.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
+    /// A short reason, which a caller reads; the OS error is not repeated
+    /// as `source()`.
     #[error("{}", io_reason(.0))]
-    Tcp(#[source] io::Error),
+    Tcp(io::Error),
     #[error("connect timed out after {0:?}")]
     ConnectTimeout(Duration),
     #[error("TLS handshake timed out after {0:?}")]

@@ -28,6 +28,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::{TcpListener, TcpStream};
 
 pub use connect::ConnectError;
+pub(crate) use deadline::parse_timeout;
 pub use retry::Attempts;
 pub use route::RouteTable;
 pub use stack::{Outbound, build};

@@ -21,7 +21,7 @@ pub enum Error {
     /// A peer answered with an error at `step`.
     #[error("{step}: {}", status.message())]
     Peer { step: String, status: Status },
-    #[error("database: {0}")]
+    #[error("database")]
     Db(#[from] rusqlite::Error),
     #[error(transparent)]
     Closed(#[from] Closed),

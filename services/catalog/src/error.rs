@@ -18,7 +18,7 @@ pub enum Error {
     /// A reservation id used again with other items, or a step its state forbids.
     #[error("{0}")]
     Conflict(String),
-    #[error("database: {0}")]
+    #[error("database")]
     Db(#[from] rusqlite::Error),
     #[error(transparent)]
     Closed(#[from] Closed),

@@ -12,18 +12,20 @@ use std::{
 use tokio_rusqlite::Connection;
 pub use tokio_rusqlite::rusqlite;
 
-/// Why a database could not be opened.
+/// Why a database could not be opened. Each message says its cause, which
+/// is therefore not also its `source()` (a chain printed whole would say it
+/// twice).
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
-    #[error("cannot create directory {path}: {source}")]
-    CreateDir { path: PathBuf, source: std::io::Error },
-    #[error("cannot open database {path}: {source}")]
-    Open { path: PathBuf, source: rusqlite::Error },
-    #[error("cannot migrate database {path} to version {version}: {source}")]
+    #[error("cannot create directory {path}: {cause}")]
+    CreateDir { path: PathBuf, cause: std::io::Error },
+    #[error("cannot open database {path}: {cause}")]
+    Open { path: PathBuf, cause: rusqlite::Error },
+    #[error("cannot migrate database {path} to version {version}: {cause}")]
     Migrate {
         path: PathBuf,
         version: usize,
-        source: rusqlite::Error,
+        cause: rusqlite::Error,
     },
     #[error("database {path} has schema version {found}, newer than this build knows ({known}); refusing to touch it")]
     TooNew { path: PathBuf, found: usize, known: usize },
@@ -75,14 +77,14 @@ pub async fn open(path: &Path, migrations: &'static [&'static str]) -> Result<Db
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         tokio::fs::create_dir_all(dir)
             .await
-            .map_err(|source| OpenError::CreateDir {
+            .map_err(|cause| OpenError::CreateDir {
                 path: dir.to_path_buf(),
-                source,
+                cause,
             })?;
     }
-    let conn = Connection::open(path).await.map_err(|source| OpenError::Open {
+    let conn = Connection::open(path).await.map_err(|cause| OpenError::Open {
         path: owned.clone(),
-        source,
+        cause,
     })?;
     let for_err = owned.clone();
     conn.call(move |c| migrate(c, &owned, migrations))
@@ -95,9 +97,9 @@ pub async fn open(path: &Path, migrations: &'static [&'static str]) -> Result<Db
 }
 
 fn migrate(c: &mut rusqlite::Connection, path: &Path, migrations: &[&str]) -> Result<(), OpenError> {
-    let open_err = |source| OpenError::Open {
+    let open_err = |cause| OpenError::Open {
         path: path.to_path_buf(),
-        source,
+        cause,
     };
     c.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
     // WAL lets readers (and a curious operator's sqlite3 shell) run beside the writer;
@@ -109,10 +111,10 @@ fn migrate(c: &mut rusqlite::Connection, path: &Path, migrations: &[&str]) -> Re
     // Replicas of a service share its database and may start at the same
     // moment: the IMMEDIATE transaction takes the write lock before reading the
     // version, so exactly one of them migrates and the others see it done.
-    let migrate_err = |version, source| OpenError::Migrate {
+    let migrate_err = |version, cause| OpenError::Migrate {
         path: path.to_path_buf(),
         version,
-        source,
+        cause,
     };
     let tx = c
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)

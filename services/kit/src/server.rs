@@ -29,11 +29,14 @@ pub enum ServeError {
     Args(String),
     #[error("address {addr} is already in use (is another copy of the service running?)")]
     AddrInUse { addr: SocketAddr },
-    #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: io::Error },
-    #[error("cannot build the reflection service: {0}")]
+    /// Messages that say their cause do not return it again as `source()`,
+    /// and those that return it do not say it: a chain printed whole would
+    /// otherwise say it twice.
+    #[error("cannot listen on {addr}: {cause}")]
+    Bind { addr: SocketAddr, cause: io::Error },
+    #[error("cannot build the reflection service")]
     Reflection(#[from] tonic_reflection::server::Error),
-    #[error("gRPC server failed: {0}")]
+    #[error("gRPC server failed")]
     Transport(#[from] tonic::transport::Error),
 }
 
@@ -41,7 +44,7 @@ pub enum ServeError {
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
     TcpListener::bind(addr).await.map_err(|source| match source.kind() {
         io::ErrorKind::AddrInUse => ServeError::AddrInUse { addr },
-        _ => ServeError::Bind { addr, source },
+        _ => ServeError::Bind { addr, cause: source },
     })
 }
 

@@ -31,15 +31,15 @@ impl TestServer {
         let listener = bind(any).await?;
         let addr = listener
             .local_addr()
-            .map_err(|source| ServeError::Bind { addr: any, source })?;
+            .map_err(|cause| ServeError::Bind { addr: any, cause })?;
         Ok((listener, addr))
     }
 
     /// Serves `routes` on `listener` (from [`listener`](Self::listener)).
     pub fn start_on(listener: TcpListener, routes: Routes, grpc_services: &[&str]) -> Result<Self, ServeError> {
-        let addr = listener.local_addr().map_err(|source| ServeError::Bind {
+        let addr = listener.local_addr().map_err(|cause| ServeError::Bind {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            source,
+            cause,
         })?;
         let names: Vec<String> = grpc_services.iter().map(|s| (*s).to_owned()).collect();
         let (stop, stopped) = oneshot::channel::<()>();

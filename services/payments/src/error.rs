@@ -16,7 +16,7 @@ pub enum Error {
     KeyReused(String),
     #[error("order '{0}' not found")]
     OrderNotFound(String),
-    #[error("database: {0}")]
+    #[error("database")]
     Db(#[from] rusqlite::Error),
     #[error(transparent)]
     Closed(#[from] Closed),

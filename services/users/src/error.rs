@@ -15,7 +15,7 @@ pub enum Error {
     BadCredentials,
     #[error("user '{0}' not found")]
     NotFound(String),
-    #[error("database: {0}")]
+    #[error("database")]
     Db(#[from] rusqlite::Error),
     #[error(transparent)]
     Closed(#[from] Closed),
@@ -23,7 +23,7 @@ pub enum Error {
     Hash(String),
     #[error("signing key: {0}")]
     Key(String),
-    #[error("token signing: {0}")]
+    #[error("token signing")]
     Token(#[from] jsonwebtoken::errors::Error),
 }
 
