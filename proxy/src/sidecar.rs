@@ -12,7 +12,7 @@ use crate::{
     admin::{self, Readiness},
     error::{ProxyError, io_reason},
     identity::Identity,
-    inbound::{self, InboundStack, Policy},
+    inbound::{self, InboundStack},
     options::SidecarOptions,
     outbound,
     shutdown::{self, Shutdown},
@@ -80,11 +80,11 @@ pub async fn run_with_listeners(
         sidecar: name.to_string(),
         cause,
     };
-    // One registry for the whole sidecar: each component registers its own
-    // metric families while the stacks are built, then /metrics serves it.
     // mesh.toml and the contracts it names, checked together: a method
     // name the contracts do not have is refused here, before serving.
     let mesh = Arc::new(Mesh::new(opts.config.clone()).map_err(ProxyError::Contracts)?);
+    // One registry for the whole sidecar: each component registers its own
+    // metric families while the stacks are built, then /metrics serves it.
     let mut registry = Registry::default();
     let telemetry = Telemetry::new(name, &mesh, &mut registry);
     let (trigger, stop) = shutdown::channel();
@@ -95,11 +95,10 @@ pub async fn run_with_listeners(
     let outbound_stack = outbound::build(&mesh, updates.clone(), &identity, settings, &mut registry, &telemetry)
         .map_err(identity_error)?;
     {
-        let (outbound, stop) = (spec.outbound, stop.clone());
+        let (outbound, mut stop) = (spec.outbound, stop.clone());
         let interval = settings.config_poll_interval;
         tasks.spawn(async move {
             let reflect = |service: &str| reflection_channel(outbound, service);
-            let mut stop = stop;
             meshwork_contracts::follow(mesh_updates, interval, reflect, stop.requested()).await;
         });
     }
@@ -122,12 +121,13 @@ pub async fn run_with_listeners(
                 listener: "inbound",
             })?;
             let stack = InboundStack::new(name, service, settings, &telemetry);
-            tasks.spawn(follow_inbound(
-                updates.clone(),
-                stack.policy().clone(),
-                name.to_string(),
-                stop.clone(),
-            ));
+            // The allow rules follow mesh.toml on connections already open.
+            let (policy, service) = (stack.policy().clone(), name.to_string());
+            tasks.spawn(on_each_snapshot(updates.clone(), stop.clone(), move |mesh| {
+                if let Some(config) = mesh.config.services.get(&service) {
+                    policy.update(config.clone());
+                }
+            }));
             let (sidecar, identity, settings, stop) =
                 (name.to_string(), identity.clone(), settings.clone(), stop.clone());
             tasks.spawn(async move { inbound::run(&sidecar, listener, &identity, stack, &settings, stop).await });
@@ -148,7 +148,9 @@ pub async fn run_with_listeners(
         let registry = std::sync::Arc::new(registry);
         tasks.spawn(async move { admin::run(&sidecar, listener, readiness, registry, &settings, stop).await });
     }
-    tasks.spawn(follow_names(updates, telemetry.clone(), stop.clone()));
+    // Method names in metrics and spans follow the contracts.
+    let names = telemetry.clone();
+    tasks.spawn(on_each_snapshot(updates, stop.clone(), move |mesh| names.update(mesh)));
     tracing::info!(sidecar = name, "sidecar running");
 
     shutdown.await;
@@ -163,29 +165,16 @@ pub async fn run_with_listeners(
     Ok(())
 }
 
-/// Applies each new snapshot's allow rules for `service` to the inbound side.
-async fn follow_inbound(mut updates: watch::Receiver<Arc<Mesh>>, policy: Policy, service: String, mut stop: Shutdown) {
+/// Calls `apply` with each snapshot of mesh.toml and its contracts the
+/// watch publishes after this starts, until shutdown.
+async fn on_each_snapshot(mut updates: watch::Receiver<Arc<Mesh>>, mut stop: Shutdown, apply: impl Fn(&Mesh)) {
     loop {
         tokio::select! {
             changed = updates.changed() => if changed.is_err() { return },
             _ = stop.requested() => return,
         }
         let mesh = updates.borrow_and_update().clone();
-        if let Some(config) = mesh.config.services.get(&service) {
-            policy.update(config.clone());
-        }
-    }
-}
-
-/// Applies each new snapshot's contracts to the method names of telemetry.
-async fn follow_names(mut updates: watch::Receiver<Arc<Mesh>>, telemetry: Telemetry, mut stop: Shutdown) {
-    loop {
-        tokio::select! {
-            changed = updates.changed() => if changed.is_err() { return },
-            _ = stop.requested() => return,
-        }
-        let mesh = updates.borrow_and_update().clone();
-        telemetry.update(&mesh);
+        apply(&mesh);
     }
 }
 

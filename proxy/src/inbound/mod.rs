@@ -13,7 +13,7 @@ use std::{net::SocketAddr, sync::Arc};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::{TlsAcceptor, server::TlsStream};
 
-pub use authorize::{Caller, Policy};
+pub use authorize::Caller;
 pub use stack::InboundStack;
 
 use crate::{
