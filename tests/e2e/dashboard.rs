@@ -238,10 +238,12 @@ fn the_dashboard_shows_the_demo_as_the_sidecars_counted_it() {
         "cart-proxy server shop.cart.v1.CartService/Checkout <- demo-proxy client".into(),
         "cart server shop.cart.v1.CartService/Checkout <- cart-proxy server".into(),
     ];
+    // The checkout saga: check the user, reserve the units, charge, confirm.
     for (peer, method) in [
         ("users", "shop.users.v1.UserService/GetUser"),
-        ("catalog", "shop.catalog.v1.CatalogService/BatchGetProducts"),
+        ("catalog", "shop.catalog.v1.CatalogService/ReserveStock"),
         ("payments", "shop.payments.v1.PaymentService/Charge"),
+        ("catalog", "shop.catalog.v1.CatalogService/ConfirmReservation"),
     ] {
         want.push(format!("cart-proxy client {method} <- cart server"));
         want.push(format!("{peer}-proxy server {method} <- cart-proxy client"));

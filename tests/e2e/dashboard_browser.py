@@ -21,7 +21,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 url, checkout, config, mesh, screenshot = sys.argv[1:6]
 # The shop: four apps, four sidecars and the demo client's sidecar.
 WORKLOADS = 9
-SPANS = 12
+SPANS = 15
 
 
 def browser(profile):

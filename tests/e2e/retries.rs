@@ -75,7 +75,7 @@ async fn non_idempotent_call_is_retried_when_it_never_reached_the_app() {
     let mut mesh = ReplicaMesh::start(3, Policy::default()).await;
     let mut client = mesh.client().await;
     mesh.stop_sidecar(1).await;
-    mesh.apps[2].kill();
+    mesh.apps[2].kill_and_wait().await;
     for i in 0..30 {
         let rsp = client
             .unary(echo(8))

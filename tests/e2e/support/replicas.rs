@@ -101,6 +101,21 @@ impl ReplicaApp {
         }
     }
 
+    /// Kills the app and waits until its port refuses connections: an abort
+    /// takes effect on the task's next poll, on whichever thread runs it.
+    pub async fn kill_and_wait(&self) {
+        self.kill();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while tokio::net::TcpStream::connect(self.addr).await.is_ok() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "app at {} still accepts",
+                self.addr
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// Serves again on the same address.
     pub async fn restart(self: &Arc<Self>) {
         let listener = bind_retrying(self.addr).await;
