@@ -9,7 +9,7 @@ use std::{sync::Arc, time::Duration};
 use arc_swap::ArcSwap;
 use meshwork_config::{Fault, GrpcCode, MeshConfig, RetryPolicy, Service};
 
-use meshwork_contracts::Registry;
+use meshwork_contracts::{MethodContract, Registry};
 
 use crate::map::FastMap;
 
@@ -69,37 +69,34 @@ pub type PolicyHandle = Arc<ArcSwap<DestinationPolicy>>;
 
 impl DestinationPolicy {
     pub fn new(name: &str, service: &Service, config: &MeshConfig, registry: &Registry) -> Self {
+        // One method's rule from what its contract says (`None`: no
+        // contract, so never idempotent by default and never buffered) and
+        // what mesh.toml says of it.
+        let rule = |grpc_service: &str, method: &str, contract: Option<&MethodContract>| {
+            let policy = service.method_policy(grpc_service, method);
+            MethodRule {
+                idempotent: policy
+                    .and_then(|p| p.idempotent)
+                    .unwrap_or(contract.is_some_and(|c| c.idempotency.retryable())),
+                single_request: contract.is_some_and(|c| !c.client_streaming),
+                single_response: contract.is_some_and(|c| !c.server_streaming),
+                timeout: policy.and_then(|p| p.timeout).or(service.timeout),
+                faults: service.faults_for(grpc_service, method).cloned().collect(),
+            }
+        };
         let mut methods = FastMap::default();
         for grpc_service in &service.grpc_services {
             if registry.knows(grpc_service) {
                 for (method, path, contract) in registry.methods_of(grpc_service) {
-                    let policy = service.method_policy(grpc_service, method);
-                    let rule = MethodRule {
-                        idempotent: policy
-                            .and_then(|p| p.idempotent)
-                            .unwrap_or(contract.idempotency.retryable()),
-                        single_request: !contract.client_streaming,
-                        single_response: !contract.server_streaming,
-                        timeout: policy.and_then(|p| p.timeout).or(service.timeout),
-                        faults: service.faults_for(grpc_service, method).cloned().collect(),
-                    };
-                    methods.insert(path.into(), rule);
+                    methods.insert(path.into(), rule(grpc_service, method, Some(contract)));
                 }
-                continue;
-            }
-            // No contract: the methods mesh.toml names (in `methods` or in
-            // `faults`, bare or qualified) get their rules; their shape is
-            // unknown, so nothing of theirs is ever buffered.
-            for method in named_methods(service, grpc_service) {
-                let policy = service.method_policy(grpc_service, method);
-                let rule = MethodRule {
-                    idempotent: policy.and_then(|p| p.idempotent).unwrap_or(false),
-                    single_request: false,
-                    single_response: false,
-                    timeout: policy.and_then(|p| p.timeout).or(service.timeout),
-                    faults: service.faults_for(grpc_service, method).cloned().collect(),
-                };
-                methods.insert(format!("/{grpc_service}/{method}").into_boxed_str(), rule);
+            } else {
+                // No contract: the methods mesh.toml names (in `methods` or
+                // in `faults`, bare or qualified) get their rules.
+                for method in named_methods(service, grpc_service) {
+                    let path = format!("/{grpc_service}/{method}").into_boxed_str();
+                    methods.insert(path, rule(grpc_service, method, None));
+                }
             }
         }
         let other = MethodRule {
