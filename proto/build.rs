@@ -7,6 +7,8 @@ use std::{env, fs, io, path::PathBuf};
 use prost::Message;
 
 const PROTOS: &[&str] = &[
+    "google/api/http.proto",
+    "google/api/annotations.proto",
     "shop/common/v1/money.proto",
     "shop/users/v1/users.proto",
     "shop/catalog/v1/catalog.proto",

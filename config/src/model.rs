@@ -22,6 +22,12 @@ pub mod app_env {
     pub const DATA_DIR: &str = "MESH_DATA_DIR";
 }
 
+/// The request header that carries the end user's id inside the mesh. Only
+/// the gateway sets it, after verifying the user's token, and it always
+/// overwrites whatever a client sent; services read it through the service
+/// kit and let a user reach only their own data.
+pub const END_USER_HEADER: &str = "x-mesh-user";
+
 /// The whole mesh, as described by one `mesh.toml`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MeshConfig {
@@ -41,6 +47,9 @@ pub struct MeshConfig {
     pub services: BTreeMap<String, Service>,
     /// Clients: an identity and an outbound sidecar, without an app.
     pub clients: BTreeMap<String, Client>,
+    /// The edge, when the mesh has one; its sidecar is also in `clients`
+    /// under [`crate::GATEWAY_WORKLOAD`].
+    pub gateway: Option<crate::Gateway>,
     /// Replica `k` of a service listens on each of its ports plus `k` times this.
     pub replica_port_step: u16,
     /// Retry limits for every destination.

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use crate::{
     FileStamp,
     error::ConfigError,
+    gateway::{GATEWAY_WORKLOAD, Gateway},
     model::{Client, MeshConfig, Service},
     policy::{Fault, RetryPolicy, Telemetry},
 };
@@ -30,6 +31,8 @@ struct RawMesh {
     services: BTreeMap<String, Service>,
     #[serde(default)]
     clients: BTreeMap<String, Client>,
+    #[serde(default)]
+    gateway: Option<Gateway>,
     #[serde(default = "default_replica_port_step")]
     replica_port_step: u16,
     #[serde(default)]
@@ -88,6 +91,30 @@ impl MeshConfig {
         for service in services.values_mut() {
             resolve_paths(service, base);
         }
+        let mut clients = raw.clients;
+        let mut gateway = raw.gateway;
+        if let Some(gateway) = &mut gateway {
+            // The gateway's sidecar is a client's: an identity and an
+            // outbound port, so certificates, launch and policy need nothing new.
+            if clients.contains_key(GATEWAY_WORKLOAD) || services.contains_key(GATEWAY_WORKLOAD) {
+                return Err(invalid(
+                    format!("clients.{GATEWAY_WORKLOAD}"),
+                    format!("'{GATEWAY_WORKLOAD}' is the [gateway]'s workload name; choose another name"),
+                ));
+            }
+            let sidecar = &gateway.sidecar;
+            clients.insert(
+                GATEWAY_WORKLOAD.to_string(),
+                Client {
+                    outbound: sidecar.outbound,
+                    admin: sidecar.admin,
+                },
+            );
+            if let Some(tls) = &mut gateway.tls {
+                tls.cert = base.join(&tls.cert);
+                tls.key = base.join(&tls.key);
+            }
+        }
         let config = MeshConfig {
             source: source.to_path_buf(),
             source_stamp: FileStamp::default(),
@@ -95,7 +122,8 @@ impl MeshConfig {
             state_dir: base.join(raw.state_dir),
             leaf_lifetime: raw.leaf_lifetime,
             services,
-            clients: raw.clients,
+            clients,
+            gateway,
             replica_port_step: raw.replica_port_step,
             retry: raw.retry,
             telemetry: raw.telemetry,
@@ -248,8 +276,17 @@ fn validate(config: &MeshConfig) -> Result<(), Invalid> {
                 format!("'{name}' is also a service; names must be unique"),
             ));
         }
-        claim(format!("clients.{name}.outbound"), client.outbound, true)?;
-        claim(format!("clients.{name}.admin"), client.admin, true)?;
+        let prefix = match config.gateway.is_some() && name == GATEWAY_WORKLOAD {
+            true => "gateway.sidecar".to_string(),
+            false => format!("clients.{name}"),
+        };
+        claim(format!("{prefix}.outbound"), client.outbound, true)?;
+        claim(format!("{prefix}.admin"), client.admin, true)?;
+    }
+    if let Some(gateway) = &config.gateway {
+        claim("gateway.listen".into(), gateway.listen, false)?;
+        claim("gateway.admin".into(), gateway.admin, true)?;
+        check_gateway(gateway)?;
     }
 
     for (name, service) in &config.services {
@@ -264,6 +301,48 @@ fn validate(config: &MeshConfig) -> Result<(), Invalid> {
         }
     }
     check_retry(&config.retry)
+}
+
+/// The gateway's bounds and CORS origins (its method keys are checked
+/// against the contracts, by the contracts crate).
+fn check_gateway(gateway: &Gateway) -> Result<(), Invalid> {
+    let limits = &gateway.limits;
+    let positive = [
+        ("max_header_bytes", limits.max_header_bytes),
+        ("max_headers", limits.max_headers),
+        ("max_body_bytes", limits.max_body_bytes),
+        ("max_connections", limits.max_connections),
+        ("max_streams", limits.max_streams as usize),
+    ];
+    if let Some((field, _)) = positive.iter().find(|(_, value)| *value == 0) {
+        return Err((format!("gateway.limits.{field}"), "must be at least 1".into()));
+    }
+    for (field, value) in [
+        ("header_timeout", limits.header_timeout),
+        ("request_timeout", limits.request_timeout),
+    ] {
+        if value.is_zero() {
+            return Err((format!("gateway.limits.{field}"), "must be longer than 0s".into()));
+        }
+    }
+    for (i, origin) in gateway.cors.origins.iter().enumerate() {
+        let looks_right = origin == "*"
+            || ((origin.starts_with("http://") || origin.starts_with("https://"))
+                && !origin.ends_with('/')
+                && origin.parse::<http::Uri>().is_ok());
+        if !looks_right {
+            return Err((
+                format!("gateway.cors.origins[{i}]"),
+                format!(
+                    "'{origin}' is not an origin such as \"https://shop.example\" (scheme and host, no path) or \"*\""
+                ),
+            ));
+        }
+    }
+    if gateway.auth.issuer.is_empty() || gateway.auth.audience.is_empty() {
+        return Err(("gateway.auth".into(), "issuer and audience must not be empty".into()));
+    }
+    Ok(())
 }
 
 /// How the app starts and where its contracts come from.

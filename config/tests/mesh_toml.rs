@@ -297,4 +297,5 @@ fn the_polyglot_example_runs_the_repositorys_shop() {
         assert_eq!(&ours, theirs, "services.{name} differs from the repository's mesh.toml");
     }
     assert_eq!(shop.clients, polyglot.clients);
+    assert_eq!(shop.gateway, polyglot.gateway);
 }

@@ -8,6 +8,14 @@
 /// including the well-known types they import.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptors.bin"));
 
+/// `google.api.HttpRule`, the REST mapping the gateway reads from each
+/// method's `option (google.api.http)`.
+pub mod google {
+    pub mod api {
+        tonic::include_proto!("google.api");
+    }
+}
+
 pub mod shop {
     pub mod common {
         pub mod v1 {
