@@ -18,7 +18,7 @@ pub const MESH: &str = env!("CARGO_BIN_EXE_mesh");
 pub const MESH_PROXY: &str = env!("CARGO_BIN_EXE_mesh-proxy");
 
 /// A mesh.toml for the four shop services and the demo client, on ports from
-/// `base` up, keeping its state in `dir`. Keep `base` and its range below
+/// `base` up (to base + 305), keeping its state in `dir`. Keep `base` and its range below
 /// 32768, where Linux's ephemeral ports begin: an outgoing connection of any
 /// other test may take a port up there, and `mesh up` then finds it not free.
 pub fn shop_config(dir: &Path, base: u16) -> PathBuf {
@@ -32,6 +32,8 @@ pub fn shop_config(dir: &Path, base: u16) -> PathBuf {
             &format!("127.0.0.1:{}\"", port - 7100 + base),
         );
     }
+    // The gateway's public port (8080 in the example) moves to base + 80.
+    moved = moved.replace("127.0.0.1:8080\"", &format!("127.0.0.1:{}\"", base + 80));
     assert_ne!(moved, text);
     let path = dir.join("mesh.toml");
     std::fs::write(&path, moved).expect("write mesh.toml");
