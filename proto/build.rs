@@ -4,8 +4,6 @@
 
 use std::{env, fs, io, path::PathBuf};
 
-use prost::Message;
-
 const PROTOS: &[&str] = &[
     "google/api/http.proto",
     "google/api/annotations.proto",
@@ -23,8 +21,15 @@ fn main() -> io::Result<()> {
         println!("cargo:rerun-if-changed={proto}");
     }
 
-    let descriptors = protox::compile(PROTOS, ["."]).map_err(io::Error::other)?;
-    fs::write(out_dir.join("descriptors.bin"), descriptors.encode_to_vec())?;
+    let mut compiler = protox::Compiler::new(["."]).map_err(io::Error::other)?;
+    compiler.include_imports(true).include_source_info(true);
+    for proto in PROTOS {
+        compiler.open_file(proto).map_err(io::Error::other)?;
+    }
+    // Encoded by protox itself, which keeps the options' extensions
+    // (`google.api.http`) and the comments (descriptions at the edge).
+    fs::write(out_dir.join("descriptors.bin"), compiler.encode_file_descriptor_set())?;
+    let descriptors = compiler.file_descriptor_set();
 
     tonic_prost_build::configure()
         .emit_rerun_if_changed(false)

@@ -7,6 +7,7 @@
 mod certs;
 mod dashboard;
 mod demo;
+mod gateway_cmd;
 mod launcher;
 mod observe;
 mod proxy_cmd;
@@ -36,6 +37,8 @@ enum Command {
     Proxy(proxy_cmd::ProxyArgs),
     /// Run one service's app.
     Serve(serve::ServeCommand),
+    /// Run the mesh's gateway: REST/JSON, gRPC-Web and gRPC for clients outside the mesh.
+    Gateway(gateway_cmd::GatewayArgs),
     /// Walk through the shop against a running mesh: register, browse, fill a cart, check out.
     Demo(demo::DemoArgs),
     /// Print the golden metrics of a running mesh per service and per edge.
@@ -52,6 +55,7 @@ fn main() -> ExitCode {
         // A sidecar builds a runtime of its own size.
         Command::Proxy(args) => proxy_cmd::run(args),
         Command::Serve(command) => on_runtime(serve::run(command)),
+        Command::Gateway(args) => on_runtime(gateway_cmd::run(args)),
         Command::Demo(args) => on_runtime(demo::run(args)),
         Command::Stat(args) => on_runtime(observe::stat(args)),
         Command::Trace(args) => on_runtime(observe::trace(args)),

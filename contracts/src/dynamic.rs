@@ -14,7 +14,7 @@ use tonic::{
 };
 
 /// Encodes dynamic messages; decodes them by `MessageDescriptor`.
-pub struct DynamicCodec(MessageDescriptor);
+pub struct DynamicCodec(pub MessageDescriptor);
 
 impl Codec for DynamicCodec {
     type Encode = DynamicMessage;

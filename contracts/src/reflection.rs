@@ -7,7 +7,7 @@
 use std::collections::{BTreeSet, HashSet};
 
 use prost::Message;
-use prost_types::{FileDescriptorProto, FileDescriptorSet};
+use prost_types::FileDescriptorProto;
 use tonic::transport::Channel;
 
 use crate::set::ContractSet;
@@ -42,13 +42,15 @@ pub async fn fetch(channel: Channel, origin: &str) -> Result<ContractSet, Reflec
         }
         other => other?,
     };
-    Ok(ContractSet::from_set(FileDescriptorSet { file: files }, origin)?)
+    // The files as the server encoded them: decoding them into
+    // prost-types would drop the options' extensions (`google.api.http`).
+    Ok(ContractSet::from_encoded_files(&files, origin)?)
 }
 
 /// Decodes the files of one answer, queueing the imports not seen yet.
 fn take_files(
     encoded: Vec<Vec<u8>>,
-    files: &mut Vec<FileDescriptorProto>,
+    files: &mut Vec<Vec<u8>>,
     seen: &mut HashSet<String>,
     wanted: &mut BTreeSet<String>,
 ) -> Result<(), ReflectionError> {
@@ -59,7 +61,7 @@ fn take_files(
         }
         wanted.remove(file.name());
         wanted.extend(file.dependency.iter().filter(|d| !seen.contains(*d)).cloned());
-        files.push(file);
+        files.push(bytes);
     }
     Ok(())
 }
@@ -72,7 +74,6 @@ macro_rules! reflection_version {
         mod $name {
             use std::collections::{BTreeSet, HashSet};
 
-            use prost_types::FileDescriptorProto;
             use tokio_stream::StreamExt;
             use tonic::transport::Channel;
 
@@ -82,7 +83,7 @@ macro_rules! reflection_version {
                 server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
             };
 
-            pub async fn files(channel: Channel) -> Result<Vec<FileDescriptorProto>, ReflectionError> {
+            pub async fn files(channel: Channel) -> Result<Vec<Vec<u8>>, ReflectionError> {
                 let mut client = ServerReflectionClient::new(channel);
                 // One question per stream, its request side closed at once:
                 // some servers (grpcio) answer an unknown method only then.

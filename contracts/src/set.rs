@@ -59,13 +59,28 @@ impl ContractSet {
         }
     }
 
-    /// An encoded `FileDescriptorSet`.
+    /// An encoded `FileDescriptorSet`. Decoded by prost-reflect, which
+    /// keeps the options' extensions (`google.api.http`) that decoding into
+    /// prost-types would drop.
     pub fn decode(bytes: &[u8], origin: &str) -> Result<Self, SetError> {
-        let set = FileDescriptorSet::decode(bytes).map_err(|e| SetError::Decode {
-            origin: origin.to_string(),
-            reason: e.to_string(),
-        })?;
-        Self::from_set(set, origin)
+        let mut pool = DescriptorPool::new();
+        add_encoded(&mut pool, bytes, origin)?;
+        Ok(ContractSet {
+            pool,
+            origin: origin.into(),
+        })
+    }
+
+    /// Encoded `FileDescriptorProto`s, as reflection serves them.
+    pub fn from_encoded_files(files: &[Vec<u8>], origin: &str) -> Result<Self, SetError> {
+        // A FileDescriptorSet is its files as field 1, one after another.
+        let mut set = Vec::with_capacity(files.iter().map(|f| f.len() + 6).sum());
+        for file in files {
+            prost::encoding::encode_key(1, prost::encoding::WireType::LengthDelimited, &mut set);
+            prost::encoding::encode_varint(file.len() as u64, &mut set);
+            set.extend_from_slice(file);
+        }
+        Self::decode(&set, origin)
     }
 
     /// Files in any order, each file's imports among them.
@@ -86,28 +101,25 @@ impl ContractSet {
     /// shows as descriptions). Blocking file I/O: call at start or from a
     /// blocking task.
     pub fn load(sources: &ContractSources) -> Result<Self, SetError> {
-        let mut set = FileDescriptorSet::default();
+        let mut pool = DescriptorPool::new();
         let mut origins = Vec::new();
         for path in &sources.descriptor_sets {
             let bytes = std::fs::read(path).map_err(|cause| SetError::Read {
                 path: path.clone(),
                 cause,
             })?;
-            let decoded = FileDescriptorSet::decode(bytes.as_slice()).map_err(|e| SetError::Decode {
-                origin: path.display().to_string(),
-                reason: e.to_string(),
-            })?;
-            set.file.extend(decoded.file);
+            add_encoded(&mut pool, &bytes, &path.display().to_string())?;
             origins.push(path.display().to_string());
         }
         if !sources.protos.is_empty() {
-            set.file.extend(compile(&sources.protos, &sources.include)?.file);
-            origins.extend(sources.protos.iter().map(|p| p.display().to_string()));
+            let origin = joined(&sources.protos);
+            add_encoded(&mut pool, &compile(&sources.protos, &sources.include)?, &origin)?;
+            origins.push(origin);
         }
-        // The same file from two sources (a well-known type, say) is kept once.
-        let mut seen = std::collections::HashSet::new();
-        set.file.retain(|f| seen.insert(f.name().to_string()));
-        Self::from_set(set, &origins.join(", "))
+        Ok(ContractSet {
+            pool,
+            origin: origins.join(", ").into(),
+        })
     }
 
     /// The pool, for message descriptors (JSON mapping, schemas).
@@ -125,7 +137,54 @@ impl ContractSet {
     }
 }
 
-fn compile(protos: &[std::path::PathBuf], include: &[std::path::PathBuf]) -> Result<FileDescriptorSet, SetError> {
+/// Adds an encoded set's files to `pool`; a file the pool has already (a
+/// well-known type from two sources, say) is kept once.
+fn add_encoded(pool: &mut DescriptorPool, bytes: &[u8], origin: &str) -> Result<(), SetError> {
+    let set = FileDescriptorSet::decode(bytes).map_err(|e| SetError::Decode {
+        origin: origin.to_string(),
+        reason: e.to_string(),
+    })?;
+    let mut fresh = Vec::new();
+    let mut offset = 0;
+    // Walk the raw set so each new file goes in as encoded (with its options).
+    while offset < bytes.len() {
+        let mut rest = &bytes[offset..];
+        let before = rest.len();
+        let (tag, _) = prost::encoding::decode_key(&mut rest).map_err(|e| decode_error(origin, e))?;
+        let len = prost::encoding::decode_varint(&mut rest).map_err(|e| decode_error(origin, e))? as usize;
+        let head = before - rest.len();
+        let file = bytes
+            .get(offset + head..offset + head + len)
+            .ok_or_else(|| decode_error(origin, "a file is cut short"))?;
+        if tag == 1 {
+            fresh.push(file);
+        }
+        offset += head + len;
+    }
+    let mut encoded = Vec::with_capacity(bytes.len());
+    for (file, proto) in fresh.iter().zip(&set.file) {
+        if pool.get_file_by_name(proto.name()).is_some() {
+            continue;
+        }
+        prost::encoding::encode_key(1, prost::encoding::WireType::LengthDelimited, &mut encoded);
+        prost::encoding::encode_varint(file.len() as u64, &mut encoded);
+        encoded.extend_from_slice(file);
+    }
+    pool.decode_file_descriptor_set(encoded.as_slice())
+        .map_err(|e| SetError::Descriptors {
+            origin: origin.to_string(),
+            reason: e.to_string(),
+        })
+}
+
+fn decode_error(origin: &str, reason: impl std::fmt::Display) -> SetError {
+    SetError::Decode {
+        origin: origin.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+fn compile(protos: &[std::path::PathBuf], include: &[std::path::PathBuf]) -> Result<Vec<u8>, SetError> {
     let mut compiler = protox::Compiler::new(include).map_err(|e| SetError::Compile {
         reason: format!("{}: {e}", joined(protos)),
     })?;
@@ -135,7 +194,7 @@ fn compile(protos: &[std::path::PathBuf], include: &[std::path::PathBuf]) -> Res
             reason: format!("{}: {e}", proto.display()),
         })?;
     }
-    Ok(compiler.file_descriptor_set())
+    Ok(compiler.encode_file_descriptor_set())
 }
 
 fn joined(paths: &[std::path::PathBuf]) -> String {

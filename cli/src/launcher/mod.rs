@@ -15,7 +15,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-use meshwork_config::{FileStamp, MeshConfig, SidecarSpec, app_env};
+use meshwork_config::{FileStamp, GATEWAY_WORKLOAD, MeshConfig, SidecarSpec, app_env};
 
 use crate::{certs, dashboard, demo, serve, signals};
 use children::{Event, ProcessSpec as Process, Supervisor};
@@ -95,7 +95,8 @@ pub async fn up(args: UpArgs) -> Result<()> {
     let mut programs = Programs::find()?;
     programs.env = dashboard::collect_traces(&board).await?;
     let sidecars = sidecar_processes(&config, &config_path, &programs);
-    let apps = app_processes(&config, &data_dir, &programs);
+    let mut apps = app_processes(&config, &data_dir, &programs);
+    apps.extend(gateway_process(&config, &config_path, &programs));
     let label_width = sidecars.iter().chain(&apps).map(|p| p.label.len()).max().unwrap_or(0);
     let mut supervisor = Supervisor::new(label_width);
     board.set_config(&config);
@@ -176,10 +177,11 @@ pub async fn up(args: UpArgs) -> Result<()> {
         }
     }
     // The config as last applied: replicas may have been added or removed.
-    let (apps, sidecars) = (
+    let (mut apps, sidecars) = (
         app_processes(&config, &data_dir, &programs),
         sidecar_processes(&config, &config_path, &programs),
     );
+    apps.extend(gateway_process(&config, &config_path, &programs));
     stop_everything(&mut supervisor, &apps, &sidecars).await;
     Ok(())
 }
@@ -403,6 +405,20 @@ fn app_processes(config: &MeshConfig, data_dir: &Path, programs: &Programs) -> V
         .collect()
 }
 
+/// The gateway (`mesh gateway`), started with the apps, once its sidecar is live.
+fn gateway_process(config: &MeshConfig, config_path: &Path, programs: &Programs) -> Option<Process> {
+    config.gateway.as_ref()?;
+    let mut env = programs.env.clone();
+    env.push(("OTEL_SERVICE_NAME".to_string(), GATEWAY_WORKLOAD.to_string()));
+    Some(Process {
+        label: GATEWAY_WORKLOAD.to_string(),
+        program: programs.mesh.clone(),
+        args: vec!["gateway".into(), "--config".into(), config_path.display().to_string()],
+        env,
+        workdir: None,
+    })
+}
+
 /// A program named by a relative path (`./reviews.py`) is found from the
 /// app's working folder; a bare name (`python3`) on the `PATH`.
 fn user_program(program: &str, workdir: Option<&Path>) -> PathBuf {
@@ -437,7 +453,13 @@ async fn start_and_wait(
     apps: &[Process],
     ready_timeout: Duration,
 ) -> Result<()> {
-    let admins: Vec<SocketAddr> = config.sidecars().map(|s| s.admin).collect();
+    let sidecar_admins: Vec<SocketAddr> = config.sidecars().map(|s| s.admin).collect();
+    // The gateway's own admin port joins once the apps (the gateway among them) start.
+    let all_admins: Vec<SocketAddr> = sidecar_admins
+        .iter()
+        .copied()
+        .chain(config.gateway.as_ref().map(|g| g.admin))
+        .collect();
     let probe = AdminProbe::new();
     let deadline = tokio::time::Instant::now() + ready_timeout;
 
@@ -451,8 +473,9 @@ async fn start_and_wait(
                 println!("mesh: waiting for {label}'s app at {app}: mesh.toml gives no command, so start it yourself");
             }
         }
+        let admins = if path == "/live" { &sidecar_admins } else { &all_admins };
         tokio::select! {
-            _ = probe.wait_all(&admins, path) => {}
+            _ = probe.wait_all(admins, path) => {}
             exit = supervisor.next_exit() => bail!("{} {} during start-up", exit.name, exit.describe()),
             _ = tokio::time::sleep_until(deadline) => {
                 let mut waiting = Vec::new();
@@ -460,6 +483,11 @@ async fn start_and_wait(
                     if !probe.ok(spec.admin, path).await {
                         waiting.push(workload_label(&spec));
                     }
+                }
+                if let Some(gateway) = config.gateway.as_ref().filter(|_| path == "/ready")
+                    && !probe.ok(gateway.admin, path).await
+                {
+                    waiting.push(GATEWAY_WORKLOAD.to_string());
                 }
                 bail!("not ready within {ready_timeout:?}: {}", waiting.join(", "));
             }
@@ -504,15 +532,19 @@ fn print_table(config: &MeshConfig, pids: &[(String, u32)]) {
     );
     for spec in config.sidecars() {
         let label = workload_label(&spec);
+        let gateway = config.gateway.as_ref().filter(|_| spec.name == GATEWAY_WORKLOAD);
         let app_pid = match spec.service {
             Some(service) if service.command.is_empty() && !serve::known_service(spec.name) => "yours".into(),
             Some(_) => pid(&label),
+            None if gateway.is_some() => pid(&label),
             None => "-".into(),
         };
+        // The gateway's "app" is its public port.
+        let app = spec.app.or(gateway.map(|g| g.listen));
         println!(
             "{:<12} {:<16} {:<16} {:<16} {:<16} {:>8} {:>8}  yes",
             label,
-            or_dash(spec.app),
+            or_dash(app),
             or_dash(spec.inbound),
             spec.outbound,
             spec.admin,

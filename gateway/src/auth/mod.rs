@@ -33,3 +33,29 @@ impl AuthError {
         }
     }
 }
+
+/// Stand-in until the verifier lands: refuses every token.
+pub struct Authenticator;
+
+impl Authenticator {
+    pub fn new(_auth: &meshwork_config::Auth, _users: tonic::transport::Channel) -> Self {
+        Authenticator
+    }
+
+    pub async fn authenticate(&self, headers: &http::HeaderMap) -> Result<Option<Principal>, AuthError> {
+        match headers.get(http::header::AUTHORIZATION) {
+            None => Ok(None),
+            Some(_) => Err(AuthError::Malformed),
+        }
+    }
+}
+
+impl AuthError {
+    pub fn www_authenticate(&self) -> String {
+        format!("Bearer realm=\"meshwork\", error=\"invalid_token\", error_description=\"{self}\"")
+    }
+
+    pub fn is_unavailable(&self) -> bool {
+        false
+    }
+}

@@ -1,0 +1,22 @@
+//! `mesh gateway`: runs the mesh's edge from the `[gateway]` section of
+//! mesh.toml. The launcher starts it once its sidecar is live.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+
+#[derive(Args)]
+pub struct GatewayArgs {
+    /// The mesh description.
+    #[arg(long, default_value = "mesh.toml")]
+    config: PathBuf,
+}
+
+pub async fn run(args: GatewayArgs) -> Result<()> {
+    let stop = crate::signals::terminated();
+    // Spans are flushed when the guard drops, after the gateway has stopped.
+    let _telemetry = meshwork_telemetry::init("gateway");
+    meshwork_gateway::run(&args.config, stop).await?;
+    Ok(())
+}

@@ -1,0 +1,82 @@
+//! The JSON access log: one line per request on standard output, with the
+//! trace id to find it in the dashboard or Jaeger. Requests only queue a
+//! record; a writer task formats and writes, and when it falls behind (a
+//! slow pipe) lines are dropped and counted rather than slowing requests.
+
+use std::time::{Duration, SystemTime};
+
+use prometheus_client::metrics::counter::Counter;
+use serde::Serialize;
+use tokio::{
+    io::{AsyncWriteExt, BufWriter},
+    sync::mpsc,
+};
+
+const QUEUE: usize = 4096;
+
+#[derive(Debug, Serialize)]
+pub struct Line {
+    #[serde(serialize_with = "rfc3339")]
+    pub time: SystemTime,
+    pub protocol: &'static str,
+    pub method: String,
+    pub path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(serialize_with = "shared_str")]
+    pub rpc: Option<std::sync::Arc<str>>,
+    pub status: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_status: Option<&'static str>,
+    pub duration_ms: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    pub trace_id: String,
+}
+
+fn shared_str<S: serde::Serializer>(value: &Option<std::sync::Arc<str>>, s: S) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(text) => s.serialize_str(text),
+        None => s.serialize_none(),
+    }
+}
+
+fn rfc3339<S: serde::Serializer>(time: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    let since = time.duration_since(SystemTime::UNIX_EPOCH).unwrap_or(Duration::ZERO);
+    s.serialize_str(&humantime::format_rfc3339_millis(SystemTime::UNIX_EPOCH + since).to_string())
+}
+
+#[derive(Debug, Clone)]
+pub struct AccessLog {
+    queue: mpsc::Sender<Line>,
+    dropped: Counter,
+}
+
+impl AccessLog {
+    /// Starts the writer task; it ends when every sender is gone.
+    pub fn start(dropped: Counter) -> Self {
+        let (queue, mut lines) = mpsc::channel::<Line>(QUEUE);
+        tokio::spawn(async move {
+            let mut out = BufWriter::new(tokio::io::stdout());
+            while let Some(line) = lines.recv().await {
+                let mut text = serde_json::to_vec(&line).unwrap_or_default();
+                text.push(b'\n');
+                if out.write_all(&text).await.is_err() {
+                    return;
+                }
+                if lines.is_empty() && out.flush().await.is_err() {
+                    return;
+                }
+            }
+            let _ = out.flush().await;
+        });
+        AccessLog { queue, dropped }
+    }
+
+    pub fn write(&self, line: Line) {
+        if self.queue.try_send(line).is_err() {
+            self.dropped.inc();
+        }
+    }
+}

@@ -1,0 +1,26 @@
+//! Why the gateway cannot start: each says which file, address or method,
+//! and why, once.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error(transparent)]
+    Config(#[from] meshwork_config::ConfigError),
+    #[error("{}: the mesh has no [gateway] section", file.display())]
+    NoGateway { file: PathBuf },
+    #[error("{}: gateway: {source}", file.display())]
+    Catalog {
+        file: PathBuf,
+        #[source]
+        source: crate::catalog::CatalogError,
+    },
+    #[error("{}: {reason}", file.display())]
+    Tls { file: PathBuf, reason: String },
+    #[error("cannot listen on {addr} ({what}): {cause}")]
+    Bind {
+        addr: SocketAddr,
+        what: &'static str,
+        cause: std::io::Error,
+    },
+}
