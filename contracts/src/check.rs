@@ -41,7 +41,56 @@ pub fn check(config: &MeshConfig, registry: &Registry) -> Result<(), ConfigError
             })?;
         }
     }
+    if let Some(gateway) = &config.gateway {
+        let auth = &gateway.auth;
+        let keys = auth
+            .public
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (format!("gateway.auth.public[{i}]"), m))
+            .chain(auth.roles.keys().map(|m| (format!("gateway.auth.roles.\"{m}\""), m)));
+        for (key, method) in keys {
+            check_gateway_method(method, registry).map_err(|reason| ConfigError::Invalid {
+                file: config.source.clone(),
+                key,
+                reason,
+            })?;
+        }
+    }
     Ok(())
+}
+
+/// A gateway key is `pkg.Service` or `pkg.Service/Method`, fully qualified,
+/// since the gateway fronts every service.
+fn check_gateway_method(pattern: &str, registry: &Registry) -> Result<(), String> {
+    let (grpc_service, method) = match pattern.split_once('/') {
+        Some((service, method)) => (service, Some(method)),
+        None => (pattern, None),
+    };
+    if !grpc_service.contains('.') {
+        return Err(format!(
+            "'{pattern}' must name a fully qualified gRPC service, such as \"shop.catalog.v1.CatalogService/ListProducts\""
+        ));
+    }
+    if !registry.knows(grpc_service) {
+        // A service whose contract is read later (reflection) is accepted.
+        return Ok(());
+    }
+    let Some(method) = method else { return Ok(()) };
+    let names: Vec<&str> = registry.methods_of(grpc_service).map(|(name, _, _)| name).collect();
+    if names.contains(&method) {
+        return Ok(());
+    }
+    let closest = names
+        .iter()
+        .map(|name| (strsim::damerau_levenshtein(name, method), *name))
+        .filter(|(distance, name)| *distance <= (name.len() / 3).max(2))
+        .min();
+    let mut reason = format!("no method '{method}' in {grpc_service}");
+    if let Some((_, name)) = closest {
+        reason.push_str(&format!("; did you mean '{name}'?"));
+    }
+    Err(reason)
 }
 
 /// `pattern` is `Method` (in any of the service's gRPC services) or
@@ -98,6 +147,48 @@ mod tests {
             admin = "127.0.0.1:14"
             grpc_services = ["reviews.v1.ReviewService"]
             methods = {{ GetReveiw = {{ idempotent = true }} }}
+            "#
+        );
+        let config = MeshConfig::parse(&text, std::path::Path::new("/m/mesh.toml")).expect("parses");
+        check(
+            &config,
+            &Registry::build(&config, &ContractSet::compiled_in(), &BTreeMap::new()),
+        )
+    }
+
+    #[test]
+    fn gateway_keys_name_real_methods() {
+        let gateway = r#"
+            [gateway]
+            listen = "127.0.0.1:21"
+            admin = "127.0.0.1:22"
+            sidecar = { outbound = "127.0.0.1:23", admin = "127.0.0.1:24" }
+            [gateway.auth]
+            public = ["shop.catalog.v1.CatalogService/ListProdcts"]
+            "#;
+        let error = checked_with_gateway(gateway).expect_err("a typo").to_string();
+        assert_eq!(
+            error,
+            "/m/mesh.toml: gateway.auth.public[0]: no method 'ListProdcts' in shop.catalog.v1.CatalogService; did you mean 'ListProducts'?"
+        );
+        let short = gateway.replace("shop.catalog.v1.CatalogService/ListProdcts", "ListProducts");
+        let error = checked_with_gateway(&short).expect_err("not qualified").to_string();
+        assert!(error.contains("must name a fully qualified gRPC service"), "{error}");
+        let fine = gateway.replace("ListProdcts", "ListProducts");
+        checked_with_gateway(&fine).expect("a real method");
+    }
+
+    fn checked_with_gateway(gateway: &str) -> Result<(), ConfigError> {
+        let text = format!(
+            r#"
+            trust_domain = "t.local"
+            [services.catalog]
+            app = "127.0.0.1:1"
+            inbound = "127.0.0.1:2"
+            outbound = "127.0.0.1:3"
+            admin = "127.0.0.1:4"
+            grpc_services = ["shop.catalog.v1.CatalogService"]
+            {gateway}
             "#
         );
         let config = MeshConfig::parse(&text, std::path::Path::new("/m/mesh.toml")).expect("parses");
