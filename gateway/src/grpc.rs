@@ -41,7 +41,11 @@ where
         async move { Ok::<_, std::convert::Infallible>(forward(shared, request, trace, "grpc-web").await) }
     });
     let mut web = tonic_web::GrpcWebLayer::new().layer(inner);
-    match ServiceExt::<Request<B>>::oneshot(&mut web, request).await {
+    // tonic-web decodes a gRPC-Web-text body (base64) but passes on the
+    // encoded body's exact size, which the HTTP/2 client would then send
+    // as a content-length the decoded body does not have: hide it.
+    let request = request.map(|body| http_body_util::StreamBody::new(http_body_util::BodyStream::new(body)));
+    match ServiceExt::oneshot(&mut web, request).await {
         Ok(response) => response,
         Err(never) => match never {},
     }
@@ -87,6 +91,20 @@ async fn forward(
     // gateway's identity and the user is the header set below.
     parts.headers.remove(header::AUTHORIZATION);
     parts.headers.remove(header::COOKIE);
+    // HTTP/1.1's connection headers mean nothing on the HTTP/2 hop (h2
+    // refuses them), and a gRPC-Web-text body's length changes once decoded.
+    for hop in [
+        header::CONNECTION,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::CONTENT_LENGTH,
+        header::HOST,
+        header::HeaderName::from_static("keep-alive"),
+        header::HeaderName::from_static("proxy-connection"),
+    ] {
+        parts.headers.remove(hop);
+    }
+    parts.headers.insert(header::TE, HeaderValue::from_static("trailers"));
     upstream::into_mesh(&mut parts.headers, principal.as_ref(), &trace);
     let timeout = upstream::deadline(&parts.headers, shared.limits.request_timeout);
     if let Ok(value) = HeaderValue::from_str(&format!("{}m", timeout.as_millis())) {
@@ -103,7 +121,8 @@ async fn forward(
             response.map(|body| Body::new(ObservedBody::new(body, status, finish)))
         }
         Err(e) => finish.now(grpc_error(&Status::unavailable(format!(
-            "the gateway's sidecar is not reachable: {e}"
+            "the call through the gateway's sidecar failed: {}",
+            causes(&e)
         )))),
     }
 }
@@ -158,4 +177,17 @@ impl OnEnd for Finish {
             trace_id: self.trace_id,
         });
     }
+}
+
+/// An error and its causes on one line: tonic's transport error alone says
+/// only "transport error".
+fn causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }

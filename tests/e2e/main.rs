@@ -5,6 +5,7 @@ mod bench;
 mod contracts;
 mod dashboard;
 mod errors;
+mod gateway;
 mod mesh_cli;
 mod metrics;
 mod mtls;
