@@ -141,9 +141,15 @@ fn polyglot_config(dir: &Path, base: u16, edit: impl Fn(String) -> String) -> st
             &format!("workdir = '{}'", example.join("reviews").display()),
         )
         .replace(
-            "include = [\"proto\"]",
-            &format!("include = ['{}']", example.join("proto").display()),
-        );
+            "include = [\"proto\", \"../../proto\"]",
+            &format!(
+                "include = ['{}', '{}']",
+                example.join("proto").display(),
+                example.join("../../proto").display()
+            ),
+        )
+        // The gateway's public port (8080) moves to base + 80, as in shop_config.
+        .replace("127.0.0.1:8080\"", &format!("127.0.0.1:{}\"", base + 80));
     for port in (7100..7406).rev() {
         moved = moved.replace(
             &format!("127.0.0.1:{port}\""),
@@ -188,6 +194,11 @@ fn the_python_service_is_meshed_named_in_metrics_and_traced_with_the_shop() {
     let line = mesh.wait_for("demo: 10. reviewed", Duration::from_secs(120));
     assert!(line.contains(r#""count":1"#), "{line}");
     mesh.wait_for("mesh: up", Duration::from_secs(30));
+    let product = line
+        .strip_prefix("demo: 10. reviewed ")
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the reviewed product")
+        .to_string();
 
     // Its methods are named, from its .proto, on its sidecar and its callers'.
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -208,6 +219,22 @@ fn the_python_service_is_meshed_named_in_metrics_and_traced_with_the_shop() {
         );
     }
     assert!(!metrics.contains(r#"method="unknown""#), "{metrics}");
+
+    // Its REST routes come from its own contract's google.api.http rules,
+    // with no code: the gateway publishes them as it does the shop's.
+    let gateway: std::net::SocketAddr = "127.0.0.1:24180".parse().expect("addr");
+    let (status, rating) = runtime
+        .block_on(http::get(gateway, &format!("/v1/products/{product}/rating")))
+        .expect("GET the rating over REST");
+    assert_eq!(status, 200, "{rating}");
+    let rating: serde_json::Value = serde_json::from_str(&rating).expect("JSON");
+    assert_eq!(rating["count"], 1, "{rating}");
+    assert_eq!(rating["productId"], product.as_str(), "{rating}");
+    let (status, reviews) = runtime
+        .block_on(http::get(gateway, &format!("/v1/products/{product}/reviews")))
+        .expect("GET the reviews over REST");
+    assert_eq!(status, 200, "{reviews}");
+    assert!(reviews.contains(r#""stars":"#), "{reviews}");
 
     // One trace: the demo's sidecar, reviews' sidecar, the Python app, its
     // call to catalog through its own sidecar, and the catalog app.
