@@ -6,3 +6,5 @@
 //! retries, balancing and tracing all happen there).
 
 pub mod auth;
+#[doc(hidden)]
+pub mod fuzzing;
