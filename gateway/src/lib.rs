@@ -17,6 +17,8 @@ mod caller;
 pub mod catalog;
 mod edge;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod grpc;
 mod metrics;
 pub mod rest;
