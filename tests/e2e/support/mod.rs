@@ -10,6 +10,9 @@ pub mod tls;
 // The real `mesh` binary as a child process (mesh_cli.rs and other whole-mesh tests).
 pub mod mesh_process;
 
+// A raw HTTP/1.1 client for the gateway (gateway.rs, gateway_auth.rs).
+pub mod rest;
+
 // A test OTLP collector (tracing.rs).
 pub mod otlp;
 

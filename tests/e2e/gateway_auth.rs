@@ -1,0 +1,174 @@
+//! Who calls through the gateway, end to end: users of the shop register
+//! and log in over REST, their tokens are verified at the edge, each reaches
+//! only their own cart and orders whichever protocol they use, a role is
+//! needed where mesh.toml says so, a forged token is refused, and a checkout
+//! through the gateway is one trace from the edge to payments.
+
+use std::time::Duration;
+
+use meshwork_proto::cart::{GetCartRequest, cart_service_client::CartServiceClient};
+use tonic::{Code, metadata::MetadataValue};
+
+use crate::support::{
+    mesh_process::{MeshProcess, shop_config},
+    otlp::Collector,
+    rest::{call, get, header, http, json, send},
+};
+
+const BASE: u16 = 26600;
+
+struct User {
+    id: String,
+    token: String,
+}
+
+fn sign_up(gw: std::net::SocketAddr, email: &str) -> User {
+    let body = format!(r#"{{"email":"{email}","password":"long enough","displayName":"{email}"}}"#);
+    let (status, _, registered) = send(gw, "POST", "/v1/users", &body);
+    assert_eq!(status, 200, "{registered}");
+    let (status, _, login) = send(gw, "POST", "/v1/login", &format!(r#"{{"email":"{email}","password":"long enough"}}"#));
+    assert_eq!(status, 200, "{login}");
+    User {
+        id: registered["user"]["id"].as_str().expect("id").to_string(),
+        token: login["accessToken"].as_str().expect("token").to_string(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_reach_only_their_own_data_and_a_checkout_is_one_trace() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = shop_config(dir.path(), BASE);
+    let text = std::fs::read_to_string(&config).expect("read").replace(
+        "grpc_services = [\"shop.users.v1.UserService\"]",
+        "grpc_services = [\"shop.users.v1.UserService\"]\nenv = { MESH_USERS_ADMIN_EMAILS = \"boss@example.com\" }",
+    );
+    std::fs::write(&config, text).expect("write");
+    let collector = Collector::start();
+    let mut mesh = MeshProcess::start_with_env(
+        &["up", "--config", config.to_str().expect("utf-8")],
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", &collector.endpoint()), ("OTEL_BSP_SCHEDULE_DELAY", "200")],
+    );
+    mesh.wait_for("mesh: up", Duration::from_secs(120));
+    let gw = std::net::SocketAddr::from(([127, 0, 0, 1], BASE + 80));
+
+    let alice = sign_up(gw, "alice@example.com");
+    let bob = sign_up(gw, "bob@example.com");
+
+    // `me` is the token's user; the cart fills and checks out over REST.
+    let (status, _, cart) = call(gw, "POST", "/v1/users/me/cart/items", &alice.token, r#"{"productId":"book-ddia","quantity":2}"#);
+    assert_eq!(status, 200, "{cart}");
+    assert_eq!(cart["userId"], alice.id.as_str());
+    let (_, _, cart) = call(gw, "GET", "/v1/users/me/cart", &alice.token, "");
+    assert_eq!(cart["items"][0]["quantity"], 2, "{cart}");
+    let (status, _, removed) = call(gw, "DELETE", "/v1/users/me/cart/items/book-ddia", &alice.token, "");
+    assert_eq!((status, &removed["items"]), (200, &serde_json::json!([])), "{removed}");
+    call(gw, "POST", "/v1/users/me/cart/items", &alice.token, r#"{"productId":"book-ddia","quantity":1}"#);
+    // A caller's W3C context is continued: the checkout is one trace with it.
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let body = "{}";
+    let (status, _, order) = {
+        let (status, headers, raw) = http(
+            gw,
+            &format!(
+                "POST /v1/users/me/cart:checkout HTTP/1.1\r\nhost: shop\r\nconnection: close\r\nauthorization: Bearer {}\r\ntraceparent: 00-{trace_id}-00f067aa0ba902b7-01\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                alice.token,
+                body.len()
+            ),
+            b"",
+        );
+        (status, headers, json(&raw))
+    };
+    assert_eq!(status, 200, "{order}");
+    // response_body: "order" answers the Order itself.
+    assert_eq!(order["userId"], alice.id.as_str(), "{order}");
+    assert_eq!(order["status"], "ORDER_STATUS_PAID", "{order}");
+    let order_id = order["id"].as_str().expect("order id").to_string();
+    let (_, _, orders) = call(gw, "GET", "/v1/users/me/orders", &alice.token, "");
+    assert_eq!(orders["orders"][0]["id"], order_id.as_str(), "{orders}");
+    let (status, _, again) = call(gw, "POST", "/v1/users/me/cart:checkout", &alice.token, "{}");
+    assert_eq!((status, again["code"].as_i64()), (400, Some(9)), "an empty cart: {again}");
+
+    // Another user's data is refused by the service, whichever way asked.
+    let (status, _, refused) = call(gw, "GET", &format!("/v1/users/{}/cart", alice.id), &bob.token, "");
+    assert_eq!((status, refused["code"].as_i64()), (403, Some(7)), "{refused}");
+    let (status, _, refused) = call(gw, "GET", &format!("/v1/orders/{order_id}"), &bob.token, "");
+    assert_eq!(status, 403, "{refused}");
+    let (status, _, mine) = call(gw, "GET", &format!("/v1/orders/{order_id}"), &alice.token, "");
+    assert_eq!((status, &mine["id"]), (200, &serde_json::json!(order_id)), "{mine}");
+    let channel = tonic::transport::Channel::from_shared(format!("http://{gw}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("h2c");
+    let mut grpc = CartServiceClient::new(channel);
+    let mut asking = tonic::Request::new(GetCartRequest { user_id: alice.id.clone() });
+    let bearer: MetadataValue<_> = format!("Bearer {}", bob.token).parse().expect("metadata");
+    asking.metadata_mut().insert("authorization", bearer);
+    let denied = grpc.get_cart(asking).await.expect_err("bob's token for alice's cart");
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    let unsigned = grpc
+        .get_cart(GetCartRequest { user_id: alice.id.clone() })
+        .await
+        .expect_err("no token");
+    assert_eq!(unsigned.code(), Code::Unauthenticated, "{unsigned:?}");
+    // A header from outside claiming to be alice is overwritten, never believed.
+    let (status, _, spoofed) = {
+        let (status, headers, raw) = http(
+            gw,
+            &format!(
+                "GET /v1/users/{}/cart HTTP/1.1\r\nhost: shop\r\nconnection: close\r\nauthorization: Bearer {}\r\nx-mesh-user: {}\r\n\r\n",
+                alice.id, bob.token, alice.id
+            ),
+            b"",
+        );
+        (status, headers, json(&raw))
+    };
+    assert_eq!(status, 403, "{spoofed}");
+
+    // A role where mesh.toml asks for one.
+    let (status, _, body) = call(gw, "PATCH", "/v1/products/book-ddia", &alice.token, r#"{"stock":7}"#);
+    assert_eq!(status, 403, "{body}");
+    assert!(body["message"].as_str().expect("message").contains("needs the role 'admin'"), "{body}");
+    let boss = sign_up(gw, "boss@example.com");
+    let (status, _, product) = call(gw, "PATCH", "/v1/products/book-ddia", &boss.token, r#"{"stock":7}"#);
+    assert_eq!((status, &product["stock"]), (200, &serde_json::json!(7)), "{product}");
+
+    // A token signed with another key under a known kid is refused, with a challenge.
+    let forged = forge(&alice.token);
+    let (status, headers, body) = call(gw, "GET", "/v1/users/me/cart", &forged, "");
+    assert_eq!(status, 401, "{body}");
+    let challenge = header(&headers, "www-authenticate").expect("a challenge");
+    assert!(challenge.starts_with("Bearer realm=\"meshwork\", error=\"invalid_token\""), "{challenge}");
+    let (status, _, body) = call(gw, "GET", "/v1/users/me/cart", "not-a-jwt", "");
+    assert_eq!(status, 401, "{body}");
+    let (status, _, _) = get(gw, "/v1/products/book-ddia");
+    assert_eq!(status, 200, "public routes need no token");
+
+    // One trace from the edge to payments, continuing the caller's context.
+    collector.wait_until(Duration::from_secs(30), |spans| {
+        let services: Vec<&str> = spans
+            .iter()
+            .filter(|s| s.trace_id == trace_id)
+            .map(|s| s.service.as_str())
+            .collect();
+        for service in ["gateway", "gateway-proxy", "cart-proxy", "cart", "catalog", "payments-proxy", "payments"] {
+            if !services.contains(&service) {
+                return Err(format!("{service} is not in the checkout's trace: {services:?}"));
+            }
+        }
+        Ok(())
+    });
+}
+
+/// The same claims and `kid` as `token`, signed with a key of our own.
+fn forge(token: &str) -> String {
+    let mut parts = token.split('.');
+    let (head, claims) = (parts.next().expect("header"), parts.next().expect("claims"));
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).expect("an Ed25519 key");
+    let pem = key.serialize_pem();
+    let encoding = jsonwebtoken::EncodingKey::from_ed_pem(pem.as_bytes()).expect("signing key");
+    let message = format!("{head}.{claims}");
+    let signature = jsonwebtoken::crypto::sign(message.as_bytes(), &encoding, jsonwebtoken::Algorithm::EdDSA)
+        .expect("signed");
+    format!("{message}.{signature}")
+}
