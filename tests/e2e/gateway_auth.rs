@@ -26,7 +26,12 @@ fn sign_up(gw: std::net::SocketAddr, email: &str) -> User {
     let body = format!(r#"{{"email":"{email}","password":"long enough","displayName":"{email}"}}"#);
     let (status, _, registered) = send(gw, "POST", "/v1/users", &body);
     assert_eq!(status, 200, "{registered}");
-    let (status, _, login) = send(gw, "POST", "/v1/login", &format!(r#"{{"email":"{email}","password":"long enough"}}"#));
+    let (status, _, login) = send(
+        gw,
+        "POST",
+        "/v1/login",
+        &format!(r#"{{"email":"{email}","password":"long enough"}}"#),
+    );
     assert_eq!(status, 200, "{login}");
     User {
         id: registered["user"]["id"].as_str().expect("id").to_string(),
@@ -46,7 +51,10 @@ async fn users_reach_only_their_own_data_and_a_checkout_is_one_trace() {
     let collector = Collector::start();
     let mut mesh = MeshProcess::start_with_env(
         &["up", "--config", config.to_str().expect("utf-8")],
-        &[("OTEL_EXPORTER_OTLP_ENDPOINT", &collector.endpoint()), ("OTEL_BSP_SCHEDULE_DELAY", "200")],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &collector.endpoint()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+        ],
     );
     mesh.wait_for("mesh: up", Duration::from_secs(120));
     let gw = std::net::SocketAddr::from(([127, 0, 0, 1], BASE + 80));
@@ -55,14 +63,26 @@ async fn users_reach_only_their_own_data_and_a_checkout_is_one_trace() {
     let bob = sign_up(gw, "bob@example.com");
 
     // `me` is the token's user; the cart fills and checks out over REST.
-    let (status, _, cart) = call(gw, "POST", "/v1/users/me/cart/items", &alice.token, r#"{"productId":"book-ddia","quantity":2}"#);
+    let (status, _, cart) = call(
+        gw,
+        "POST",
+        "/v1/users/me/cart/items",
+        &alice.token,
+        r#"{"productId":"book-ddia","quantity":2}"#,
+    );
     assert_eq!(status, 200, "{cart}");
     assert_eq!(cart["userId"], alice.id.as_str());
     let (_, _, cart) = call(gw, "GET", "/v1/users/me/cart", &alice.token, "");
     assert_eq!(cart["items"][0]["quantity"], 2, "{cart}");
     let (status, _, removed) = call(gw, "DELETE", "/v1/users/me/cart/items/book-ddia", &alice.token, "");
     assert_eq!((status, &removed["items"]), (200, &serde_json::json!([])), "{removed}");
-    call(gw, "POST", "/v1/users/me/cart/items", &alice.token, r#"{"productId":"book-ddia","quantity":1}"#);
+    call(
+        gw,
+        "POST",
+        "/v1/users/me/cart/items",
+        &alice.token,
+        r#"{"productId":"book-ddia","quantity":1}"#,
+    );
     // A caller's W3C context is continued: the checkout is one trace with it.
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let body = "{}";
@@ -86,7 +106,11 @@ async fn users_reach_only_their_own_data_and_a_checkout_is_one_trace() {
     let (_, _, orders) = call(gw, "GET", "/v1/users/me/orders", &alice.token, "");
     assert_eq!(orders["orders"][0]["id"], order_id.as_str(), "{orders}");
     let (status, _, again) = call(gw, "POST", "/v1/users/me/cart:checkout", &alice.token, "{}");
-    assert_eq!((status, again["code"].as_i64()), (400, Some(9)), "an empty cart: {again}");
+    assert_eq!(
+        (status, again["code"].as_i64()),
+        (400, Some(9)),
+        "an empty cart: {again}"
+    );
 
     // Another user's data is refused by the service, whichever way asked.
     let (status, _, refused) = call(gw, "GET", &format!("/v1/users/{}/cart", alice.id), &bob.token, "");
@@ -101,13 +125,17 @@ async fn users_reach_only_their_own_data_and_a_checkout_is_one_trace() {
         .await
         .expect("h2c");
     let mut grpc = CartServiceClient::new(channel);
-    let mut asking = tonic::Request::new(GetCartRequest { user_id: alice.id.clone() });
+    let mut asking = tonic::Request::new(GetCartRequest {
+        user_id: alice.id.clone(),
+    });
     let bearer: MetadataValue<_> = format!("Bearer {}", bob.token).parse().expect("metadata");
     asking.metadata_mut().insert("authorization", bearer);
     let denied = grpc.get_cart(asking).await.expect_err("bob's token for alice's cart");
     assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
     let unsigned = grpc
-        .get_cart(GetCartRequest { user_id: alice.id.clone() })
+        .get_cart(GetCartRequest {
+            user_id: alice.id.clone(),
+        })
         .await
         .expect_err("no token");
     assert_eq!(unsigned.code(), Code::Unauthenticated, "{unsigned:?}");
@@ -128,7 +156,13 @@ async fn users_reach_only_their_own_data_and_a_checkout_is_one_trace() {
     // A role where mesh.toml asks for one.
     let (status, _, body) = call(gw, "PATCH", "/v1/products/book-ddia", &alice.token, r#"{"stock":7}"#);
     assert_eq!(status, 403, "{body}");
-    assert!(body["message"].as_str().expect("message").contains("needs the role 'admin'"), "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .expect("message")
+            .contains("needs the role 'admin'"),
+        "{body}"
+    );
     let boss = sign_up(gw, "boss@example.com");
     let (status, _, product) = call(gw, "PATCH", "/v1/products/book-ddia", &boss.token, r#"{"stock":7}"#);
     assert_eq!((status, &product["stock"]), (200, &serde_json::json!(7)), "{product}");
@@ -138,7 +172,10 @@ async fn users_reach_only_their_own_data_and_a_checkout_is_one_trace() {
     let (status, headers, body) = call(gw, "GET", "/v1/users/me/cart", &forged, "");
     assert_eq!(status, 401, "{body}");
     let challenge = header(&headers, "www-authenticate").expect("a challenge");
-    assert!(challenge.starts_with("Bearer realm=\"meshwork\", error=\"invalid_token\""), "{challenge}");
+    assert!(
+        challenge.starts_with("Bearer realm=\"meshwork\", error=\"invalid_token\""),
+        "{challenge}"
+    );
     let (status, _, body) = call(gw, "GET", "/v1/users/me/cart", "not-a-jwt", "");
     assert_eq!(status, 401, "{body}");
     let (status, _, _) = get(gw, "/v1/products/book-ddia");
@@ -151,7 +188,15 @@ async fn users_reach_only_their_own_data_and_a_checkout_is_one_trace() {
             .filter(|s| s.trace_id == trace_id)
             .map(|s| s.service.as_str())
             .collect();
-        for service in ["gateway", "gateway-proxy", "cart-proxy", "cart", "catalog", "payments-proxy", "payments"] {
+        for service in [
+            "gateway",
+            "gateway-proxy",
+            "cart-proxy",
+            "cart",
+            "catalog",
+            "payments-proxy",
+            "payments",
+        ] {
             if !services.contains(&service) {
                 return Err(format!("{service} is not in the checkout's trace: {services:?}"));
             }
@@ -168,7 +213,94 @@ fn forge(token: &str) -> String {
     let pem = key.serialize_pem();
     let encoding = jsonwebtoken::EncodingKey::from_ed_pem(pem.as_bytes()).expect("signing key");
     let message = format!("{head}.{claims}");
-    let signature = jsonwebtoken::crypto::sign(message.as_bytes(), &encoding, jsonwebtoken::Algorithm::EdDSA)
-        .expect("signed");
+    let signature =
+        jsonwebtoken::crypto::sign(message.as_bytes(), &encoding, jsonwebtoken::Algorithm::EdDSA).expect("signed");
     format!("{message}.{signature}")
+}
+
+/// The gateway's public port over TLS with its own certificate: ALPN gives
+/// HTTP/2 to a client that offers it and HTTP/1.1 to one that does not, on
+/// the same port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_on_the_public_port_with_alpn() {
+    use http_body_util::{BodyExt, Empty};
+    use rustls::pki_types::{CertificateDer, ServerName};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = 21600;
+    let config = shop_config(dir.path(), base);
+    let issued = rcgen::generate_simple_self_signed(vec!["shop.localhost".to_string()]).expect("certificate");
+    std::fs::write(dir.path().join("edge.crt"), issued.cert.pem()).expect("write cert");
+    std::fs::write(dir.path().join("edge.key"), issued.signing_key.serialize_pem()).expect("write key");
+    let text = std::fs::read_to_string(&config).expect("read").replace(
+        "[gateway]\n",
+        "[gateway]\ntls = { cert = \"edge.crt\", key = \"edge.key\" }\n",
+    );
+    std::fs::write(&config, text).expect("write");
+    let mut mesh = MeshProcess::start(&["up", "--config", config.to_str().expect("utf-8")]);
+    mesh.wait_for("mesh: up", Duration::from_secs(120));
+    let gw = std::net::SocketAddr::from(([127, 0, 0, 1], base + 80));
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from(issued.cert.der().to_vec()))
+        .expect("root");
+    let connect = |alpn: Vec<Vec<u8>>| {
+        let roots = roots.clone();
+        async move {
+            let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+            config.alpn_protocols = alpn;
+            let tcp = tokio::net::TcpStream::connect(gw).await.expect("connect");
+            tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+                .connect(ServerName::try_from("shop.localhost").expect("name"), tcp)
+                .await
+                .expect("the gateway's certificate is trusted")
+        }
+    };
+
+    // HTTP/2 by ALPN.
+    let tls = connect(vec![b"h2".to_vec(), b"http/1.1".to_vec()]).await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tls))
+            .await
+            .expect("HTTP/2 over TLS");
+    tokio::spawn(conn);
+    let request = http::Request::get("https://shop.localhost/v1/products/book-ddia")
+        .body(Empty::<bytes::Bytes>::new())
+        .expect("request");
+    let response = sender.send_request(request).await.expect("answered");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    let body = response.into_body().collect().await.expect("body").to_bytes();
+    assert_eq!(json(&body)["id"], "book-ddia");
+
+    // HTTP/1.1 for a client that offers only it.
+    let mut tls = connect(vec![b"http/1.1".to_vec()]).await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    tls.write_all(b"GET /v1/products/book-ddia HTTP/1.1\r\nhost: shop.localhost\r\nconnection: close\r\n\r\n")
+        .await
+        .expect("request");
+    let mut raw = Vec::new();
+    let _ = tls.read_to_end(&mut raw).await;
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("\"id\":\"book-ddia\""), "{text}");
+
+    // Plaintext is not served on a TLS port.
+    let mut plain = tokio::net::TcpStream::connect(gw).await.expect("connect");
+    plain
+        .write_all(b"GET /v1/products/book-ddia HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await
+        .expect("request");
+    let mut raw = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(15), plain.read_to_end(&mut raw)).await;
+    assert!(!raw.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&raw));
 }

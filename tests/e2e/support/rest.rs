@@ -85,7 +85,6 @@ pub fn json(body: &[u8]) -> serde_json::Value {
     serde_json::from_slice(body).unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(body).into()))
 }
 
-
 /// `method path` with a bearer token and a JSON body (empty for none).
 pub fn call(
     addr: SocketAddr,
