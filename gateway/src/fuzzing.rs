@@ -7,6 +7,7 @@ use std::sync::LazyLock;
 
 use http::HeaderValue;
 use jsonwebtoken::{DecodingKey, Validation};
+use prost_reflect::ReflectMessage;
 
 use crate::auth::{MAX_TOKEN_BYTES, Principal, token};
 
@@ -75,4 +76,71 @@ fn check_challenge(challenge: &str) {
     assert!(HeaderValue::from_str(challenge).is_ok(), "{challenge:?}");
     let description = challenge.split("error_description=\"").nth(1).unwrap_or("\"");
     assert_eq!(description.matches('"').count(), 1, "{challenge:?}");
+}
+
+/// A path template from a contract and request paths, one per line after
+/// it: a template either parses or is refused with a reason; matching never
+/// panics, and a match binds every variable of the template.
+pub fn path_template(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    let mut lines = text.lines();
+    let Some(template) = lines.next() else { return };
+    let Ok(template) = crate::rest::template::PathTemplate::parse(template) else {
+        return;
+    };
+    let variables = template.variables().count();
+    for path in lines {
+        if let Some(values) = template.matches(path) {
+            assert_eq!(values.len(), variables, "{template} against {path}");
+        }
+    }
+}
+
+/// The shop's REST routes from the repository's mesh.toml and the
+/// compiled-in contracts: what a client's query and body are turned into.
+static CATALOG: LazyLock<Option<crate::catalog::Catalog>> = LazyLock::new(|| {
+    let config =
+        meshwork_config::MeshConfig::parse(include_str!("../../mesh.toml"), std::path::Path::new("mesh.toml")).ok()?;
+    let mesh = meshwork_contracts::Mesh::new(std::sync::Arc::new(config)).ok()?;
+    crate::catalog::Catalog::build(&mesh).ok()
+});
+
+/// A REST request for one of the shop's routes: the first byte picks the
+/// route, the next line is the query, the rest the body. It becomes a
+/// request message or a reason naming what was wrong, never a panic; a
+/// message that was built prints as JSON that reads back as the same message.
+pub fn rest_request(data: &[u8]) {
+    let Some(catalog) = CATALOG.as_ref() else { return };
+    let Some((&pick, rest)) = data.split_first() else {
+        return;
+    };
+    let routes = catalog.routes();
+    let route = &routes[usize::from(pick) % routes.len()];
+    let (query, body) = match rest.iter().position(|&b| b == b'\n') {
+        Some(i) => (&rest[..i], &rest[i + 1..]),
+        None => (rest, &[][..]),
+    };
+    let Ok(query) = std::str::from_utf8(query) else { return };
+    let values: Vec<(&str, String)> = route
+        .template
+        .variables()
+        .map(|v| (v.field_path.as_str(), "v".to_string()))
+        .collect();
+    let body = bytes::Bytes::copy_from_slice(body);
+    match crate::rest::request::build(route, &values, Some(query), &body, Some("me-user")) {
+        Ok(message) => {
+            let json = serde_json::to_string(&message).expect("a built message prints as JSON");
+            let mut deserializer = serde_json::Deserializer::from_str(&json);
+            let again = prost_reflect::DynamicMessage::deserialize(message.descriptor(), &mut deserializer)
+                .expect("its JSON reads back");
+            assert_eq!(again, message, "{json}");
+        }
+        Err(reason) => assert!(!reason.is_empty()),
+    }
+}
+
+/// How many routes [`rest_request`] picks from (the replay test checks the
+/// target is not running against nothing).
+pub fn rest_routes() -> usize {
+    CATALOG.as_ref().map_or(0, |c| c.routes().len())
 }
