@@ -181,6 +181,33 @@ async fn users_reach_only_their_own_data_and_a_checkout_is_one_trace() {
     let (status, _, _) = get(gw, "/v1/products/book-ddia");
     assert_eq!(status, 200, "public routes need no token");
 
+    // The routes not walked above, over REST.
+    let (status, _, me) = call(gw, "GET", "/v1/users/me", &alice.token, "");
+    assert_eq!((status, &me["id"]), (200, &serde_json::json!(alice.id)), "{me}");
+    let (status, _, me) = call(
+        gw,
+        "PUT",
+        "/v1/users/me/preferences",
+        &alice.token,
+        r#"{"locale":"de-DE","currency":"EUR"}"#,
+    );
+    assert_eq!(
+        (status, &me["preferences"]["currency"]),
+        (200, &serde_json::json!("EUR")),
+        "body: \"preferences\": {me}"
+    );
+    let (status, _, jwks) = get(gw, "/.well-known/jwks.json");
+    assert_eq!(
+        (status, &jwks["keys"][0]["kty"]),
+        (200, &serde_json::json!("OKP")),
+        "{jwks}"
+    );
+    let (status, _, refunded) = call(gw, "POST", &format!("/v1/orders/{order_id}:refund"), &boss.token, "{}");
+    assert_eq!(status, 403, "an admin too refunds only their own orders: {refunded}");
+
+    // Every unary method the gateway publishes, over gRPC and gRPC-Web too.
+    every_method_over_grpc_and_grpc_web(gw, &alice, &boss).await;
+
     // One trace from the edge to payments, continuing the caller's context.
     collector.wait_until(Duration::from_secs(30), |spans| {
         let services: Vec<&str> = spans
@@ -303,4 +330,170 @@ async fn tls_on_the_public_port_with_alpn() {
     let mut raw = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(15), plain.read_to_end(&mut raw)).await;
     assert!(!raw.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&raw));
+}
+
+/// Calls each of the shop's published unary methods natively over gRPC (h2c)
+/// and over gRPC-Web (HTTP/1.1), with the token of `user` (or `admin` where a
+/// role is needed); each answers OK both ways.
+async fn every_method_over_grpc_and_grpc_web(gw: std::net::SocketAddr, user: &User, admin: &User) {
+    use meshwork_contracts::dynamic::DynamicCodec;
+    use prost::Message;
+    use prost_reflect::{DescriptorPool, DynamicMessage};
+
+    let pool = DescriptorPool::decode(meshwork_proto::FILE_DESCRIPTOR_SET).expect("contracts");
+    let channel = tonic::transport::Channel::from_shared(format!("http://{gw}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("h2c");
+    let id = &user.id;
+    for protocol in ["grpc", "grpc-web"] {
+        // A fresh order per protocol, for the order methods.
+        let email = format!("{protocol}@example.com");
+        let calls: Vec<(&str, String, &User)> = vec![
+            (
+                "shop.users.v1.UserService/Register",
+                format!(r#"{{"email":"{email}","password":"long enough"}}"#),
+                user,
+            ),
+            (
+                "shop.users.v1.UserService/Login",
+                format!(r#"{{"email":"{email}","password":"long enough"}}"#),
+                user,
+            ),
+            (
+                "shop.users.v1.UserService/GetUser",
+                format!(r#"{{"userId":"{id}"}}"#),
+                user,
+            ),
+            (
+                "shop.users.v1.UserService/UpdatePreferences",
+                format!(r#"{{"userId":"{id}","preferences":{{"locale":"en-GB","currency":"GBP"}}}}"#),
+                user,
+            ),
+            ("shop.users.v1.UserService/GetJwks", "{}".into(), user),
+            (
+                "shop.catalog.v1.CatalogService/ListProducts",
+                r#"{"pageSize":2}"#.into(),
+                user,
+            ),
+            (
+                "shop.catalog.v1.CatalogService/GetProduct",
+                r#"{"productId":"book-ddia"}"#.into(),
+                user,
+            ),
+            (
+                "shop.catalog.v1.CatalogService/BatchGetProducts",
+                r#"{"productIds":["book-ddia"]}"#.into(),
+                user,
+            ),
+            (
+                "shop.catalog.v1.CatalogService/UpdateProduct",
+                r#"{"productId":"book-ddia","stock":50}"#.into(),
+                admin,
+            ),
+            (
+                "shop.cart.v1.CartService/AddItem",
+                format!(r#"{{"userId":"{id}","productId":"book-ddia","quantity":1}}"#),
+                user,
+            ),
+            (
+                "shop.cart.v1.CartService/GetCart",
+                format!(r#"{{"userId":"{id}"}}"#),
+                user,
+            ),
+            (
+                "shop.cart.v1.CartService/RemoveItem",
+                format!(r#"{{"userId":"{id}","productId":"book-ddia"}}"#),
+                user,
+            ),
+            (
+                "shop.cart.v1.CartService/AddItem",
+                format!(r#"{{"userId":"{id}","productId":"book-ddia","quantity":1}}"#),
+                user,
+            ),
+            (
+                "shop.cart.v1.CartService/Checkout",
+                format!(r#"{{"userId":"{id}"}}"#),
+                user,
+            ),
+            (
+                "shop.payments.v1.PaymentService/ListOrders",
+                format!(r#"{{"userId":"{id}"}}"#),
+                user,
+            ),
+        ];
+        let mut last_order = String::new();
+        let order_calls = ["GetOrder", "Refund"].map(|m| (format!("shop.payments.v1.PaymentService/{m}"), user));
+        for (path, request, who) in calls
+            .iter()
+            .map(|(p, r, w)| (p.to_string(), r.clone(), *w))
+            .chain(order_calls.iter().map(|(p, w)| (p.clone(), String::new(), *w)))
+        {
+            let method = pool
+                .get_service_by_name(path.split('/').next().expect("service"))
+                .and_then(|s| s.methods().find(|m| Some(m.name()) == path.split('/').nth(1)))
+                .expect("a method of the contracts");
+            let request = if request.is_empty() {
+                format!(r#"{{"orderId":"{last_order}"}}"#)
+            } else {
+                request
+            };
+            let mut deserializer = serde_json::Deserializer::from_str(&request);
+            let message = DynamicMessage::deserialize(method.input(), &mut deserializer).expect("request JSON");
+            let answer: DynamicMessage = if protocol == "grpc" {
+                let mut grpc = tonic::client::Grpc::new(channel.clone());
+                grpc.ready().await.expect("ready");
+                let mut call = tonic::Request::new(message);
+                let bearer: MetadataValue<_> = format!("Bearer {}", who.token).parse().expect("metadata");
+                call.metadata_mut().insert("authorization", bearer);
+                grpc.unary(
+                    call,
+                    format!("/{path}").parse().expect("path"),
+                    DynamicCodec(method.output()),
+                )
+                .await
+                .unwrap_or_else(|e| panic!("{path} over gRPC: {e:?}"))
+                .into_inner()
+            } else {
+                let body = message.encode_to_vec();
+                let mut framed = vec![0u8];
+                framed.extend_from_slice(&(body.len() as u32).to_be_bytes());
+                framed.extend_from_slice(&body);
+                let (status, _, raw) = http(
+                    gw,
+                    &format!(
+                        "POST /{path} HTTP/1.1\r\nhost: shop\r\nconnection: close\r\nauthorization: Bearer {}\r\ncontent-type: application/grpc-web+proto\r\ncontent-length: {}\r\n\r\n",
+                        who.token,
+                        framed.len()
+                    ),
+                    &framed,
+                );
+                assert_eq!(status, 200, "{path} over gRPC-Web");
+                let (frame, trailers) = grpc_web_frames(&raw);
+                assert!(trailers.contains("grpc-status:0"), "{path} over gRPC-Web: {trailers}");
+                DynamicMessage::decode(method.output(), frame.as_slice()).expect("the answer decodes")
+            };
+            if path.ends_with("/Checkout") {
+                let json = serde_json::to_value(&answer).expect("JSON");
+                last_order = json["order"]["id"].as_str().expect("an order").to_string();
+            }
+        }
+    }
+}
+
+/// A gRPC-Web body: its message frame and its trailers frame (flag 0x80).
+fn grpc_web_frames(body: &[u8]) -> (Vec<u8>, String) {
+    let (mut message, mut trailers, mut rest) = (Vec::new(), String::new(), body);
+    while rest.len() >= 5 {
+        let len = u32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize;
+        let frame = &rest[5..(5 + len).min(rest.len())];
+        if rest[0] & 0x80 != 0 {
+            trailers = String::from_utf8_lossy(frame).replace(' ', "");
+        } else {
+            message = frame.to_vec();
+        }
+        rest = &rest[(5 + len).min(rest.len())..];
+    }
+    (message, trailers)
 }
