@@ -7,6 +7,7 @@
 mod certs;
 mod dashboard;
 mod demo;
+mod k8s;
 mod launcher;
 mod observe;
 mod proxy_cmd;
@@ -38,6 +39,8 @@ enum Command {
     Serve(serve::ServeCommand),
     /// Walk through the shop against a running mesh: register, browse, fill a cart, check out.
     Demo(demo::DemoArgs),
+    /// Render the mesh as Kubernetes manifests (YAML) for a namespace.
+    K8s(k8s::K8sArgs),
     /// Print the golden metrics of a running mesh per service and per edge.
     Stat(observe::StatArgs),
     /// Print one trace of a running mesh as an indented tree with durations.
@@ -53,6 +56,7 @@ fn main() -> ExitCode {
         Command::Proxy(args) => proxy_cmd::run(args),
         Command::Serve(command) => on_runtime(serve::run(command)),
         Command::Demo(args) => on_runtime(demo::run(args)),
+        Command::K8s(args) => k8s::run(args),
         Command::Stat(args) => on_runtime(observe::stat(args)),
         Command::Trace(args) => on_runtime(observe::trace(args)),
     };

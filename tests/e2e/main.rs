@@ -5,6 +5,7 @@ mod bench;
 mod contracts;
 mod dashboard;
 mod errors;
+mod k8s_manifests;
 mod mesh_cli;
 mod metrics;
 mod mtls;
