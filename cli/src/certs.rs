@@ -78,7 +78,9 @@ pub fn secrets(config: &MeshConfig, namespace: &str) -> Result<String> {
     let paths = meshwork_certs::CertPaths::new(&dir(config));
     let read = |path: PathBuf| std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()));
     let ca = read(paths.ca_cert())?;
-    let mut out = String::from("# Workload certificates for `mesh k8s`; written by `mesh certs --secrets`. Holds private keys.\n");
+    let mut out = String::from(
+        "# Workload certificates for `mesh k8s`; written by `mesh certs --secrets`. Holds private keys.\n",
+    );
     for name in config.workload_names() {
         let secret = serde_json::json!({
             "apiVersion": "v1",
@@ -137,9 +139,21 @@ mod tests {
             assert_eq!(secret["metadata"]["name"], crate::k8s::layout::cert_secret(name));
             assert_eq!(secret["metadata"]["namespace"], "shop");
             let data = &secret["stringData"];
-            assert!(data["ca.pem"].as_str().is_some_and(|p| p.starts_with("-----BEGIN CERTIFICATE")));
-            assert!(data[format!("{name}.pem")].as_str().is_some_and(|p| p.contains("BEGIN CERTIFICATE")));
-            assert!(data[format!("{name}-key.pem")].as_str().is_some_and(|p| p.contains("PRIVATE KEY")));
+            assert!(
+                data["ca.pem"]
+                    .as_str()
+                    .is_some_and(|p| p.starts_with("-----BEGIN CERTIFICATE"))
+            );
+            assert!(
+                data[format!("{name}.pem")]
+                    .as_str()
+                    .is_some_and(|p| p.contains("BEGIN CERTIFICATE"))
+            );
+            assert!(
+                data[format!("{name}-key.pem")]
+                    .as_str()
+                    .is_some_and(|p| p.contains("PRIVATE KEY"))
+            );
         }
     }
 }

@@ -25,7 +25,10 @@ fn validator() -> PathBuf {
 }
 
 fn mesh(args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_mesh")).args(args).output().expect("run mesh");
+    let out = Command::new(env!("CARGO_BIN_EXE_mesh"))
+        .args(args)
+        .output()
+        .expect("run mesh");
     assert!(
         out.status.success(),
         "mesh {args:?} failed: {}",
@@ -40,7 +43,11 @@ fn validate(file: &Path) -> (bool, String) {
         .arg(file)
         .output()
         .expect("run kubernetes-validate");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     (out.status.success(), text)
 }
 
@@ -72,10 +79,21 @@ fn the_shops_manifests_and_secrets_validate_against_the_kubernetes_schemas() {
         );
     }
     let passed = report.matches("passed for resource").count();
-    assert_eq!(passed, 12, "namespace, ConfigMap, 4 × (Service, Deployment), gateway Service and Deployment:\n{report}");
+    assert_eq!(
+        passed, 12,
+        "namespace, ConfigMap, 4 × (Service, Deployment), gateway Service and Deployment:\n{report}"
+    );
 
     let secrets = dir.path().join("secrets.yaml");
-    mesh(&["certs", "--config", config, "--secrets", secrets.to_str().expect("utf-8"), "--namespace", "shop"]);
+    mesh(&[
+        "certs",
+        "--config",
+        config,
+        "--secrets",
+        secrets.to_str().expect("utf-8"),
+        "--namespace",
+        "shop",
+    ]);
     let (ok, report) = validate(&secrets);
     assert!(ok, "the Secrets do not validate:\n{report}");
     assert_eq!(report.matches("passed for resource secret/").count(), 6, "{report}");
@@ -87,5 +105,8 @@ fn the_shops_manifests_and_secrets_validate_against_the_kubernetes_schemas() {
     std::fs::write(&broken, text.replacen("  replicas: 1\n", "  replicas: one\n", 1)).expect("write");
     let (ok, report) = validate(&broken);
     assert!(!ok, "a string for replicas passed:\n{report}");
-    assert!(report.contains("spec.replicas: 'one' is not of type 'integer'"), "{report}");
+    assert!(
+        report.contains("spec.replicas: 'one' is not of type 'integer'"),
+        "{report}"
+    );
 }

@@ -9,6 +9,7 @@ mod k8s_manifests;
 mod mesh_cli;
 mod metrics;
 mod mtls;
+mod pods;
 mod retries;
 mod shop_books;
 mod shop_resilience;

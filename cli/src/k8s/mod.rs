@@ -16,7 +16,6 @@ use std::{collections::BTreeMap, path::PathBuf};
 use anyhow::{Context, Result, bail};
 use meshwork_config::MeshConfig;
 
-
 /// Where things are inside a pod, and the names of shared objects.
 pub mod layout {
     /// The name of the sidecar container in every pod.
@@ -130,12 +129,14 @@ pub fn stream(documents: &[(String, String)]) -> String {
 }
 
 pub fn run(args: K8sArgs) -> Result<()> {
-    let text =
-        std::fs::read_to_string(&args.config).with_context(|| format!("reading {}", args.config.display()))?;
+    let text = std::fs::read_to_string(&args.config).with_context(|| format!("reading {}", args.config.display()))?;
     let config = MeshConfig::parse(&text, &args.config)?;
     if args.pod_config {
         check_dns_label(&args.namespace, "--namespace")?;
-        print!("{}", pod_config::rewrite(&text, &config, &args.namespace, &args.cluster_domain)?);
+        print!(
+            "{}",
+            pod_config::rewrite(&text, &config, &args.namespace, &args.cluster_domain)?
+        );
         return Ok(());
     }
     let app_images: BTreeMap<_, _> = args.app_images.into_iter().collect();
@@ -167,7 +168,8 @@ pub fn check_dns_label(s: &str, what: &str) -> Result<()> {
         && s.len() <= 63
         && s.starts_with(|c: char| c.is_ascii_lowercase())
         && !s.ends_with('-')
-        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
     if !ok {
         bail!("{what} '{s}' is not a DNS label: lowercase letters, digits and '-', starting with a letter");
     }

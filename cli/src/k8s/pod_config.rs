@@ -27,10 +27,7 @@ pub fn rewrite(text: &str, config: &MeshConfig, namespace: &str, cluster_domain:
     for (name, service) in &config.services {
         let entry = table(services, name)?;
         let host = headless_host(name, namespace, cluster_domain);
-        entry.insert(
-            "endpoints".into(),
-            format!("{host}:{}", service.inbound.port()).into(),
-        );
+        entry.insert("endpoints".into(), format!("{host}:{}", service.inbound.port()).into());
         entry.insert("inbound".into(), any_address(service.inbound).into());
         entry.insert("admin".into(), any_address(service.admin).into());
         // A Deployment's replicas are pods, each replica 0 of its own pod;

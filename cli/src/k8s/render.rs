@@ -65,7 +65,10 @@ pub fn objects(config: &MeshConfig, opts: &Options<'_>) -> Result<Vec<Value>> {
                 }],
             },
         }));
-        let mut volumes = vec![config_volume(), secret_volume("certs", &layout::cert_secret(GATEWAY_WORKLOAD))];
+        let mut volumes = vec![
+            config_volume(),
+            secret_volume("certs", &layout::cert_secret(GATEWAY_WORKLOAD)),
+        ];
         let mut mounts = vec![config_mount()];
         if tls {
             volumes.push(secret_volume("gateway-tls", &layout::gateway_tls_secret()));
@@ -225,14 +228,7 @@ fn sidecar_container(workload: &str, inbound: Option<SocketAddr>, admin: SocketA
     })
 }
 
-fn deployment(
-    name: &str,
-    replicas: u16,
-    sidecar: Value,
-    app: Value,
-    volumes: Vec<Value>,
-    opts: &Options<'_>,
-) -> Value {
+fn deployment(name: &str, replicas: u16, sidecar: Value, app: Value, volumes: Vec<Value>, opts: &Options<'_>) -> Value {
     json!({
         "apiVersion": "apps/v1",
         "kind": "Deployment",

@@ -30,7 +30,11 @@ fn items(v: &Value) -> &[Value] {
 fn every_app_waits_for_its_native_sidecar() {
     let (config, objects) = shop();
     let deployments: Vec<_> = of_kind(&objects, "Deployment").collect();
-    assert_eq!(deployments.len(), config.services.len() + 1, "a Deployment per service and the gateway");
+    assert_eq!(
+        deployments.len(),
+        config.services.len() + 1,
+        "a Deployment per service and the gateway"
+    );
     for d in deployments {
         let name = d["metadata"]["name"].as_str().expect("name");
         let pod = &d["spec"]["template"]["spec"];
@@ -47,14 +51,34 @@ fn every_app_waits_for_its_native_sidecar() {
         let command: Vec<_> = items(&sidecar["command"]).iter().filter_map(Value::as_str).collect();
         assert_eq!(
             command,
-            ["mesh", "proxy", "--config", layout::CONFIG_PATH, "--name", name, "--replica", "0"]
+            [
+                "mesh",
+                "proxy",
+                "--config",
+                layout::CONFIG_PATH,
+                "--name",
+                name,
+                "--replica",
+                "0"
+            ]
         );
         for c in items(&pod["containers"]).iter().chain(init) {
-            assert!(c["resources"]["requests"]["memory"].is_string(), "{name}/{}: requests", c["name"]);
-            assert!(c["resources"]["limits"]["memory"].is_string(), "{name}/{}: limits", c["name"]);
+            assert!(
+                c["resources"]["requests"]["memory"].is_string(),
+                "{name}/{}: requests",
+                c["name"]
+            );
+            assert!(
+                c["resources"]["limits"]["memory"].is_string(),
+                "{name}/{}: limits",
+                c["name"]
+            );
         }
         if let Some(service) = config.services.get(name) {
-            assert_eq!(d["spec"]["replicas"], service.replicas, "{name}: replicas from mesh.toml");
+            assert_eq!(
+                d["spec"]["replicas"], service.replicas,
+                "{name}: replicas from mesh.toml"
+            );
         }
     }
 }
@@ -121,7 +145,9 @@ fn every_secret_is_mounted_read_only_with_mode_0400_by_the_sidecar_alone() {
             })
             .collect();
         assert!(
-            items(&pod["volumes"]).iter().any(|v| v["secret"]["secretName"] == layout::cert_secret(name)),
+            items(&pod["volumes"])
+                .iter()
+                .any(|v| v["secret"]["secretName"] == layout::cert_secret(name)),
             "{name}: its certificate"
         );
         let containers = items(&pod["containers"]).iter().chain(items(&pod["initContainers"]));
@@ -129,7 +155,11 @@ fn every_secret_is_mounted_read_only_with_mode_0400_by_the_sidecar_alone() {
             for m in items(&c["volumeMounts"]) {
                 if secrets.contains(&m["name"].as_str().unwrap_or_default()) {
                     assert_eq!(m["readOnly"], true, "{name}/{}: {m}", c["name"]);
-                    assert_eq!(c["name"], layout::PROXY_CONTAINER, "{name}: only the sidecar holds the key");
+                    assert_eq!(
+                        c["name"],
+                        layout::PROXY_CONTAINER,
+                        "{name}: only the sidecar holds the key"
+                    );
                     seen += 1;
                 }
             }

@@ -130,7 +130,11 @@ impl<S: Send + Sync + 'static> Followed<S> {
             target.clone(),
             discovery,
             self.refresh.clone(),
-            move |desired| apply(&name, &set, &make, &desired),
+            move |desired: Option<BTreeSet<SocketAddr>>| match desired {
+                Some(desired) => apply(&name, &set, &make, &desired),
+                // Kept as it was; calls stop waiting for a first answer.
+                None => set.mark_answered(),
+            },
         ));
         *followed = Some((target.clone(), discovery, task.abort_handle()));
     }

@@ -89,19 +89,20 @@ pub async fn resolve(resolver: &TokioResolver, target: &DnsEndpoints, discovery:
 }
 
 /// Follows `target` for `destination` until the task is aborted, giving
-/// every answer to `apply`. `refresh` is notified when a call to one of the
-/// endpoints failed.
+/// every answer to `apply` (`None`: the resolver failed, keep the last).
+/// `refresh` is notified when a call to one of the endpoints failed.
 pub async fn follow(
     destination: Arc<str>,
     target: DnsEndpoints,
     discovery: Discovery,
     refresh: Arc<Notify>,
-    apply: impl Fn(BTreeSet<SocketAddr>),
+    apply: impl Fn(Option<BTreeSet<SocketAddr>>),
 ) {
     let resolver = match resolver(&discovery) {
         Ok(resolver) => resolver,
         Err(error) => {
             tracing::error!(%destination, endpoints = %target, %error, "cannot build a DNS resolver; the destination has no endpoints");
+            apply(None);
             return;
         }
     };
@@ -114,7 +115,7 @@ pub async fn follow(
                     tracing::warn!(%destination, endpoints = %target, "DNS lists no endpoints");
                 }
                 had_answer = true;
-                apply(addrs);
+                apply(Some(addrs));
                 wait
             }
             Answer::Failed(error) => {
@@ -124,6 +125,7 @@ pub async fn follow(
                     }
                     false => tracing::warn!(%destination, endpoints = %target, %error, "DNS failed; no endpoints yet"),
                 }
+                apply(None);
                 discovery.min_ttl
             }
         };
@@ -312,7 +314,7 @@ pub(crate) mod tests {
         let refresh = Arc::new(Notify::new());
         let task = tokio::spawn(follow("catalog".into(), target(7202), discovery, refresh.clone(), {
             let seen = seen.clone();
-            move |addrs| seen.lock().push(addrs)
+            move |addrs: Option<_>| seen.lock().extend(addrs)
         }));
         until(&seen, &endpoints(&[11, 12], 7202), Duration::from_secs(3)).await;
 
