@@ -167,3 +167,18 @@ fn every_secret_is_mounted_read_only_with_mode_0400_by_the_sidecar_alone() {
     }
     assert_eq!(seen, 5, "four services and the gateway mount a certificate");
 }
+
+#[test]
+fn the_rendered_example_in_deploy_is_current() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let text = std::fs::read_to_string(root.join("mesh.toml")).expect("mesh.toml");
+    // As `mesh k8s --config mesh.toml -n shop > deploy/k8s/shop.yaml` renders it.
+    let config = MeshConfig::parse(&text, Path::new("mesh.toml")).expect("valid");
+    let image = concat!("meshwork/mesh:", env!("CARGO_PKG_VERSION"));
+    let docs = render(&config, &text, "shop", image, &BTreeMap::new(), "cluster.local").expect("renders");
+    let committed = std::fs::read_to_string(root.join("deploy/k8s/shop.yaml")).expect("deploy/k8s/shop.yaml");
+    assert!(
+        stream(&docs) == committed,
+        "deploy/k8s/shop.yaml is stale: run `mesh k8s --config mesh.toml -n shop > deploy/k8s/shop.yaml`"
+    );
+}

@@ -208,6 +208,12 @@ impl<S> Balance<S> {
 
 type Answer = Ready<Result<Response<ProxyBody>, Infallible>>;
 
+/// A call held until discovery's first answer (rare: only at start).
+type Held = BoxFuture<'static, Result<Response<ProxyBody>, Infallible>>;
+
+/// What a call to [`Balance`] returns.
+pub type BalanceCall<F> = Either<BalanceFuture<F>, Either<Answer, Held>>;
+
 impl<S, B> Service<Request<B>> for Balance<S>
 where
     S: Service<Request<B>, Response = Response<ProxyBody>, Error = Infallible> + Clone + Send + Sync + 'static,
@@ -236,10 +242,7 @@ where
 }
 
 impl<S> Balance<S> {
-    fn pick_and_call<B>(
-        &mut self,
-        req: Request<B>,
-    ) -> Either<BalanceFuture<S::Future>, Either<Answer, BoxFuture<'static, Result<Response<ProxyBody>, Infallible>>>>
+    fn pick_and_call<B>(&mut self, req: Request<B>) -> BalanceCall<S::Future>
     where
         S: Service<Request<B>, Response = Response<ProxyBody>, Error = Infallible> + Clone,
     {
