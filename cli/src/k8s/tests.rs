@@ -182,3 +182,42 @@ fn the_rendered_example_in_deploy_is_current() {
         "deploy/k8s/shop.yaml is stale: run `mesh k8s --config mesh.toml -n shop > deploy/k8s/shop.yaml`"
     );
 }
+
+#[test]
+fn what_a_pod_cannot_run_is_refused_with_the_reason() {
+    let (config, _) = shop();
+    let text = std::fs::read_to_string(&config.source).expect("mesh.toml");
+    let err =
+        render(&config, &text, "Shop", "mesh:test", &BTreeMap::new(), "cluster.local").expect_err("bad namespace");
+    assert!(
+        err.to_string().starts_with("--namespace 'Shop' is not a DNS label"),
+        "{err}"
+    );
+    let images = BTreeMap::from([("reviews".to_string(), "reviews:1".to_string())]);
+    let err = render(&config, &text, "shop", "mesh:test", &images, "cluster.local").expect_err("unknown service");
+    assert_eq!(
+        err.to_string(),
+        "--app-image reviews=...: mesh.toml has no service 'reviews'"
+    );
+
+    // A service whose app someone else starts has nothing to run in a pod.
+    let external = format!(
+        "{text}\n[services.reviews]\napp = \"127.0.0.1:7105\"\ninbound = \"127.0.0.1:7205\"\n\
+         outbound = \"127.0.0.1:7305\"\nadmin = \"127.0.0.1:7405\"\ngrpc_services = [\"shop.reviews.v1.ReviewService\"]\n"
+    );
+    let config = MeshConfig::parse(&external, &config.source).expect("valid");
+    let err = render(
+        &config,
+        &external,
+        "shop",
+        "mesh:test",
+        &BTreeMap::new(),
+        "cluster.local",
+    )
+    .expect_err("no app");
+    assert!(
+        err.to_string()
+            .starts_with("services.reviews: no command and not one of the shop's built-in apps"),
+        "{err}"
+    );
+}
