@@ -230,24 +230,26 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        if !*self.set.answered.borrow() && self.set.endpoints.load().is_empty() {
+        let endpoints = self.set.endpoints.load();
+        // Emptiness first: the watch's lock is taken only on an empty set.
+        if endpoints.is_empty() && !*self.set.answered.borrow() {
             let (mut this, mut answered) = (self.clone(), self.set.answered.subscribe());
             return Either::Right(Either::Right(Box::pin(async move {
                 let _ = tokio::time::timeout(FIRST_ANSWER_WAIT, answered.wait_for(|a| *a)).await;
-                this.pick_and_call(req).await
+                let endpoints = this.set.endpoints.load();
+                this.pick_and_call(&endpoints, req).await
             })));
         }
-        self.pick_and_call(req)
+        self.pick_and_call(&endpoints, req)
     }
 }
 
 impl<S> Balance<S> {
-    fn pick_and_call<B>(&mut self, req: Request<B>) -> BalanceCall<S::Future>
+    fn pick_and_call<B>(&mut self, endpoints: &[Arc<Endpoint<S>>], req: Request<B>) -> BalanceCall<S::Future>
     where
         S: Service<Request<B>, Response = Response<ProxyBody>, Error = Infallible> + Clone,
     {
-        let endpoints = self.set.endpoints.load();
-        let Some(endpoint) = pick(&endpoints, req.extensions().get::<Exclude>()).cloned() else {
+        let Some(endpoint) = pick(endpoints, req.extensions().get::<Exclude>()).cloned() else {
             let message = if endpoints.is_empty() {
                 format!("{} has no replicas", self.set.destination)
             } else {
