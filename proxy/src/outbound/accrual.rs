@@ -265,6 +265,19 @@ mod tests {
         assert_eq!(s.ejections.get(), 1);
     }
 
+    #[tokio::test]
+    async fn every_failure_is_signalled_to_discovery() {
+        let signal = Arc::new(tokio::sync::Notify::new());
+        let s = state().signal_failures_to(signal.clone());
+        s.record(false);
+        let quiet = tokio::time::timeout(Duration::from_millis(50), signal.notified()).await;
+        assert!(quiet.is_err(), "a success was signalled");
+        s.record(true);
+        tokio::time::timeout(Duration::from_secs(1), signal.notified())
+            .await
+            .expect("the failure was signalled");
+    }
+
     #[test]
     fn failures_are_unavailable_or_unprocessed() {
         let with = |name: &str, value: &str| {
