@@ -3,6 +3,8 @@
 //! Kubernetes 1.37 API schemas (the `kubernetes-validate` package, in the
 //! venv scripts/test installs), strictly: an unknown field fails too. A
 //! copy with a wrong type must be refused, or the validation proves nothing.
+//! The validator runs without a network (`unshare --net`): the schemas it
+//! checks against are the ones it ships.
 
 use std::{
     path::{Path, PathBuf},
@@ -37,10 +39,12 @@ fn mesh(args: &[&str]) -> Output {
     out
 }
 
-fn validate(file: &Path) -> (bool, String) {
-    let out = Command::new(validator())
+fn validate(files: &[PathBuf]) -> (bool, String) {
+    let out = Command::new("unshare")
+        .arg("--net")
+        .arg(validator())
         .args(["--strict", "--kubernetes-version", KUBERNETES])
-        .arg(file)
+        .args(files)
         .output()
         .expect("run kubernetes-validate");
     let text = format!(
@@ -63,7 +67,7 @@ fn the_shops_manifests_and_secrets_validate_against_the_kubernetes_schemas() {
     let rendered = mesh(&["k8s", "--config", config, "--namespace", "shop"]);
     let manifests = dir.path().join("shop.yaml");
     std::fs::write(&manifests, &rendered.stdout).expect("write manifests");
-    let (ok, report) = validate(&manifests);
+    let (ok, report) = validate(std::slice::from_ref(&manifests));
     assert!(ok, "the manifests do not validate:\n{report}");
     for object in [
         "namespace/shop",
@@ -84,6 +88,27 @@ fn the_shops_manifests_and_secrets_validate_against_the_kubernetes_schemas() {
         "namespace, ConfigMap, 4 × (Service, Deployment), gateway Service and Deployment:\n{report}"
     );
 
+    // One file per object, as `--out` writes them: the same objects.
+    let out = dir.path().join("out");
+    mesh(&[
+        "k8s",
+        "--config",
+        config,
+        "--namespace",
+        "shop",
+        "--out",
+        out.to_str().expect("utf-8"),
+    ]);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&out)
+        .expect("out")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 12, "{files:?}");
+    let (ok, report) = validate(&files);
+    assert!(ok, "the files of --out do not validate:\n{report}");
+    assert_eq!(report.matches("passed for resource").count(), 12, "{report}");
+
     let secrets = dir.path().join("secrets.yaml");
     mesh(&[
         "certs",
@@ -94,7 +119,7 @@ fn the_shops_manifests_and_secrets_validate_against_the_kubernetes_schemas() {
         "--namespace",
         "shop",
     ]);
-    let (ok, report) = validate(&secrets);
+    let (ok, report) = validate(std::slice::from_ref(&secrets));
     assert!(ok, "the Secrets do not validate:\n{report}");
     assert_eq!(report.matches("passed for resource secret/").count(), 6, "{report}");
 
@@ -103,7 +128,7 @@ fn the_shops_manifests_and_secrets_validate_against_the_kubernetes_schemas() {
     assert!(text.contains("  replicas: 1\n"));
     let broken = dir.path().join("broken.yaml");
     std::fs::write(&broken, text.replacen("  replicas: 1\n", "  replicas: one\n", 1)).expect("write");
-    let (ok, report) = validate(&broken);
+    let (ok, report) = validate(&[broken]);
     assert!(!ok, "a string for replicas passed:\n{report}");
     assert!(
         report.contains("spec.replicas: 'one' is not of type 'integer'"),
