@@ -8,6 +8,7 @@ mod certs;
 mod dashboard;
 mod demo;
 mod gateway_cmd;
+mod k8s;
 mod launcher;
 mod observe;
 mod proxy_cmd;
@@ -41,6 +42,8 @@ enum Command {
     Gateway(gateway_cmd::GatewayArgs),
     /// Walk through the shop against a running mesh: register, browse, fill a cart, check out.
     Demo(demo::DemoArgs),
+    /// Render the mesh as Kubernetes manifests (YAML) for a namespace.
+    K8s(k8s::K8sArgs),
     /// Print the golden metrics of a running mesh per service and per edge.
     Stat(observe::StatArgs),
     /// Print one trace of a running mesh as an indented tree with durations.
@@ -57,6 +60,7 @@ fn main() -> ExitCode {
         Command::Serve(command) => on_runtime(serve::run(command)),
         Command::Gateway(args) => on_runtime(gateway_cmd::run(args)),
         Command::Demo(args) => on_runtime(demo::run(args)),
+        Command::K8s(args) => k8s::run(args),
         Command::Stat(args) => on_runtime(observe::stat(args)),
         Command::Trace(args) => on_runtime(observe::trace(args)),
     };

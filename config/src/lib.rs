@@ -3,6 +3,7 @@
 //! authorization policy. A bad file is refused with the file, the key and the
 //! reason ([`ConfigError`]).
 
+mod discovery;
 mod error;
 mod gateway;
 mod model;
@@ -10,6 +11,7 @@ mod parse;
 mod policy;
 mod stamp;
 
+pub use discovery::{Discovery, DnsEndpoints};
 pub use error::ConfigError;
 pub use gateway::{Auth, Cors, GATEWAY_WORKLOAD, Gateway, GatewaySidecar, GatewayTls, Limits};
 pub use model::{

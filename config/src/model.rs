@@ -52,6 +52,8 @@ pub struct MeshConfig {
     pub gateway: Option<crate::Gateway>,
     /// Replica `k` of a service listens on each of its ports plus `k` times this.
     pub replica_port_step: u16,
+    /// How services' DNS `endpoints` are resolved.
+    pub discovery: crate::Discovery,
     /// Retry limits for every destination.
     pub retry: RetryPolicy,
     pub telemetry: Telemetry,
@@ -63,11 +65,19 @@ pub struct MeshConfig {
 pub struct Service {
     /// Where the app serves plain HTTP/2 (loopback only).
     pub app: SocketAddr,
-    /// The sidecar's mutual-TLS listener that peers' sidecars call.
+    /// The sidecar's mutual-TLS listener that peers' sidecars call: a
+    /// loopback address on one machine, the pod's address (or `0.0.0.0`) in a pod.
     pub inbound: SocketAddr,
+    /// Where callers find the replicas instead of `inbound` plus the replica
+    /// step: a DNS name and port (a Kubernetes headless Service), resolved
+    /// and followed by every caller's sidecar.
+    #[serde(default)]
+    pub endpoints: Option<crate::DnsEndpoints>,
     /// The sidecar's plaintext listener for the app's own outgoing calls (loopback only).
     pub outbound: SocketAddr,
-    /// The sidecar's `/live`, `/ready` and `/metrics` (loopback only).
+    /// The sidecar's `/live`, `/ready` and `/metrics`: loopback on one
+    /// machine; the pod's address where a kubelet probes it and Prometheus
+    /// scrapes it (it serves only reads).
     pub admin: SocketAddr,
     /// Fully qualified gRPC services the app serves, for example `shop.cart.v1.CartService`.
     pub grpc_services: Vec<String>,

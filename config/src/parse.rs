@@ -39,6 +39,8 @@ struct RawMesh {
     retry: RetryPolicy,
     #[serde(default)]
     telemetry: Telemetry,
+    #[serde(default)]
+    discovery: crate::Discovery,
 }
 
 fn default_replica_port_step() -> u16 {
@@ -125,6 +127,7 @@ impl MeshConfig {
             clients,
             gateway,
             replica_port_step: raw.replica_port_step,
+            discovery: raw.discovery,
             retry: raw.retry,
             telemetry: raw.telemetry,
         };
@@ -230,7 +233,8 @@ fn validate(config: &MeshConfig) -> Result<(), Invalid> {
             claim(key("app"), r.app, true)?;
             claim(key("inbound"), r.inbound, false)?;
             claim(key("outbound"), r.outbound, true)?;
-            claim(key("admin"), r.admin, true)?;
+            // Admin serves only reads; in a pod the kubelet probes it.
+            claim(key("admin"), r.admin, false)?;
         }
         if service.timeout.is_some_and(|t| t.is_zero()) {
             return Err((key("timeout"), "must be above 0".into()));
@@ -281,11 +285,11 @@ fn validate(config: &MeshConfig) -> Result<(), Invalid> {
             false => format!("clients.{name}"),
         };
         claim(format!("{prefix}.outbound"), client.outbound, true)?;
-        claim(format!("{prefix}.admin"), client.admin, true)?;
+        claim(format!("{prefix}.admin"), client.admin, false)?;
     }
     if let Some(gateway) = &config.gateway {
         claim("gateway.listen".into(), gateway.listen, false)?;
-        claim("gateway.admin".into(), gateway.admin, true)?;
+        claim("gateway.admin".into(), gateway.admin, false)?;
         check_gateway(gateway)?;
     }
 
@@ -300,6 +304,7 @@ fn validate(config: &MeshConfig) -> Result<(), Invalid> {
             }
         }
     }
+    config.discovery.check()?;
     check_retry(&config.retry)
 }
 

@@ -63,6 +63,9 @@ pub struct AccrualState {
     /// which sets the backoff.
     strikes: AtomicU32,
     ejections: Counter,
+    /// Told of every failure, when discovery wants to know (a DNS name is
+    /// asked again at once: the endpoint may have left).
+    failures: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl AccrualState {
@@ -76,7 +79,14 @@ impl AccrualState {
             ejected_until: AtomicU64::new(0),
             strikes: AtomicU32::new(0),
             ejections,
+            failures: None,
         }
+    }
+
+    /// Notifies `failures` of every failed call.
+    pub fn signal_failures_to(mut self, failures: Arc<tokio::sync::Notify>) -> Self {
+        self.failures = Some(failures);
+        self
     }
 
     fn now_ms(&self) -> u64 {
@@ -116,6 +126,9 @@ impl AccrualState {
                 tracing::info!(destination = %self.destination, endpoint = %self.endpoint, "endpoint back in service");
             }
             return;
+        }
+        if let Some(signal) = &self.failures {
+            signal.notify_one();
         }
         let failures = self.consecutive.fetch_add(1, Relaxed) + 1;
         if failures < self.threshold || !self.available() {
@@ -250,6 +263,19 @@ mod tests {
         s.record(false);
         assert!(s.available(), "a successful probe puts it back");
         assert_eq!(s.ejections.get(), 1);
+    }
+
+    #[tokio::test]
+    async fn every_failure_is_signalled_to_discovery() {
+        let signal = Arc::new(tokio::sync::Notify::new());
+        let s = state().signal_failures_to(signal.clone());
+        s.record(false);
+        let quiet = tokio::time::timeout(Duration::from_millis(50), signal.notified()).await;
+        assert!(quiet.is_err(), "a success was signalled");
+        s.record(true);
+        tokio::time::timeout(Duration::from_secs(1), signal.notified())
+            .await
+            .expect("the failure was signalled");
     }
 
     #[test]

@@ -15,6 +15,11 @@
 //! always ready; the bound on work is the outbound listener's connection
 //! and stream limits, and the peer's HTTP/2 `MAX_CONCURRENT_STREAMS`.
 //! The set changes through `tower::discover::Change`s from discovery.
+//!
+//! A set that discovery has not answered for yet (a DNS name is asked in
+//! the background when the sidecar starts) holds its calls until the first
+//! answer, up to [`FIRST_ANSWER_WAIT`]: an app that calls out the moment
+//! its sidecar is up should not be told the service has no replicas.
 
 use std::{
     convert::Infallible,
@@ -26,9 +31,9 @@ use std::{
 };
 
 use arc_swap::ArcSwap;
-use futures::future::Either;
+use futures::future::{BoxFuture, Either};
 use http::{HeaderValue, Request, Response};
-use tokio::time::Instant;
+use tokio::{sync::watch, time::Instant};
 use tower::{Service, discover::Change};
 
 use super::{
@@ -91,11 +96,16 @@ impl<S> Endpoint<S> {
     }
 }
 
+/// How long a call waits for discovery's first answer.
+pub const FIRST_ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// The endpoints of one destination, replaced whole on every change.
 pub struct EndpointSet<S> {
     /// The destination's name, for messages.
     destination: Arc<str>,
     endpoints: ArcSwap<Vec<Arc<Endpoint<S>>>>,
+    /// False until discovery has answered once (or given up trying).
+    answered: watch::Sender<bool>,
 }
 
 impl<S> EndpointSet<S> {
@@ -104,12 +114,20 @@ impl<S> EndpointSet<S> {
         EndpointSet {
             destination,
             endpoints: ArcSwap::from_pointee(Vec::new()),
+            answered: watch::Sender::new(false),
         }
+    }
+
+    /// Discovery has answered (or failed): calls no longer wait for it.
+    pub fn mark_answered(&self) {
+        self.answered
+            .send_if_modified(|answered| !std::mem::replace(answered, true));
     }
 
     /// Applies discovery's changes. Removed endpoints finish their calls in
     /// flight; their connections close when the last one ends.
     pub fn apply(&self, changes: Vec<Change<SocketAddr, Endpoint<S>>>) {
+        self.mark_answered();
         if changes.is_empty() {
             return;
         }
@@ -190,13 +208,22 @@ impl<S> Balance<S> {
 
 type Answer = Ready<Result<Response<ProxyBody>, Infallible>>;
 
+/// A call held until discovery's first answer (rare: only at start).
+type Held = BoxFuture<'static, Result<Response<ProxyBody>, Infallible>>;
+
+/// What a call to [`Balance`] returns.
+pub type BalanceCall<F> = Either<BalanceFuture<F>, Either<Answer, Held>>;
+
 impl<S, B> Service<Request<B>> for Balance<S>
 where
-    S: Service<Request<B>, Response = Response<ProxyBody>, Error = Infallible> + Clone,
+    S: Service<Request<B>, Response = Response<ProxyBody>, Error = Infallible> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
 {
     type Response = Response<ProxyBody>;
     type Error = Infallible;
-    type Future = Either<BalanceFuture<S::Future>, Answer>;
+    type Future =
+        Either<BalanceFuture<S::Future>, Either<Answer, BoxFuture<'static, Result<Response<ProxyBody>, Infallible>>>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
@@ -204,7 +231,25 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let endpoints = self.set.endpoints.load();
-        let Some(endpoint) = pick(&endpoints, req.extensions().get::<Exclude>()).cloned() else {
+        // Emptiness first: the watch's lock is taken only on an empty set.
+        if endpoints.is_empty() && !*self.set.answered.borrow() {
+            let (mut this, mut answered) = (self.clone(), self.set.answered.subscribe());
+            return Either::Right(Either::Right(Box::pin(async move {
+                let _ = tokio::time::timeout(FIRST_ANSWER_WAIT, answered.wait_for(|a| *a)).await;
+                let endpoints = this.set.endpoints.load();
+                this.pick_and_call(&endpoints, req).await
+            })));
+        }
+        self.pick_and_call(&endpoints, req)
+    }
+}
+
+impl<S> Balance<S> {
+    fn pick_and_call<B>(&mut self, endpoints: &[Arc<Endpoint<S>>], req: Request<B>) -> BalanceCall<S::Future>
+    where
+        S: Service<Request<B>, Response = Response<ProxyBody>, Error = Infallible> + Clone,
+    {
+        let Some(endpoint) = pick(endpoints, req.extensions().get::<Exclude>()).cloned() else {
             let message = if endpoints.is_empty() {
                 format!("{} has no replicas", self.set.destination)
             } else {
@@ -217,7 +262,7 @@ where
             let mut rsp = status::response(Code::Unavailable, &message);
             // Nothing was sent anywhere.
             rsp.headers_mut().insert(NOT_PROCESSED, HeaderValue::from_static("1"));
-            return Either::Right(ready(Ok(rsp)));
+            return Either::Right(Either::Left(ready(Ok(rsp))));
         };
         let in_flight = endpoint.load.start();
         Either::Left(BalanceFuture {
@@ -343,6 +388,42 @@ mod tests {
         let Ok(_) = call(false).await;
         let cost = load.cost(Instant::now());
         assert!(cost > 40_000.0, "the call was not measured: {cost} µs");
+    }
+
+    type Ok = tower::util::ServiceFn<fn(Request<()>) -> Answer>;
+
+    fn ok_service() -> Ok {
+        fn answer(_req: Request<()>) -> Answer {
+            ready(Ok(status::response_for(meshwork_config::GrpcCode::Ok, "")))
+        }
+        tower::service_fn(answer as fn(Request<()>) -> Answer)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn calls_wait_for_discoverys_first_answer_but_not_forever() {
+        let addr: SocketAddr = ([127, 0, 0, 1], 1000).into();
+        let accrual = Arc::new(AccrualState::new("d".into(), addr, 1, Counter::default()));
+        let set = Arc::new(EndpointSet::<Ok>::new("catalog".into()));
+        let call = tokio::spawn(Balance::new(set.clone()).call(Request::new(())));
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        assert!(!call.is_finished(), "answered before discovery did");
+        set.apply(vec![Change::Insert(addr, Endpoint::new(addr, ok_service(), accrual))]);
+        let Ok(rsp) = call.await.expect("call");
+        assert_eq!(rsp.headers().get("grpc-status").map(|v| v.as_bytes()), Some(&b"0"[..]));
+
+        // Discovery answered "nobody": no wait.
+        let empty = Arc::new(EndpointSet::<Ok>::new("catalog".into()));
+        empty.mark_answered();
+        let started = Instant::now();
+        let Ok(rsp) = Balance::new(empty).call(Request::new(())).await;
+        assert_eq!(started.elapsed(), std::time::Duration::ZERO);
+        assert!(rsp.headers().contains_key(NOT_PROCESSED));
+
+        // Discovery never answers: the call gives up after the wait.
+        let silent = Arc::new(EndpointSet::<Ok>::new("catalog".into()));
+        let Ok(rsp) = Balance::new(silent).call(Request::new(())).await;
+        assert!(started.elapsed() >= FIRST_ANSWER_WAIT, "{:?}", started.elapsed());
+        assert!(rsp.headers().contains_key(NOT_PROCESSED));
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod connect;
 mod deadline;
 mod destination;
 mod discover;
+mod dns;
 mod ewma;
 mod fault;
 mod forward;

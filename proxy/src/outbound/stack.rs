@@ -9,7 +9,7 @@
 //! Discovery keeps each destination's endpoint set and policy up to date
 //! from the watched mesh.toml (`discover.rs`).
 
-use std::{net::SocketAddr, sync::Arc};
+use std::sync::Arc;
 
 use meshwork_contracts::Mesh;
 use prometheus_client::registry::Registry;
@@ -69,14 +69,10 @@ pub fn build(
         // Destinations are the configuration's services, so this holds.
         let policy = discover::policy_handle(&name, config, contracts)
             .ok_or_else(|| IdentityError::Config(format!("no service named {name}")))?;
-        let make = endpoint_maker(destination, identity, settings, &metrics, telemetry);
+        let refresh = Arc::new(tokio::sync::Notify::new());
+        let make = endpoint_maker(destination, identity, settings, &metrics, telemetry, &refresh);
         let set = Arc::new(EndpointSet::new(name.clone()));
-        let follow = Followed {
-            name: name.clone(),
-            policy: policy.clone(),
-            set: set.clone(),
-            make,
-        };
+        let follow = Followed::new(name.clone(), policy.clone(), set.clone(), make, refresh);
         follow.update(config, contracts);
         followed.push(follow);
         Ok(ServiceBuilder::new()
@@ -95,22 +91,25 @@ pub fn build(
 
 /// Builds the stack of one endpoint (replica `addr` of `destination`): its
 /// own TLS client checking the destination's SPIFFE ID (every replica of a
-/// service has the same), and its failure accrual.
+/// service has the same), and its failure accrual, which tells `refresh`
+/// of failures (discovery by DNS asks again).
 fn endpoint_maker(
     destination: &Destination,
     identity: &Identity,
     settings: &Settings,
     metrics: &OutboundMetrics,
     telemetry: &Telemetry,
-) -> Box<dyn Fn(SocketAddr) -> Option<Endpoint<EndpointStack>> + Send + Sync> {
-    let (destination, identity, settings, metrics, telemetry) = (
+    refresh: &Arc<tokio::sync::Notify>,
+) -> discover::MakeEndpoint<EndpointStack> {
+    let (destination, identity, settings, metrics, telemetry, refresh) = (
         destination.clone(),
         identity.clone(),
         settings.clone(),
         metrics.clone(),
         telemetry.clone(),
+        refresh.clone(),
     );
-    Box::new(move |addr| {
+    Arc::new(move |addr| {
         let replica = Destination {
             addr,
             ..destination.clone()
@@ -131,12 +130,15 @@ fn endpoint_maker(
             settings.handshake_timeout,
             telemetry.clone(),
         );
-        let state = Arc::new(AccrualState::new(
-            replica.name.clone(),
-            addr,
-            accrual::DEFAULT_THRESHOLD,
-            metrics.ejections(&replica.name, addr),
-        ));
+        let state = Arc::new(
+            AccrualState::new(
+                replica.name.clone(),
+                addr,
+                accrual::DEFAULT_THRESHOLD,
+                metrics.ejections(&replica.name, addr),
+            )
+            .signal_failures_to(refresh.clone()),
+        );
         let stack = ServiceBuilder::new()
             .layer(AccrualLayer::new(state.clone()))
             .service(forward(&replica, connector, &settings));

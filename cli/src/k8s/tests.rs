@@ -1,0 +1,223 @@
+//! The shape of the shop's manifests: what the Kubernetes API schemas
+//! cannot check (tests/e2e/k8s_manifests.rs validates them against those).
+
+use std::{collections::BTreeMap, path::Path};
+
+use meshwork_config::MeshConfig;
+use serde_json::Value;
+
+use super::{layout, parse_stream, render, stream};
+
+fn shop() -> (MeshConfig, Vec<Value>) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../mesh.toml");
+    let text = std::fs::read_to_string(&path).expect("the repository's mesh.toml");
+    let config = MeshConfig::parse(&text, &path).expect("valid");
+    let docs = render(&config, &text, "shop", "mesh:test", &BTreeMap::new(), "cluster.local").expect("renders");
+    let objects = parse_stream(&stream(&docs));
+    assert_eq!(objects.len(), docs.len(), "every document reads back");
+    (config, objects)
+}
+
+fn of_kind<'a>(objects: &'a [Value], kind: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
+    objects.iter().filter(move |o| o["kind"] == kind)
+}
+
+fn items(v: &Value) -> &[Value] {
+    v.as_array().map(Vec::as_slice).unwrap_or_default()
+}
+
+#[test]
+fn every_app_waits_for_its_native_sidecar() {
+    let (config, objects) = shop();
+    let deployments: Vec<_> = of_kind(&objects, "Deployment").collect();
+    assert_eq!(
+        deployments.len(),
+        config.services.len() + 1,
+        "a Deployment per service and the gateway"
+    );
+    for d in deployments {
+        let name = d["metadata"]["name"].as_str().expect("name");
+        let pod = &d["spec"]["template"]["spec"];
+        let init = items(&pod["initContainers"]);
+        assert_eq!(init.len(), 1, "{name}: one init container, the sidecar");
+        let sidecar = &init[0];
+        assert_eq!(sidecar["name"], layout::PROXY_CONTAINER);
+        // A native sidecar: kept running, and the app starts once its
+        // startup probe passes.
+        assert_eq!(sidecar["restartPolicy"], "Always", "{name}");
+        assert_eq!(sidecar["startupProbe"]["httpGet"]["path"], "/live", "{name}");
+        assert_eq!(sidecar["readinessProbe"]["httpGet"]["path"], "/ready", "{name}");
+        assert_eq!(sidecar["livenessProbe"]["httpGet"]["path"], "/live", "{name}");
+        let command: Vec<_> = items(&sidecar["command"]).iter().filter_map(Value::as_str).collect();
+        assert_eq!(
+            command,
+            [
+                "mesh",
+                "proxy",
+                "--config",
+                layout::CONFIG_PATH,
+                "--name",
+                name,
+                "--replica",
+                "0"
+            ]
+        );
+        for c in items(&pod["containers"]).iter().chain(init) {
+            assert!(
+                c["resources"]["requests"]["memory"].is_string(),
+                "{name}/{}: requests",
+                c["name"]
+            );
+            assert!(
+                c["resources"]["limits"]["memory"].is_string(),
+                "{name}/{}: limits",
+                c["name"]
+            );
+        }
+        if let Some(service) = config.services.get(name) {
+            assert_eq!(
+                d["spec"]["replicas"], service.replicas,
+                "{name}: replicas from mesh.toml"
+            );
+        }
+    }
+}
+
+#[test]
+fn no_app_listens_outside_loopback() {
+    let (config, objects) = shop();
+    for d in of_kind(&objects, "Deployment") {
+        let name = d["metadata"]["name"].as_str().expect("name");
+        if name == meshwork_config::GATEWAY_WORKLOAD {
+            continue; // The edge: public by design, behind its LoadBalancer.
+        }
+        let app = &items(&d["spec"]["template"]["spec"]["containers"])[0];
+        assert!(app["ports"].is_null(), "{name}: the app exposes no port");
+        let command: Vec<_> = items(&app["command"]).iter().filter_map(Value::as_str).collect();
+        let listen = command
+            .iter()
+            .position(|a| *a == "--listen")
+            .map(|i| command[i + 1])
+            .expect("--listen");
+        let listen: std::net::SocketAddr = listen.parse().expect("address");
+        assert!(listen.ip().is_loopback(), "{name} listens on {listen}");
+        let env = items(&app["env"]);
+        let var = |k: &str| env.iter().find(|e| e["name"] == k).and_then(|e| e["value"].as_str());
+        assert_eq!(var("MESH_LISTEN"), Some(listen.to_string().as_str()));
+        assert!(config.services[name].app.ip().is_loopback());
+    }
+    // And in the mesh.toml pods read: apps and outbound on loopback,
+    // inbound on the pod's address, endpoints the headless names.
+    let map = of_kind(&objects, "ConfigMap").next().expect("ConfigMap");
+    let text = map["data"]["mesh.toml"].as_str().expect("mesh.toml");
+    let pods = MeshConfig::parse(text, Path::new(layout::CONFIG_PATH)).expect("valid for pods");
+    for (name, s) in &pods.services {
+        assert!(s.app.ip().is_loopback() && s.outbound.ip().is_loopback(), "{name}");
+        assert!(s.inbound.ip().is_unspecified(), "{name}: inbound on the pod's address");
+        let endpoints = s.endpoints.as_ref().expect("endpoints").to_string();
+        assert_eq!(endpoints, format!("{name}.shop.svc.cluster.local:{}", s.inbound.port()));
+        let svc = of_kind(&objects, "Service")
+            .find(|o| o["metadata"]["name"] == name.as_str())
+            .expect("its Service");
+        assert_eq!(svc["spec"]["clusterIP"], "None", "{name}: headless");
+        assert_eq!(svc["spec"]["ports"][0]["port"], s.inbound.port());
+    }
+    assert_eq!(pods.state_dir, Path::new(layout::STATE_DIR));
+    let gateway = of_kind(&objects, "Service")
+        .find(|o| o["metadata"]["name"] == "gateway")
+        .expect("the gateway's Service");
+    assert_eq!(gateway["spec"]["type"], "LoadBalancer");
+}
+
+#[test]
+fn every_secret_is_mounted_read_only_with_mode_0400_by_the_sidecar_alone() {
+    let (_, objects) = shop();
+    let mut seen = 0;
+    for d in of_kind(&objects, "Deployment") {
+        let name = d["metadata"]["name"].as_str().expect("name");
+        let pod = &d["spec"]["template"]["spec"];
+        let secrets: Vec<&str> = items(&pod["volumes"])
+            .iter()
+            .filter(|v| v["secret"].is_object())
+            .map(|v| {
+                assert_eq!(v["secret"]["defaultMode"], 0o400, "{name}: {v}");
+                v["name"].as_str().expect("volume name")
+            })
+            .collect();
+        assert!(
+            items(&pod["volumes"])
+                .iter()
+                .any(|v| v["secret"]["secretName"] == layout::cert_secret(name)),
+            "{name}: its certificate"
+        );
+        let containers = items(&pod["containers"]).iter().chain(items(&pod["initContainers"]));
+        for c in containers {
+            for m in items(&c["volumeMounts"]) {
+                if secrets.contains(&m["name"].as_str().unwrap_or_default()) {
+                    assert_eq!(m["readOnly"], true, "{name}/{}: {m}", c["name"]);
+                    assert_eq!(
+                        c["name"],
+                        layout::PROXY_CONTAINER,
+                        "{name}: only the sidecar holds the key"
+                    );
+                    seen += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(seen, 5, "four services and the gateway mount a certificate");
+}
+
+#[test]
+fn the_rendered_example_in_deploy_is_current() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let text = std::fs::read_to_string(root.join("mesh.toml")).expect("mesh.toml");
+    // As `mesh k8s --config mesh.toml -n shop > deploy/k8s/shop.yaml` renders it.
+    let config = MeshConfig::parse(&text, Path::new("mesh.toml")).expect("valid");
+    let image = concat!("meshwork/mesh:", env!("CARGO_PKG_VERSION"));
+    let docs = render(&config, &text, "shop", image, &BTreeMap::new(), "cluster.local").expect("renders");
+    let committed = std::fs::read_to_string(root.join("deploy/k8s/shop.yaml")).expect("deploy/k8s/shop.yaml");
+    assert!(
+        stream(&docs) == committed,
+        "deploy/k8s/shop.yaml is stale: run `mesh k8s --config mesh.toml -n shop > deploy/k8s/shop.yaml`"
+    );
+}
+
+#[test]
+fn what_a_pod_cannot_run_is_refused_with_the_reason() {
+    let (config, _) = shop();
+    let text = std::fs::read_to_string(&config.source).expect("mesh.toml");
+    let err =
+        render(&config, &text, "Shop", "mesh:test", &BTreeMap::new(), "cluster.local").expect_err("bad namespace");
+    assert!(
+        err.to_string().starts_with("--namespace 'Shop' is not a DNS label"),
+        "{err}"
+    );
+    let images = BTreeMap::from([("reviews".to_string(), "reviews:1".to_string())]);
+    let err = render(&config, &text, "shop", "mesh:test", &images, "cluster.local").expect_err("unknown service");
+    assert_eq!(
+        err.to_string(),
+        "--app-image reviews=...: mesh.toml has no service 'reviews'"
+    );
+
+    // A service whose app someone else starts has nothing to run in a pod.
+    let external = format!(
+        "{text}\n[services.reviews]\napp = \"127.0.0.1:7105\"\ninbound = \"127.0.0.1:7205\"\n\
+         outbound = \"127.0.0.1:7305\"\nadmin = \"127.0.0.1:7405\"\ngrpc_services = [\"shop.reviews.v1.ReviewService\"]\n"
+    );
+    let config = MeshConfig::parse(&external, &config.source).expect("valid");
+    let err = render(
+        &config,
+        &external,
+        "shop",
+        "mesh:test",
+        &BTreeMap::new(),
+        "cluster.local",
+    )
+    .expect_err("no app");
+    assert!(
+        err.to_string()
+            .starts_with("services.reviews: no command and not one of the shop's built-in apps"),
+        "{err}"
+    );
+}
