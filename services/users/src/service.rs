@@ -11,7 +11,7 @@ use meshwork_service_kit::time::{now_millis, timestamp};
 use tonic::{Request, Response, Status};
 
 use crate::{
-    Error, NAME,
+    Error,
     db::{NewUser, Store, UserRow},
     keys::Signer,
     password, validate,
@@ -25,9 +25,9 @@ pub struct Users {
 }
 
 impl Users {
-    /// Opens (or creates) `users.db` and the signing key in `data_dir`.
-    pub async fn open(data_dir: &Path) -> anyhow::Result<Self> {
-        let store = Store::open(&meshwork_service_kit::db_path(data_dir, NAME)).await?;
+    /// Opens (or creates) the accounts in `database` and the signing key in `data_dir`.
+    pub async fn open(data_dir: &Path, database: &meshwork_service_kit::Database) -> anyhow::Result<Self> {
+        let store = Store::open(database).await?;
         let signer = Signer::load_or_create(data_dir).await?;
         Ok(Users {
             store,

@@ -10,6 +10,9 @@ pub mod tls;
 // The real `mesh` binary as a child process (mesh_cli.rs and other whole-mesh tests).
 pub mod mesh_process;
 
+// The shop's storage, SQLite or a PostgreSQL server of the tests' own (shop_*.rs).
+pub mod postgres;
+
 // A test OTLP collector (tracing.rs).
 pub mod otlp;
 
