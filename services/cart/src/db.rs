@@ -30,7 +30,8 @@ CREATE TABLE cart_items (
 );
 ",
     // The order items were first added in (PostgreSQL has no rowid to keep it).
-    "ALTER TABLE cart_items ADD COLUMN position BIGINT NOT NULL DEFAULT 0;",
+    // INTEGER: older builds' STRICT table takes no other integer type.
+    "ALTER TABLE cart_items ADD COLUMN position INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// Locks the cart's row until the transaction ends.
@@ -267,5 +268,49 @@ mod tests {
         );
         assert_eq!(after.version, 5);
         assert_eq!(after.cart_id, cart.cart_id, "the cart id lives on");
+    }
+
+    /// A cart.db from the build before PostgreSQL (STRICT tables, no position
+    /// column, version 1 in `user_version`) is upgraded in place, items kept.
+    #[tokio::test]
+    async fn an_older_builds_database_is_upgraded_in_place() {
+        use sqlx::Connection;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cart.db");
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true);
+        let mut old = sqlx::SqliteConnection::connect_with(&options).await.unwrap();
+        sqlx::raw_sql(
+            "CREATE TABLE carts (user_id TEXT PRIMARY KEY, cart_id TEXT NOT NULL, version INTEGER NOT NULL) STRICT;
+             CREATE TABLE cart_items (
+                 user_id TEXT NOT NULL REFERENCES carts (user_id), product_id TEXT NOT NULL,
+                 quantity INTEGER NOT NULL CHECK (quantity >= 1), PRIMARY KEY (user_id, product_id)
+             ) STRICT;
+             INSERT INTO carts VALUES ('u', 'c1', 4);
+             INSERT INTO cart_items VALUES ('u', 'a', 2);
+             PRAGMA user_version = 1;",
+        )
+        .execute(&mut old)
+        .await
+        .unwrap();
+        old.close().await.unwrap();
+
+        let store = Store::open(&Database::Sqlite(path)).await.unwrap();
+        let cart = store.add("u".into(), "b".into(), 1).await.unwrap();
+        assert_eq!((cart.cart_id.as_str(), cart.version), ("c1", 5));
+        assert_eq!(
+            cart.items,
+            vec![
+                Item {
+                    product_id: "a".into(),
+                    quantity: 2
+                },
+                Item {
+                    product_id: "b".into(),
+                    quantity: 1
+                }
+            ]
+        );
     }
 }

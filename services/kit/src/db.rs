@@ -136,6 +136,8 @@ pub enum OpenError {
     CreateDir { path: PathBuf, cause: std::io::Error },
     #[error("cannot open database {db}: {cause}")]
     Open { db: Database, cause: sqlx::Error },
+    #[error("cannot open database {db}: no answer within {after:?}")]
+    NoAnswer { db: Database, after: Duration },
     #[error("cannot migrate database {db} to version {version}: {cause}")]
     Migrate {
         db: Database,
@@ -199,6 +201,11 @@ pub fn is_unique_violation(e: &sqlx::Error) -> bool {
 
 /// How long a SQLite statement waits for another connection's lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Set on every SQLite connection: `busy_timeout` is [`BUSY_TIMEOUT`];
+/// synchronous NORMAL is durable across application crashes, which is what WAL needs.
+const SQLITE_PRAGMAS: &str = "PRAGMA busy_timeout = 5000; PRAGMA synchronous = NORMAL;";
+/// How long opening waits for the database to answer at all.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections per process. SQLite has one writer at a time anyway, and a
 /// short queue in the pool is fairer than many connections sleeping in
 /// SQLite's busy handler; WAL readers never wait for the writer.
@@ -235,14 +242,12 @@ pub async fn open(database: &Database, service: &str, migrations: &'static [&'st
             let url = sqlx::sqlite::SqliteConnectOptions::new()
                 .filename(path)
                 .create_if_missing(true)
-                .busy_timeout(BUSY_TIMEOUT)
                 .to_url_lossy();
             let pool = PoolOptions::<Any>::new()
                 .max_connections(SQLITE_CONNECTIONS)
                 .after_connect(|c, _| {
                     Box::pin(async move {
-                        // NORMAL is durable across application crashes, which is what WAL needs.
-                        c.execute("PRAGMA synchronous = NORMAL").await?;
+                        c.execute(SQLITE_PRAGMAS).await?;
                         Ok(())
                     })
                 });
@@ -254,17 +259,27 @@ pub async fn open(database: &Database, service: &str, migrations: &'static [&'st
         ),
     };
     sqlx::any::install_default_drivers();
-    let pool = pool_options.connect_with(options).await.map_err(open_err)?;
-    let db = Db {
-        pool,
-        dialect: database.dialect(),
-    };
-    let mut conn = db.pool.acquire().await.map_err(open_err)?;
-    if db.dialect == Dialect::Sqlite {
+    // One connection of its own first: a database that cannot be reached is
+    // refused at start with the driver's reason (a pool would only say it timed
+    // out), and the schema is brought up to date before any request comes.
+    let mut conn = tokio::time::timeout(CONNECT_TIMEOUT, AnyConnection::connect_with(&options))
+        .await
+        .map_err(|_| OpenError::NoAnswer {
+            db: database.clone(),
+            after: CONNECT_TIMEOUT,
+        })?
+        .map_err(open_err)?;
+    if database.dialect() == Dialect::Sqlite {
+        conn.execute(SQLITE_PRAGMAS).await.map_err(open_err)?;
         switch_to_wal(&mut conn).await.map_err(open_err)?;
     }
     migrate(&mut conn, database, service, migrations).await?;
-    Ok(db)
+    // Only a courtesy to the server: the connection is dropped either way.
+    let _ = conn.close().await;
+    Ok(Db {
+        pool: pool_options.connect_lazy_with(options),
+        dialect: database.dialect(),
+    })
 }
 
 async fn migrate(conn: &mut Conn, database: &Database, service: &str, migrations: &[&str]) -> Result<(), OpenError> {
@@ -421,6 +436,19 @@ mod tests {
         for db in [a, b, c, d] {
             assert_eq!(version(&db.expect("every replica opens it")).await, 2);
         }
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_postgres_is_refused_at_once_with_the_reason() {
+        let database = Database::postgres("postgres://shop:s3cret@127.0.0.1:1/shop").expect("valid");
+        let err = open(&database, "x", V1).await.expect_err("nothing listens on port 1");
+        let text = err.to_string();
+        assert!(
+            text.starts_with("cannot open database postgres://shop:***@127.0.0.1:1/shop: "),
+            "{text}"
+        );
+        assert!(text.contains("refused"), "{text}");
+        assert!(!text.contains("s3cret"), "{text}");
     }
 
     #[test]
