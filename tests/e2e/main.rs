@@ -10,6 +10,7 @@ mod metrics;
 mod mtls;
 mod retries;
 mod shop_books;
+mod shop_races;
 mod shop_resilience;
 mod shop_restarts;
 mod sidecar_pair;

@@ -13,7 +13,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use meshwork_service_kit::db::sqlx::{self, Connection, any::AnyPoolOptions};
+use meshwork_service_kit::{
+    Database,
+    db::sqlx::{self, Connection, any::AnyPoolOptions},
+};
 use nix::{
     sys::signal::{Signal, kill},
     unistd::Pid,
@@ -78,6 +81,14 @@ impl Backend {
             text = text.replace(&header, &lines);
         }
         text
+    }
+
+    /// Where `service` keeps its data when run in-process with `data_dir`.
+    pub fn database(&self, data_dir: &Path, service: &str) -> Database {
+        match self {
+            Backend::Sqlite => Database::sqlite_in(data_dir, service),
+            Backend::Postgres { server, database } => Database::postgres(&server.url(database)).expect("test URL"),
+        }
     }
 
     /// The books of `service` in the mesh whose state folder is `state_dir`,
