@@ -80,7 +80,7 @@ async fn one_key_one_order(database: &Database, on: &str) {
     const CHARGES: usize = 16;
     let tasks: Vec<_> = (0..CHARGES)
         .map(|i| {
-            let mut client = if i % 2 == 0 { a.clone() } else { b.clone() };
+            let mut client = if i.is_multiple_of(2) { a.clone() } else { b.clone() };
             let charge = charge.clone();
             tokio::spawn(async move { client.charge(charge).await.map(tonic::Response::into_inner) })
         })
@@ -118,7 +118,7 @@ async fn stock(client: &mut CatalogServiceClient<Channel>, id: &str) -> i32 {
 
 async fn reservations(database: &Database, on: &str) {
     let ((a, _sa), (b, _sb)) = tokio::join!(catalog(database), catalog(database));
-    let replica = |i: usize| if i % 2 == 0 { a.clone() } else { b.clone() };
+    let replica = |i: usize| if i.is_multiple_of(2) { a.clone() } else { b.clone() };
     let mut reader = a.clone();
     let (scale, seeds) = ("kitchen-scale", "garden-seeds");
     let (scale_before, seeds_before) = (stock(&mut reader, scale).await, stock(&mut reader, seeds).await);
@@ -141,7 +141,7 @@ async fn reservations(database: &Database, on: &str) {
     let tasks: Vec<_> = (0..OPPOSITE)
         .map(|i| {
             let mut client = replica(i);
-            let items = if i % 2 == 0 { [scale, seeds] } else { [seeds, scale] };
+            let items = if i.is_multiple_of(2) { [scale, seeds] } else { [seeds, scale] };
             tokio::spawn(async move { client.reserve_stock(reserve(&format!("both-{i}"), &items)).await })
         })
         .collect();
