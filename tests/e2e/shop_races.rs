@@ -121,6 +121,18 @@ async fn reservations(database: &Database, on: &str) {
     let replica = |i: usize| if i.is_multiple_of(2) { a.clone() } else { b.clone() };
     let mut reader = a.clone();
     let (scale, seeds) = ("kitchen-scale", "garden-seeds");
+
+    // What a read costs on this backend (a figure, printed): one after another.
+    const READS: u32 = 300;
+    let started = Instant::now();
+    for _ in 0..READS {
+        stock(&mut reader, scale).await;
+    }
+    println!(
+        "[{on}] {READS} reads one after another: {:?} each",
+        started.elapsed() / READS
+    );
+
     let (scale_before, seeds_before) = (stock(&mut reader, scale).await, stock(&mut reader, seeds).await);
 
     // One id reserved ten times at once: the units are taken once.
@@ -141,7 +153,11 @@ async fn reservations(database: &Database, on: &str) {
     let tasks: Vec<_> = (0..OPPOSITE)
         .map(|i| {
             let mut client = replica(i);
-            let items = if i.is_multiple_of(2) { [scale, seeds] } else { [seeds, scale] };
+            let items = if i.is_multiple_of(2) {
+                [scale, seeds]
+            } else {
+                [seeds, scale]
+            };
             tokio::spawn(async move { client.reserve_stock(reserve(&format!("both-{i}"), &items)).await })
         })
         .collect();

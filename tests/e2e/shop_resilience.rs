@@ -43,16 +43,34 @@ async fn demo_channel(outbound_port: u16) -> Channel {
         .connect_lazy()
 }
 
+/// Both backends' runs of the replica test use its ports, one at a time.
+const REPLICAS_BASE: u16 = 28600;
+static REPLICAS_PORTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killing_one_of_three_catalog_replicas_under_load_fails_no_read() {
+async fn killing_one_of_three_catalog_replicas_under_load_fails_no_read_on_sqlite() {
+    killing_one_of_three_catalog_replicas(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_one_of_three_catalog_replicas_under_load_fails_no_read_on_postgres() {
+    killing_one_of_three_catalog_replicas(Backend::postgres("shop_replicas").await).await;
+}
+
+async fn killing_one_of_three_catalog_replicas(backend: Backend) {
+    let _ports = REPLICAS_PORTS.lock().await;
+    let on = backend.name();
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = shop_config(dir.path(), 28600);
+    let config = shop_config(dir.path(), REPLICAS_BASE);
     // Replicas 1 and 2 of catalog listen 5 ports above the one before.
     std::fs::write(
         &config,
-        format!(
-            "replica_port_step = 5\n{}",
-            std::fs::read_to_string(&config).expect("read")
+        backend.configure(
+            &format!(
+                "replica_port_step = 5\n{}",
+                std::fs::read_to_string(&config).expect("read")
+            ),
+            "",
         ),
     )
     .expect("write");
@@ -61,7 +79,7 @@ async fn killing_one_of_three_catalog_replicas_under_load_fails_no_read() {
     mesh.wait_for("mesh: up", Duration::from_secs(120));
     let (victim_app, victim_proxy) = pids(&mesh.output(), "catalog-1");
 
-    let channel = demo_channel(28800).await;
+    let channel = demo_channel(REPLICAS_BASE + 200).await;
     let stop = Arc::new(AtomicBool::new(false));
     let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let mut workers = Vec::new();
@@ -111,7 +129,7 @@ async fn killing_one_of_three_catalog_replicas_under_load_fails_no_read() {
     }
     let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
     println!(
-        "catalog replica killed under load: {ok} reads succeeded ({} after the kill, over {:?}), {failed} failed",
+        "[{on}] catalog replica killed under load: {ok} reads succeeded ({} after the kill, over {:?}), {failed} failed",
         ok - before_kill,
         killed_at.elapsed()
     );
