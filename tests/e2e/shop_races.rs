@@ -60,6 +60,13 @@ async fn races(backend: Backend) {
 async fn one_key_one_order(database: &Database, on: &str) {
     // Both replicas open (and migrate) the database at the same moment.
     let ((a, _sa), (b, _sb)) = tokio::join!(payments(database), payments(database));
+    // A build that knows fewer of payments' migrations keeps its hands off.
+    let older = meshwork_service_kit::db::open(database, "payments", &[]).await;
+    let refused = older.expect_err("a newer schema is refused").to_string();
+    assert!(
+        refused.ends_with("has schema version 1 for payments, newer than this build knows (0); refusing to touch it"),
+        "{refused}"
+    );
     let usd = |amount_minor| {
         Some(Money {
             amount_minor,
