@@ -15,8 +15,8 @@ pub use discovery::{Discovery, DnsEndpoints};
 pub use error::ConfigError;
 pub use gateway::{Auth, Cors, GATEWAY_WORKLOAD, Gateway, GatewaySidecar, GatewayTls, Limits};
 pub use model::{
-    AllowRule, Client, ContractSources, END_USER_HEADER, MeshConfig, Replica, Restart, Service, SidecarSpec, app_env,
-    spiffe_id,
+    AllowRule, Client, ContractSources, DatabaseUrl, END_USER_HEADER, MeshConfig, Replica, Restart, Service,
+    SidecarSpec, app_env, spiffe_id,
 };
 pub use policy::{Abort, Delay, Fault, GrpcCode, MethodPolicy, RetryPolicy, Telemetry, method_matches};
 pub use stamp::FileStamp;

@@ -20,6 +20,10 @@ pub mod app_env {
     pub const OUTBOUND: &str = "MESH_OUTBOUND";
     /// A folder for its data, shared by the service's replicas.
     pub const DATA_DIR: &str = "MESH_DATA_DIR";
+    /// The service's PostgreSQL URL, when mesh.toml's `database` gives one (or
+    /// the launcher's own environment has it); without it the shop's apps keep
+    /// SQLite in `MESH_DATA_DIR`.
+    pub const DATABASE_URL: &str = "MESH_DATABASE_URL";
 }
 
 /// The request header that carries the end user's id inside the mesh. Only
@@ -122,6 +126,29 @@ pub struct Service {
     /// When `mesh up` starts this service's app or sidecar again after it ended.
     #[serde(default)]
     pub restart: Restart,
+    /// The PostgreSQL database the service's replicas share wherever they run,
+    /// `postgres://user:password@host:5432/name`; `mesh up` gives it to the app
+    /// as [`app_env::DATABASE_URL`]. Absent: SQLite in the state folder.
+    #[serde(default)]
+    pub database: Option<DatabaseUrl>,
+}
+
+/// A database URL from mesh.toml. Its `Debug` leaves the URL out, since it may
+/// hold a password, so a printed config never shows one.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DatabaseUrl(..)")
+    }
 }
 
 /// The sources of a service's contracts (`[services.X.contracts]`): encoded

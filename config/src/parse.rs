@@ -351,6 +351,30 @@ fn check_gateway(gateway: &Gateway) -> Result<(), Invalid> {
 }
 
 /// How the app starts and where its contracts come from.
+/// A PostgreSQL URL, checked as far as a URL goes (the app's driver reads the
+/// rest when it connects). The reason never quotes the URL: it may hold a password.
+fn check_database_url(url: &str) -> Result<(), String> {
+    const EXAMPLE: &str =
+        "write postgres://user:password@host:5432/database, or leave the key out for SQLite in the state folder";
+    let uri: http::Uri = url.parse().map_err(|e| format!("not a URL ({e}); {EXAMPLE}"))?;
+    match uri.scheme_str() {
+        Some("postgres" | "postgresql") => {}
+        Some(other) => return Err(format!("'{other}' is not a database Meshwork speaks; {EXAMPLE}")),
+        None => return Err(format!("the URL names no scheme; {EXAMPLE}")),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(format!("the URL names no host; {EXAMPLE}"));
+    }
+    let authority = uri.authority().map_or("", |a| a.as_str());
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    if let Some((_, port)) = host_port.rsplit_once(':').filter(|_| !host_port.ends_with(']'))
+        && port.parse::<u16>().is_err()
+    {
+        return Err(format!("port '{port}' is not a number from 0 to 65535; {EXAMPLE}"));
+    }
+    Ok(())
+}
+
 fn check_app(name: &str, service: &Service) -> Result<(), Invalid> {
     let key = |field: &str| format!("services.{name}.{field}");
     if service.command.first().is_some_and(|program| program.trim().is_empty()) {
@@ -358,6 +382,9 @@ fn check_app(name: &str, service: &Service) -> Result<(), Invalid> {
     }
     if let Some(var) = service.env.keys().find(|k| k.is_empty() || k.contains('=')) {
         return Err((key("env"), format!("'{var}' is not an environment variable name")));
+    }
+    if let Some(url) = &service.database {
+        check_database_url(url.as_str()).map_err(|reason| (key("database"), reason))?;
     }
     if let Some(contracts) = &service.contracts {
         let files = contracts.files().count();

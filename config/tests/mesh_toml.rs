@@ -274,6 +274,42 @@ fn restart_policy_defaults_to_always_and_a_bad_one_is_refused() {
     assert!(message.contains("unknown variant `sometimes`"), "{message}");
 }
 
+#[test]
+fn a_database_url_is_checked_and_never_quoted() {
+    assert_eq!(parse(VALID).expect("valid").services["payments"].database, None);
+    let with = |value: &str| {
+        VALID.replace(
+            "[services.payments]\n",
+            &format!("[services.payments]\ndatabase = \"{value}\"\n"),
+        )
+    };
+    let url = "postgres://shop:s3cret@db.shop.svc:5432/payments?sslmode=require";
+    let config = parse(&with(url)).expect("a PostgreSQL URL");
+    let database = config.services["payments"].database.as_ref().expect("database");
+    assert_eq!(database.as_str(), url);
+    assert!(
+        !format!("{config:?}").contains("s3cret"),
+        "a printed config shows no password"
+    );
+    for (bad, reason) in [
+        (
+            "mysql://shop:s3cret@db:3306/payments",
+            "'mysql' is not a database Meshwork speaks",
+        ),
+        ("postgres://shop:s3cret@db:port/payments", "port 'port' is not a number"),
+        ("db.shop.svc/payments", "not a URL"),
+    ] {
+        let (key, message) = refused(&with(bad));
+        assert_eq!(key, "services.payments.database", "{message}");
+        assert!(
+            message.starts_with("/etc/mesh/mesh.toml: services.payments.database: "),
+            "{message}"
+        );
+        assert!(message.contains(reason), "{bad}: {message}");
+        assert!(!message.contains("s3cret"), "{message}");
+    }
+}
+
 /// The polyglot example repeats the shop's services: they must stay the
 /// repository's, so the example never runs an older shop.
 #[test]

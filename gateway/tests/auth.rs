@@ -27,9 +27,13 @@ struct Users {
 impl Users {
     async fn start(settings: Settings) -> Users {
         let dir = tempfile::tempdir().expect("tempdir");
-        let service = meshwork_users::service_with(dir.path(), settings)
-            .await
-            .expect("users service");
+        let service = meshwork_users::service_with(
+            dir.path(),
+            &meshwork_service_kit::Database::sqlite_in(dir.path(), meshwork_users::NAME),
+            settings,
+        )
+        .await
+        .expect("users service");
         let server = TestServer::start(tonic::service::Routes::new(service), &[meshwork_users::GRPC_SERVICE])
             .await
             .expect("server");

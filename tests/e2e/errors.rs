@@ -51,7 +51,13 @@ async fn every_crates_errors_say_each_cause_once() {
     )
     .expect_err("certificates under a file");
     errors.push(chain(certs));
-    let Err(db) = meshwork_service_kit::db::open(&file.join("db/shop.sqlite"), &[]).await else {
+    let Err(db) = meshwork_service_kit::db::open(
+        &meshwork_service_kit::Database::Sqlite(file.join("db/shop.sqlite")),
+        "shop",
+        &[],
+    )
+    .await
+    else {
         panic!("a database under a file opened");
     };
     errors.push(chain(db));

@@ -15,6 +15,7 @@ mod mtls;
 mod pods;
 mod retries;
 mod shop_books;
+mod shop_races;
 mod shop_resilience;
 mod shop_restarts;
 mod sidecar_pair;

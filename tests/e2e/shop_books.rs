@@ -1,9 +1,10 @@
 //! The shop's books under concurrency, as real processes (`mesh up` with two
-//! cart and two catalog replicas sharing their databases): a charge that fails
-//! after the reservation leaves stock as it was; concurrent checkouts for the
-//! last units sell exactly those units, the rest told which product is short;
-//! no replica ever answers INTERNAL; a refund puts the units back; and the
-//! rows in catalog.db and payments.db agree with what the shoppers were told.
+//! replicas of every service, each service's replicas sharing one database), on
+//! SQLite and on PostgreSQL: a charge that fails after the reservation leaves
+//! stock as it was; concurrent checkouts for the last units sell exactly those
+//! units, the rest told which product is short; no replica ever answers
+//! INTERNAL; a refund puts the units back; and the rows in the catalog's and
+//! payments' databases agree with what the shoppers were told.
 
 use std::time::{Duration, Instant};
 
@@ -13,12 +14,16 @@ use meshwork_proto::{
     payments::{self, payment_service_client::PaymentServiceClient},
     users::{self, user_service_client::UserServiceClient},
 };
-use tokio_rusqlite::rusqlite::Connection;
 use tonic::{Code, transport::Channel};
 
-use crate::support::mesh_process::{MeshProcess, shop_config};
+use crate::support::{
+    mesh_process::{MeshProcess, shop_config},
+    postgres::Backend,
+};
 
+/// Both backends' runs use these ports, one run at a time.
 const BASE: u16 = 30700;
+static PORTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// The product that runs out, and how many units it has left.
 const SCARCE: &str = "elec-mouse";
 const LAST_UNITS: i32 = 3;
@@ -26,11 +31,6 @@ const SCARCE_BUYERS: usize = 12;
 /// Shoppers buying a product with plenty of stock at the same moment.
 const PLENTY: &str = "book-ddia";
 const PLENTY_BUYERS: usize = 24;
-
-fn stock(db: &Connection, product: &str) -> i64 {
-    db.query_row("SELECT stock FROM products WHERE id = ?1", [product], |r| r.get(0))
-        .expect("stock")
-}
 
 async fn shopper(channel: &Channel, n: usize, product: &str) -> String {
     let register = users::RegisterRequest {
@@ -69,15 +69,28 @@ async fn checkout(channel: &Channel, user_id: &str) -> Result<cart::CheckoutResp
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replicas_sell_exactly_the_stock_there_is_and_never_answer_internal() {
+async fn replicas_sell_exactly_the_stock_there_is_and_never_answer_internal_on_sqlite() {
+    sell_exactly_the_stock_there_is(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_sell_exactly_the_stock_there_is_and_never_answer_internal_on_postgres() {
+    sell_exactly_the_stock_there_is(Backend::postgres("shop_books").await).await;
+}
+
+async fn sell_exactly_the_stock_there_is(backend: Backend) {
+    let _ports = PORTS.lock().await;
+    let began = Instant::now();
+    let on = backend.name();
     let dir = tempfile::tempdir().expect("tempdir");
     let config = shop_config(dir.path(), BASE);
-    let pristine = format!(
-        "replica_port_step = 5\n{}",
-        std::fs::read_to_string(&config).expect("read")
-    )
-    .replace("[services.catalog]\n", "[services.catalog]\nreplicas = 2\n")
-    .replace("[services.cart]\n", "[services.cart]\nreplicas = 2\n");
+    let pristine = backend.configure(
+        &format!(
+            "replica_port_step = 5\n{}",
+            std::fs::read_to_string(&config).expect("read")
+        ),
+        "replicas = 2",
+    );
     // Payments declines every charge at first.
     let declining = pristine.replace(
         "[services.payments]\n",
@@ -89,27 +102,24 @@ async fn replicas_sell_exactly_the_stock_there_is_and_never_answer_internal() {
     let channel = Channel::from_shared(format!("http://127.0.0.1:{}", BASE + 200))
         .expect("uri")
         .connect_lazy();
-    let catalog_db = Connection::open(dir.path().join(".mesh/data/catalog.db")).expect("catalog.db");
-    let payments_db = Connection::open(dir.path().join(".mesh/data/payments.db")).expect("payments.db");
-    let orders = || -> i64 {
-        payments_db
-            .query_row("SELECT COUNT(*) FROM orders", [], |r| r.get(0))
-            .expect("orders")
-    };
+    let state = dir.path().join(".mesh");
+    let catalog_db = backend.books(&state, "catalog").await;
+    let payments_db = backend.books(&state, "payments").await;
+    let orders = || payments_db.count("SELECT COUNT(*) FROM orders");
 
     // A charge failing after the reservation leaves stock as it was.
-    let plenty_before = stock(&catalog_db, PLENTY);
+    let plenty_before = catalog_db.stock(PLENTY).await;
     let first = shopper(&channel, 0, PLENTY).await;
     let declined = checkout(&channel, &first).await.expect_err("declined");
     assert_eq!(declined.code(), Code::FailedPrecondition, "{declined:?}");
     assert!(declined.message().contains("charging"), "{declined:?}");
     assert_eq!(
-        stock(&catalog_db, PLENTY),
+        catalog_db.stock(PLENTY).await,
         plenty_before,
         "the reservation was released"
     );
-    assert_eq!(orders(), 0);
-    println!("declined charge: stock of {PLENTY} {plenty_before} before and after, 0 orders");
+    assert_eq!(orders().await, 0);
+    println!("[{on}] declined charge: stock of {PLENTY} {plenty_before} before and after, 0 orders");
 
     // Payments takes charges again once its sidecar has read the edit; until
     // then each try is declined and released again.
@@ -119,13 +129,13 @@ async fn replicas_sell_exactly_the_stock_there_is_and_never_answer_internal() {
         match checkout(&channel, &first).await {
             Ok(_) => break,
             Err(status) if status.code() == Code::FailedPrecondition && Instant::now() < until => {
-                assert_eq!(stock(&catalog_db, PLENTY), plenty_before, "released each time");
+                assert_eq!(catalog_db.stock(PLENTY).await, plenty_before, "released each time");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             Err(status) => panic!("checkout after the fault was lifted: {status:?}"),
         }
     }
-    assert_eq!(stock(&catalog_db, PLENTY), plenty_before - 1);
+    assert_eq!(catalog_db.stock(PLENTY).await, plenty_before - 1);
 
     // The last units of one product, and plenty of another, bought at once.
     CatalogServiceClient::new(channel.clone())
@@ -141,7 +151,7 @@ async fn replicas_sell_exactly_the_stock_there_is_and_never_answer_internal() {
         let product = if n < SCARCE_BUYERS { SCARCE } else { PLENTY };
         buyers.push((product, shopper(&channel, n + 1, product).await));
     }
-    let plenty_before = stock(&catalog_db, PLENTY);
+    let plenty_before = catalog_db.stock(PLENTY).await;
     let started = Instant::now();
     let tasks: Vec<_> = buyers
         .into_iter()
@@ -165,23 +175,21 @@ async fn replicas_sell_exactly_the_stock_there_is_and_never_answer_internal() {
     }
     let internal = other.iter().filter(|e| e.starts_with("Internal")).count();
     println!(
-        "{} concurrent checkouts over 2 cart and 2 catalog replicas in {:?}: {sold} of {SCARCE_BUYERS} got the last {LAST_UNITS} units, {short} were told it is short, {plenty_sold} of {PLENTY_BUYERS} bought {PLENTY}; {} other errors ({internal} INTERNAL); {} orders",
+        "[{on}] {} concurrent checkouts over 2 replicas of each service in {:?}: {sold} of {SCARCE_BUYERS} got the last {LAST_UNITS} units, {short} were told it is short, {plenty_sold} of {PLENTY_BUYERS} bought {PLENTY}; {} other errors ({internal} INTERNAL); {} orders",
         SCARCE_BUYERS + PLENTY_BUYERS,
         started.elapsed(),
         other.len(),
-        orders()
+        orders().await
     );
     assert!(other.is_empty(), "errors: {other:?}");
     assert_eq!((sold, short), (LAST_UNITS, SCARCE_BUYERS as i32 - LAST_UNITS));
     assert_eq!(plenty_sold, PLENTY_BUYERS);
-    assert_eq!(stock(&catalog_db, SCARCE), 0, "sold out, never below");
-    assert_eq!(stock(&catalog_db, PLENTY), plenty_before - PLENTY_BUYERS as i64);
-    assert_eq!(orders(), 1 + i64::from(LAST_UNITS) + PLENTY_BUYERS as i64);
-    let held: i64 = catalog_db
-        .query_row("SELECT COUNT(*) FROM reservations WHERE status = 'HELD'", [], |r| {
-            r.get(0)
-        })
-        .expect("held");
+    assert_eq!(catalog_db.stock(SCARCE).await, 0, "sold out, never below");
+    assert_eq!(catalog_db.stock(PLENTY).await, plenty_before - PLENTY_BUYERS as i64);
+    assert_eq!(orders().await, 1 + i64::from(LAST_UNITS) + PLENTY_BUYERS as i64);
+    let held = catalog_db
+        .count("SELECT COUNT(*) FROM reservations WHERE status = 'HELD'")
+        .await;
     assert_eq!(held, 0, "every reservation was confirmed or released");
 
     // A refund (by the back office, the demo identity) puts the unit back.
@@ -191,7 +199,9 @@ async fn replicas_sell_exactly_the_stock_there_is_and_never_answer_internal() {
             order_id: scarce_orders[0].clone(),
         };
         payments.refund(refund).await.expect("refund");
-        assert_eq!(stock(&catalog_db, SCARCE), 1, "one unit back, once");
+        assert_eq!(catalog_db.stock(SCARCE).await, 1, "one unit back, once");
     }
-    println!("refunded one {SCARCE} order twice: stock 0 -> 1");
+    println!("[{on}] refunded one {SCARCE} order twice: stock 0 -> 1");
+    drop(mesh);
+    println!("[{on}] whole run: {:?}", began.elapsed());
 }

@@ -3,7 +3,7 @@
 //! seconds while no read fails (its sidecar answers UNAVAILABLE meanwhile and
 //! the caller's sidecar retries on the other replica); and a cart killed in the
 //! middle of a checkout comes back, the retried checkout leaving one order, one
-//! charge and the right stock.
+//! charge and the right stock. On SQLite and on PostgreSQL.
 
 use std::{
     sync::{
@@ -22,29 +22,43 @@ use nix::{
     sys::signal::{Signal, kill},
     unistd::Pid,
 };
-use tokio_rusqlite::rusqlite::Connection;
 use tonic::{Code, transport::Channel};
 
 use crate::support::{
     http,
     mesh_process::{MeshProcess, pids, shop_config},
+    postgres::Backend,
 };
 
+/// Both backends' runs use these ports, one run at a time.
 const BASE: u16 = 31100;
+static PORTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn count(db: &Connection, sql: &str) -> i64 {
-    db.query_row(sql, [], |r| r.get(0)).expect(sql)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_apps_come_back_and_the_books_still_agree_on_sqlite() {
+    killed_apps_come_back(Backend::Sqlite).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_apps_come_back_and_the_books_still_agree() {
+async fn killed_apps_come_back_and_the_books_still_agree_on_postgres() {
+    killed_apps_come_back(Backend::postgres("shop_restarts").await).await;
+}
+
+async fn killed_apps_come_back(backend: Backend) {
+    let _ports = PORTS.lock().await;
+    let began = Instant::now();
+    let on = backend.name();
     let dir = tempfile::tempdir().expect("tempdir");
     let config = shop_config(dir.path(), BASE);
-    let text = format!(
-        "replica_port_step = 5\n{}",
-        std::fs::read_to_string(&config).expect("read")
-    )
-    .replace("[services.catalog]\n", "[services.catalog]\nreplicas = 2\n")
+    let text = backend
+        .configure(
+            &format!(
+                "replica_port_step = 5\n{}",
+                std::fs::read_to_string(&config).expect("read")
+            ),
+            "",
+        )
+        .replace("[services.catalog]\n", "[services.catalog]\nreplicas = 2\n")
     // Each charge waits a moment on the way, so a checkout can be caught midway.
     .replace(
         "[services.payments]\n",
@@ -109,7 +123,9 @@ async fn killed_apps_come_back_and_the_books_still_agree() {
         errors.extend(worker.await.expect("worker"));
     }
     let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
-    println!("catalog-1 killed under load: back and ready after {back:?}; {ok} reads succeeded, {failed} failed");
+    println!(
+        "[{on}] catalog-1 killed under load: back and ready after {back:?}; {ok} reads succeeded, {failed} failed"
+    );
     assert!(back < Duration::from_secs(5), "back after {back:?}");
     assert_eq!(failed, 0, "reads failed: {:?}", &errors[..errors.len().min(10)]);
 
@@ -135,10 +151,11 @@ async fn killed_apps_come_back_and_the_books_still_agree() {
         })
         .await
         .expect("add");
-    let catalog_db = Connection::open(dir.path().join(".mesh/data/catalog.db")).expect("catalog.db");
-    let payments_db = Connection::open(dir.path().join(".mesh/data/payments.db")).expect("payments.db");
-    let stock = |db: &Connection| count(db, "SELECT stock FROM products WHERE id = 'book-sre'");
-    let before = stock(&catalog_db);
+    let state = dir.path().join(".mesh");
+    let catalog_db = backend.books(&state, "catalog").await;
+    let payments_db = backend.books(&state, "payments").await;
+    let stock = || catalog_db.stock("book-sre");
+    let before = stock().await;
     let checkout = || cart::CheckoutRequest { user_id: user.clone() };
     let first = tokio::spawn({
         let mut carts = carts.clone();
@@ -146,7 +163,11 @@ async fn killed_apps_come_back_and_the_books_still_agree() {
         async move { carts.checkout(request).await }
     });
     let until = Instant::now() + Duration::from_secs(10);
-    while count(&catalog_db, "SELECT COUNT(*) FROM reservations WHERE status = 'HELD'") == 0 {
+    while catalog_db
+        .count("SELECT COUNT(*) FROM reservations WHERE status = 'HELD'")
+        .await
+        == 0
+    {
         assert!(Instant::now() < until, "the checkout never reserved");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -171,17 +192,21 @@ async fn killed_apps_come_back_and_the_books_still_agree() {
             Err(status) => panic!("checkout after cart came back: {status:?}"),
         }
     };
-    let orders = count(&payments_db, "SELECT COUNT(*) FROM orders");
+    let orders = payments_db.count("SELECT COUNT(*) FROM orders").await;
     println!(
-        "cart killed midway ({:?}): back and ready after {back:?}; retried checkout made order {}; {orders} orders, stock of book-sre {before} -> {}",
+        "[{on}] cart killed midway ({:?}): back and ready after {back:?}; retried checkout made order {}; {orders} orders, stock of book-sre {before} -> {}",
         lost.as_ref().map(drop).map_err(|s| s.code()),
         order.id,
-        stock(&catalog_db)
+        stock().await
     );
     assert_eq!(orders, 1, "one order, one charge");
-    assert_eq!(stock(&catalog_db), before - 2);
+    assert_eq!(stock().await, before - 2);
     assert_eq!(
-        count(&catalog_db, "SELECT COUNT(*) FROM reservations WHERE status = 'HELD'"),
+        catalog_db
+            .count("SELECT COUNT(*) FROM reservations WHERE status = 'HELD'")
+            .await,
         0
     );
+    drop(mesh);
+    println!("[{on}] whole run: {:?}", began.elapsed());
 }

@@ -374,6 +374,9 @@ fn app_processes(config: &MeshConfig, data_dir: &Path, programs: &Programs) -> V
                 ]
                 .map(|(k, v)| (k.to_string(), v)),
             );
+            if let Some(url) = &service.database {
+                env.push((app_env::DATABASE_URL.to_string(), url.as_str().to_owned()));
+            }
             env.extend(service.env.iter().map(|(k, v)| (k.clone(), v.clone())));
             let (program, args) = match service.command.split_first() {
                 Some((program, args)) => (user_program(program, service.workdir.as_deref()), args.to_vec()),

@@ -262,7 +262,9 @@ mod tests {
             .add_service(meshwork_payments::service(dir.path(), addr).await.unwrap());
         let mesh = TestServer::start_on(listener, routes, &[]).unwrap();
         let peers = Peers::new(mesh.channel());
-        let store = Store::open(&dir.path().join("cart.db")).await.unwrap();
+        let store = Store::open(&meshwork_service_kit::Database::Sqlite(dir.path().join("cart.db")))
+            .await
+            .unwrap();
         let md = MetadataMap::new();
         let user = meshwork_proto::users::user_service_client::UserServiceClient::new(mesh.channel())
             .register(RegisterRequest {

@@ -1,7 +1,7 @@
 //! What can go wrong in the cart, and the gRPC status each maps to. Errors from peer
 //! services keep their code and say which step failed.
 
-use meshwork_service_kit::db::{Closed, rusqlite};
+use meshwork_service_kit::db::sqlx;
 use tonic::{Code, Status};
 
 #[derive(Debug, thiserror::Error)]
@@ -22,9 +22,7 @@ pub enum Error {
     #[error("{step}: {}", status.message())]
     Peer { step: String, status: Status },
     #[error("database")]
-    Db(#[from] rusqlite::Error),
-    #[error(transparent)]
-    Closed(#[from] Closed),
+    Db(#[from] sqlx::Error),
 }
 
 impl Error {
@@ -43,7 +41,7 @@ impl From<Error> for Status {
             Error::UnknownProduct(_) | Error::UnknownUser(_) => Code::NotFound,
             Error::EmptyCart | Error::Precondition(_) => Code::FailedPrecondition,
             Error::Peer { status, .. } => status.code(),
-            Error::Db(_) | Error::Closed(_) => return meshwork_service_kit::internal(crate::NAME, e),
+            Error::Db(_) => return meshwork_service_kit::internal(crate::NAME, e),
         };
         Status::new(code, e.to_string())
     }

@@ -1,4 +1,5 @@
-//! The cart service (`shop.cart.v1.CartService`): each user's cart in `cart.db`, and
+//! The cart service (`shop.cart.v1.CartService`): each user's cart in `cart.db` (or
+//! PostgreSQL), and
 //! the checkout that prices it through the catalog, charges it through payments and
 //! empties it. Every call to another service goes to the own sidecar.
 
@@ -15,7 +16,7 @@ mod validate;
 use std::{net::SocketAddr, path::Path};
 
 use meshwork_proto::cart::cart_service_server::CartServiceServer;
-use meshwork_service_kit::ServeArgs;
+use meshwork_service_kit::{Database, ServeArgs};
 
 pub use error::Error;
 pub use service::Cart;
@@ -28,13 +29,18 @@ pub const GRPC_SERVICE: &str = "shop.cart.v1.CartService";
 /// Builds the gRPC service over `<data_dir>/cart.db`, calling users, catalog and
 /// payments through the sidecar at `sidecar` (connected lazily, on first call).
 pub async fn service(data_dir: &Path, sidecar: SocketAddr) -> anyhow::Result<CartServiceServer<Cart>> {
-    Ok(CartServiceServer::new(Cart::open(data_dir, sidecar).await?))
+    service_with(&Database::sqlite_in(data_dir, NAME), sidecar).await
+}
+
+/// Like [`service`], with the carts in `database`.
+pub async fn service_with(database: &Database, sidecar: SocketAddr) -> anyhow::Result<CartServiceServer<Cart>> {
+    Ok(CartServiceServer::new(Cart::open(database, sidecar).await?))
 }
 
 /// Serves the cart on `args.listen` until SIGTERM or Ctrl-C.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     meshwork_service_kit::init_tracing();
-    let service = service(&args.data_dir, args.sidecar).await?;
+    let service = service_with(&args.database(NAME)?, args.sidecar).await?;
     meshwork_service_kit::serve(&args, tonic::service::Routes::new(service), &[GRPC_SERVICE]).await?;
     Ok(())
 }

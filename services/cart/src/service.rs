@@ -2,7 +2,7 @@
 //! sidecar) the catalog, and runs checkouts one at a time per user. A call on
 //! behalf of an end user reaches only that user's own cart.
 
-use std::{net::SocketAddr, path::Path, sync::Arc};
+use std::{net::SocketAddr, sync::Arc};
 
 use meshwork_proto::cart::{
     AddItemRequest, Cart as CartMessage, CartItem, CheckoutRequest, CheckoutResponse, GetCartRequest,
@@ -12,7 +12,7 @@ use meshwork_service_kit::end_user::{require_user, require_user_in};
 use tonic::{Request, Response, Status};
 
 use crate::{
-    NAME, checkout,
+    checkout,
     db::{CartRow, Store},
     locks::KeyedLocks,
     peers::Peers,
@@ -28,10 +28,10 @@ pub struct Cart {
 }
 
 impl Cart {
-    /// Opens (or creates) `cart.db` in `data_dir`; peers are reached through `sidecar`.
-    pub async fn open(data_dir: &Path, sidecar: SocketAddr) -> anyhow::Result<Self> {
+    /// Opens (or creates) the carts in `database`; peers are reached through `sidecar`.
+    pub async fn open(database: &meshwork_service_kit::Database, sidecar: SocketAddr) -> anyhow::Result<Self> {
         Ok(Cart {
-            store: Store::open(&meshwork_service_kit::db_path(data_dir, NAME)).await?,
+            store: Store::open(database).await?,
             peers: Peers::new(meshwork_service_kit::sidecar_channel(sidecar)),
             checkouts: Arc::default(),
         })

@@ -1,18 +1,26 @@
-//! The products table in `catalog.db`: seeding, paging, lookups and updates. Every
-//! committed update is published to watchers from the database thread itself, so
-//! they see changes in commit order.
-
-use std::path::Path;
+//! Every query of the catalog, for `catalog.db` (SQLite) or the service's PostgreSQL
+//! database, the same SQL for both except where PostgreSQL must lock a row that
+//! SQLite's write transaction already covers: products (seeding, paging, lookups,
+//! updates) and the stock reservations of checkouts (their saga is in stock.rs).
+//!
+//! Lock order, so that transactions on PostgreSQL never deadlock: a reservation's
+//! row first, then its products in id order.
 
 use meshwork_service_kit::{
-    db::{self, Db, rusqlite},
+    db::{self, Conn, Database, Db, Sql, sqlx},
     time::now_millis,
 };
-use rusqlite::{OptionalExtension, Row, params};
+use sqlx::{FromRow, Row, any::AnyRow};
 use tokio::sync::broadcast;
 
-use crate::{Error, seed};
+use crate::{
+    Error, NAME, seed,
+    stock::{Items, Reservation, Status},
+};
 
+/// Never edit a released migration; append a new one. The first two were
+/// written for SQLite alone (STRICT); they read the same to both now, with
+/// BIGINT where PostgreSQL's 32-bit INTEGER would not hold the values.
 const MIGRATIONS: &[&str] = &[
     "
 CREATE TABLE products (
@@ -20,13 +28,13 @@ CREATE TABLE products (
     name          TEXT NOT NULL,
     description   TEXT NOT NULL,
     category      TEXT NOT NULL,
-    price_minor   INTEGER NOT NULL CHECK (price_minor >= 0),
+    price_minor   BIGINT NOT NULL CHECK (price_minor >= 0),
     currency      TEXT NOT NULL,
     stock         INTEGER NOT NULL CHECK (stock >= 0),
-    updated_at_ms INTEGER NOT NULL,
+    updated_at_ms BIGINT NOT NULL,
     -- Bumped on every change; watchers use it to drop states older than one sent.
-    revision      INTEGER NOT NULL DEFAULT 1
-) STRICT;
+    revision      BIGINT NOT NULL DEFAULT 1
+);
 CREATE INDEX products_by_category ON products (category, id);
 ",
     "
@@ -34,9 +42,9 @@ CREATE INDEX products_by_category ON products (category, id);
 CREATE TABLE reservations (
     id            TEXT PRIMARY KEY,
     status        TEXT NOT NULL CHECK (status IN ('HELD', 'CONFIRMED', 'RELEASED', 'RETURNED')),
-    expires_at_ms INTEGER NOT NULL,
-    updated_at_ms INTEGER NOT NULL
-) STRICT;
+    expires_at_ms BIGINT NOT NULL,
+    updated_at_ms BIGINT NOT NULL
+);
 CREATE INDEX held_reservations ON reservations (expires_at_ms) WHERE status = 'HELD';
 CREATE TABLE reservation_items (
     reservation_id TEXT NOT NULL REFERENCES reservations (id),
@@ -44,7 +52,7 @@ CREATE TABLE reservation_items (
     product_id     TEXT NOT NULL REFERENCES products (id),
     quantity       INTEGER NOT NULL CHECK (quantity >= 1),
     PRIMARY KEY (reservation_id, position)
-) STRICT;
+);
 ",
 ];
 
@@ -78,35 +86,42 @@ pub struct Store {
     pub(crate) changes: broadcast::Sender<ProductRow>,
 }
 
-pub(crate) const COLUMNS: &str =
-    "id, name, description, category, price_minor, currency, stock, updated_at_ms, revision";
-
-pub(crate) fn product_row(r: &Row<'_>) -> rusqlite::Result<ProductRow> {
-    Ok(ProductRow {
-        id: r.get(0)?,
-        name: r.get(1)?,
-        description: r.get(2)?,
-        category: r.get(3)?,
-        price_minor: r.get(4)?,
-        currency: r.get(5)?,
-        stock: r.get(6)?,
-        updated_at_ms: r.get(7)?,
-        revision: r.get(8)?,
-    })
+/// The columns of [`ProductRow`], in its order, for every query that reads one.
+macro_rules! columns {
+    () => {
+        "id, name, description, category, price_minor, currency, stock, updated_at_ms, revision"
+    };
 }
 
-pub(crate) fn get_one(c: &rusqlite::Connection, id: &str) -> Result<ProductRow, Error> {
-    let mut stmt = c.prepare_cached(&format!("SELECT {COLUMNS} FROM products WHERE id = ?1"))?;
-    stmt.query_row([id], product_row)
-        .optional()?
+impl FromRow<'_, AnyRow> for ProductRow {
+    fn from_row(r: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(ProductRow {
+            id: r.try_get(0)?,
+            name: r.try_get(1)?,
+            description: r.try_get(2)?,
+            category: r.try_get(3)?,
+            price_minor: r.try_get(4)?,
+            currency: r.try_get(5)?,
+            stock: r.try_get(6)?,
+            updated_at_ms: r.try_get(7)?,
+            revision: r.try_get(8)?,
+        })
+    }
+}
+
+pub(crate) async fn get_one(c: &mut Conn, id: &str) -> Result<ProductRow, Error> {
+    sqlx::query_as(concat!("SELECT ", columns!(), " FROM products WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(&mut *c)
+        .await?
         .ok_or_else(|| Error::UnknownProduct(id.to_owned()))
 }
 
 impl Store {
     /// Opens the database and seeds it if the products table is empty (first start).
-    pub async fn open(path: &Path) -> anyhow::Result<Self> {
-        let db = db::open(path, MIGRATIONS).await?;
-        let seeded = db.call(seed_if_empty).await?;
+    pub async fn open(database: &Database) -> anyhow::Result<Self> {
+        let db = db::open(database, NAME, MIGRATIONS).await?;
+        let seeded = seed_if_empty(&db).await?;
         if seeded > 0 {
             tracing::info!(products = seeded, "seeded the catalog");
         }
@@ -119,72 +134,230 @@ impl Store {
         self.changes.subscribe()
     }
 
+    /// Tells watchers about committed changes. Transactions of several tasks may
+    /// commit in one order and publish in another; the revisions let watchers
+    /// drop a state older than one they have.
+    pub(crate) fn publish(&self, changed: Vec<ProductRow>) {
+        for row in changed {
+            // No receivers is not an error: nobody is watching.
+            let _ = self.changes.send(row);
+        }
+    }
+
     /// Up to `limit` products after `after` (by id), optionally of one category.
     pub async fn list(&self, after: Option<String>, category: String, limit: usize) -> Result<Vec<ProductRow>, Error> {
-        self.db
-            .call(move |c| {
-                let mut stmt = c.prepare_cached(&format!(
-                    "SELECT {COLUMNS} FROM products
-                     WHERE id > ?1 AND (?2 = '' OR category = ?2)
-                     ORDER BY id LIMIT ?3"
-                ))?;
-                let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-                let rows = stmt.query_map(params![after.unwrap_or_default(), category, limit], product_row)?;
-                Ok(rows.collect::<Result<Vec<_>, _>>()?)
-            })
-            .await
+        Ok(sqlx::query_as(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM products WHERE id > $1 AND ($2 = '' OR category = $2) ORDER BY id LIMIT $3"
+        ))
+        .bind(after.unwrap_or_default())
+        .bind(category)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(self.db.pool())
+        .await?)
     }
 
     /// The products in the order asked; the first unknown id is the error.
     pub async fn get_many(&self, ids: Vec<String>) -> Result<Vec<ProductRow>, Error> {
-        self.db
-            .call(move |c| ids.iter().map(|id| get_one(c, id)).collect())
-            .await
+        let mut c = self.db.pool().acquire().await?;
+        let mut rows = Vec::with_capacity(ids.len());
+        for id in &ids {
+            rows.push(get_one(&mut c, id).await?);
+        }
+        Ok(rows)
     }
 
-    /// Applies `update` in one transaction and publishes the new state.
+    /// Applies `update` in one statement (so two updates of different fields
+    /// never undo each other) and publishes the new state.
     pub async fn update(&self, id: String, update: Update) -> Result<ProductRow, Error> {
-        let changes = self.changes.clone();
-        self.db
-            .call(move |c| {
-                let tx = db::write(c)?;
-                let before = get_one(&tx, &id)?;
-                let (price, currency) = update.price.unwrap_or((before.price_minor, before.currency));
-                let stock = update.stock.unwrap_or(before.stock);
-                let row = tx.query_row(
-                    &format!(
-                        "UPDATE products SET price_minor = ?2, currency = ?3, stock = ?4, updated_at_ms = ?5,
-                         revision = revision + 1 WHERE id = ?1 RETURNING {COLUMNS}"
-                    ),
-                    params![id, price, currency, stock, now_millis()],
-                    product_row,
-                )?;
-                tx.commit()?;
-                // No receivers is not an error: nobody is watching.
-                let _ = changes.send(row.clone());
-                Ok(row)
-            })
-            .await
+        let (price, currency) = update.price.unzip();
+        let row: ProductRow = sqlx::query_as(concat!(
+            "UPDATE products SET price_minor = COALESCE($2, price_minor), currency = COALESCE($3, currency),
+             stock = COALESCE($4, stock), updated_at_ms = $5, revision = revision + 1 WHERE id = $1 RETURNING ",
+            columns!()
+        ))
+        .bind(&id)
+        .bind(price)
+        .bind(currency)
+        .bind(update.stock)
+        .bind(now_millis())
+        .fetch_optional(self.db.pool())
+        .await?
+        .ok_or(Error::UnknownProduct(id))?;
+        self.publish(vec![row.clone()]);
+        Ok(row)
     }
 }
 
-fn seed_if_empty(c: &mut rusqlite::Connection) -> Result<usize, Error> {
-    // IMMEDIATE: replicas starting together must not both find the table empty.
-    let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let count: i64 = tx.query_row("SELECT COUNT(*) FROM products", [], |r| r.get(0))?;
+/// Seeds the products on first start. Replicas starting together may both find
+/// the table empty: the inserts skip what another one inserted meanwhile.
+async fn seed_if_empty(db: &Db) -> Result<usize, Error> {
+    let mut tx = db.write().await?;
+    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM products")
+        .fetch_one(&mut *tx)
+        .await?;
     if count > 0 {
         return Ok(0);
     }
     let now = now_millis();
-    {
-        let mut insert = tx.prepare(
+    let mut seeded = 0;
+    for (id, name, description, category, price, stock) in seed::PRODUCTS {
+        seeded += sqlx::query(
             "INSERT INTO products (id, name, description, category, price_minor, currency, stock, updated_at_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, 'USD', ?6, ?7)",
-        )?;
-        for (id, name, description, category, price, stock) in seed::PRODUCTS {
-            insert.execute(params![id, name, description, category, price, stock, now])?;
+             VALUES ($1, $2, $3, $4, $5, 'USD', $6, $7) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(*id)
+        .bind(*name)
+        .bind(*description)
+        .bind(*category)
+        .bind(*price)
+        .bind(*stock)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    }
+    tx.commit().await?;
+    Ok(usize::try_from(seeded).unwrap_or(usize::MAX))
+}
+
+/// Reads a reservation and locks its row until the transaction ends.
+const LOCK_RESERVATION: Sql = Sql {
+    sqlite: "SELECT status, expires_at_ms FROM reservations WHERE id = $1",
+    postgres: "SELECT status, expires_at_ms FROM reservations WHERE id = $1 FOR UPDATE",
+};
+
+/// The reservation named `id`, its row locked; `None` if there is none.
+pub(crate) async fn lock_reservation(db: &Db, c: &mut Conn, id: &str) -> Result<Option<Reservation>, sqlx::Error> {
+    let Some((status, expires_at_ms)) = sqlx::query_as::<_, (String, i64)>(db.sql(&LOCK_RESERVATION))
+        .bind(id)
+        .fetch_optional(&mut *c)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let items: Items = sqlx::query_as(
+        "SELECT product_id, quantity FROM reservation_items WHERE reservation_id = $1 ORDER BY position",
+    )
+    .bind(id)
+    .fetch_all(&mut *c)
+    .await?;
+    Ok(Some(Reservation {
+        id: id.to_owned(),
+        status: Status::from_sql(&status),
+        items,
+        expires_at_ms,
+    }))
+}
+
+/// Makes a HELD reservation without items; `false` if one of that id exists. On
+/// PostgreSQL a concurrent insert of the same id waits for the first to commit
+/// (or roll back) and then finds it, so one id is only ever reserved once.
+pub(crate) async fn insert_reservation(c: &mut Conn, id: &str, expires_at_ms: i64) -> Result<bool, sqlx::Error> {
+    let inserted = sqlx::query(
+        "INSERT INTO reservations (id, status, expires_at_ms, updated_at_ms) VALUES ($1, 'HELD', $2, $3)
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(id)
+    .bind(expires_at_ms)
+    .bind(now_millis())
+    .execute(&mut *c)
+    .await?;
+    Ok(inserted.rows_affected() == 1)
+}
+
+pub(crate) async fn insert_reservation_items(c: &mut Conn, id: &str, items: &Items) -> Result<(), sqlx::Error> {
+    for (position, (product, quantity)) in items.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO reservation_items (reservation_id, position, product_id, quantity) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(id)
+        .bind(position as i64)
+        .bind(product)
+        .bind(*quantity)
+        .execute(&mut *c)
+        .await?;
+    }
+    Ok(())
+}
+
+pub(crate) async fn set_status(
+    c: &mut Conn,
+    r: &mut Reservation,
+    status: Status,
+    expires_at_ms: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE reservations SET status = $2, expires_at_ms = $3, updated_at_ms = $4 WHERE id = $1")
+        .bind(&r.id)
+        .bind(status.as_sql())
+        .bind(expires_at_ms)
+        .bind(now_millis())
+        .execute(&mut *c)
+        .await?;
+    r.status = status;
+    r.expires_at_ms = expires_at_ms;
+    Ok(())
+}
+
+/// The items by product id: the order every transaction locks products in.
+fn in_lock_order(items: &Items) -> Vec<&(String, i32)> {
+    let mut sorted: Vec<_> = items.iter().collect();
+    sorted.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    sorted
+}
+
+/// Takes the units out of stock, all or none (an error rolls the transaction
+/// back). The conditional UPDATE decides on the row as it is after any
+/// concurrent writer committed, so stock never goes below zero.
+pub(crate) async fn take(c: &mut Conn, items: &Items, changed: &mut Vec<ProductRow>) -> Result<(), Error> {
+    for (id, quantity) in in_lock_order(items) {
+        let row: Option<ProductRow> = sqlx::query_as(concat!(
+            "UPDATE products SET stock = stock - $2, updated_at_ms = $3, revision = revision + 1
+             WHERE id = $1 AND stock >= $2 RETURNING ",
+            columns!()
+        ))
+        .bind(id)
+        .bind(*quantity)
+        .bind(now_millis())
+        .fetch_optional(&mut *c)
+        .await?;
+        match row {
+            Some(row) => changed.push(row),
+            None => {
+                let product = get_one(c, id).await?;
+                return Err(Error::Short(format!(
+                    "not enough stock of '{}' ({}): {quantity} wanted, {} left",
+                    product.name, product.id, product.stock
+                )));
+            }
         }
     }
-    tx.commit()?;
-    Ok(seed::PRODUCTS.len())
+    Ok(())
+}
+
+/// Puts the units back into stock.
+pub(crate) async fn give_back(c: &mut Conn, items: &Items, changed: &mut Vec<ProductRow>) -> Result<(), Error> {
+    for (id, quantity) in in_lock_order(items) {
+        let row: ProductRow = sqlx::query_as(concat!(
+            "UPDATE products SET stock = stock + $2, updated_at_ms = $3, revision = revision + 1
+             WHERE id = $1 RETURNING ",
+            columns!()
+        ))
+        .bind(id)
+        .bind(*quantity)
+        .bind(now_millis())
+        .fetch_one(&mut *c)
+        .await?;
+        changed.push(row);
+    }
+    Ok(())
+}
+
+/// The ids of held reservations whose time was up at `now`, in id order.
+pub(crate) async fn expired_reservations(db: &Db, now: i64) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT id FROM reservations WHERE status = 'HELD' AND expires_at_ms <= $1 ORDER BY id")
+        .bind(now)
+        .fetch_all(db.pool())
+        .await
 }

@@ -1,6 +1,6 @@
 //! What can go wrong in the catalog, and the gRPC status each maps to.
 
-use meshwork_service_kit::db::{Closed, rusqlite};
+use meshwork_service_kit::db::sqlx;
 use tonic::{Code, Status};
 
 #[derive(Debug, thiserror::Error)]
@@ -19,9 +19,7 @@ pub enum Error {
     #[error("{0}")]
     Conflict(String),
     #[error("database")]
-    Db(#[from] rusqlite::Error),
-    #[error(transparent)]
-    Closed(#[from] Closed),
+    Db(#[from] sqlx::Error),
 }
 
 impl Error {
@@ -39,7 +37,7 @@ impl From<Error> for Status {
             Error::Invalid { .. } => Code::InvalidArgument,
             Error::UnknownProduct(_) | Error::UnknownReservation(_) => Code::NotFound,
             Error::Short(_) | Error::Conflict(_) => Code::FailedPrecondition,
-            Error::Db(_) | Error::Closed(_) => return meshwork_service_kit::internal(crate::NAME, e),
+            Error::Db(_) => return meshwork_service_kit::internal(crate::NAME, e),
         };
         Status::new(code, e.to_string())
     }

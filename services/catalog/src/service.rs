@@ -1,8 +1,6 @@
 //! The gRPC face of the catalog: validates requests, calls the store, and maps rows
 //! to messages.
 
-use std::path::Path;
-
 use meshwork_proto::{
     catalog::{
         BatchGetProductsRequest, BatchGetProductsResponse, GetProductRequest, ListProductsRequest,
@@ -17,7 +15,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::{
-    Error, NAME,
+    Error,
     db::{ProductRow, Store, Update},
     stock::{self, Reservation},
     validate, watch,
@@ -30,9 +28,9 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    /// Opens (creating and seeding if new) `catalog.db` in `data_dir`.
-    pub async fn open(data_dir: &Path) -> anyhow::Result<Self> {
-        let store = Store::open(&meshwork_service_kit::db_path(data_dir, NAME)).await?;
+    /// Opens (creating and seeding if new) the products in `database`.
+    pub async fn open(database: &meshwork_service_kit::Database) -> anyhow::Result<Self> {
+        let store = Store::open(database).await?;
         stock::spawn_sweeper(store.clone());
         Ok(Catalog { store })
     }

@@ -1,21 +1,21 @@
 //! Stock reservations, the catalog's steps of the checkout saga. A reservation is
 //! named by the checkout's idempotency key and moves HELD -> CONFIRMED (sold) or
 //! HELD -> RELEASED (compensation, or expiry of a checkout that died midway), and
-//! CONFIRMED -> RETURNED after a refund. Each step runs in one IMMEDIATE
-//! transaction with the stock it moves, so stock and reservations always agree,
-//! and each is idempotent: repeating it changes nothing more.
+//! CONFIRMED -> RETURNED after a refund. Each step runs in one write transaction
+//! with the stock it moves, holding the reservation's row, so stock and
+//! reservations always agree however many replicas run the steps; and each is
+//! idempotent: repeating it changes nothing more. The queries are in db.rs.
 
 use std::time::Duration;
 
 use meshwork_service_kit::{
-    db::{self, rusqlite},
+    db::{Conn, sqlx},
     time::now_millis,
 };
-use rusqlite::{OptionalExtension, Transaction, params};
 
 use crate::{
     Error,
-    db::{COLUMNS, ProductRow, Store, get_one, product_row},
+    db::{self, ProductRow, Store, get_one},
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,7 +27,7 @@ pub enum Status {
 }
 
 impl Status {
-    fn as_sql(self) -> &'static str {
+    pub(crate) fn as_sql(self) -> &'static str {
         match self {
             Status::Held => "HELD",
             Status::Confirmed => "CONFIRMED",
@@ -36,7 +36,7 @@ impl Status {
         }
     }
 
-    fn from_sql(s: &str) -> Status {
+    pub(crate) fn from_sql(s: &str) -> Status {
         match s {
             "HELD" => Status::Held,
             "CONFIRMED" => Status::Confirmed,
@@ -54,100 +54,14 @@ pub struct Reservation {
     pub id: String,
     pub status: Status,
     pub items: Items,
+    /// When a HELD reservation runs out (Unix milliseconds).
+    pub expires_at_ms: i64,
 }
 
 /// How often held reservations are checked for expiry.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
-fn load(tx: &Transaction<'_>, id: &str) -> rusqlite::Result<Option<Reservation>> {
-    let Some(status) = tx
-        .query_row("SELECT status FROM reservations WHERE id = ?1", [id], |r| {
-            r.get::<_, String>(0)
-        })
-        .optional()?
-    else {
-        return Ok(None);
-    };
-    let mut stmt = tx.prepare_cached(
-        "SELECT product_id, quantity FROM reservation_items WHERE reservation_id = ?1 ORDER BY position",
-    )?;
-    let items = stmt
-        .query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<Result<_, _>>()?;
-    Ok(Some(Reservation {
-        id: id.to_owned(),
-        status: Status::from_sql(&status),
-        items,
-    }))
-}
-
-fn set_status(tx: &Transaction<'_>, r: &mut Reservation, status: Status, expires_at_ms: i64) -> rusqlite::Result<()> {
-    tx.execute(
-        "UPDATE reservations SET status = ?2, expires_at_ms = ?3, updated_at_ms = ?4 WHERE id = ?1",
-        params![r.id, status.as_sql(), expires_at_ms, now_millis()],
-    )?;
-    r.status = status;
-    Ok(())
-}
-
-/// Takes the units out of stock, all or none (an error rolls the transaction back).
-fn take(tx: &Transaction<'_>, items: &Items, changed: &mut Vec<ProductRow>) -> Result<(), Error> {
-    let mut stmt = tx.prepare_cached(&format!(
-        "UPDATE products SET stock = stock - ?2, updated_at_ms = ?3, revision = revision + 1
-         WHERE id = ?1 AND stock >= ?2 RETURNING {COLUMNS}"
-    ))?;
-    for (id, quantity) in items {
-        match stmt
-            .query_row(params![id, quantity, now_millis()], product_row)
-            .optional()?
-        {
-            Some(row) => changed.push(row),
-            None => {
-                let product = get_one(tx, id)?;
-                return Err(Error::Short(format!(
-                    "not enough stock of '{}' ({}): {quantity} wanted, {} left",
-                    product.name, product.id, product.stock
-                )));
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Puts the units back into stock.
-fn give_back(tx: &Transaction<'_>, items: &Items, changed: &mut Vec<ProductRow>) -> Result<(), Error> {
-    let mut stmt = tx.prepare_cached(&format!(
-        "UPDATE products SET stock = stock + ?2, updated_at_ms = ?3, revision = revision + 1
-         WHERE id = ?1 RETURNING {COLUMNS}"
-    ))?;
-    for (id, quantity) in items {
-        changed.push(stmt.query_row(params![id, quantity, now_millis()], product_row)?);
-    }
-    Ok(())
-}
-
 impl Store {
-    /// Runs one saga step in a write transaction and publishes the stock it changed.
-    async fn step<R: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Transaction<'_>, &mut Vec<ProductRow>) -> Result<R, Error> + Send + 'static,
-    ) -> Result<R, Error> {
-        let changes = self.changes.clone();
-        self.db
-            .call(move |c| {
-                let tx = db::write(c)?;
-                let mut changed = Vec::new();
-                let result = f(&tx, &mut changed)?;
-                tx.commit()?;
-                for row in changed {
-                    // No receivers is not an error: nobody is watching.
-                    let _ = changes.send(row);
-                }
-                Ok(result)
-            })
-            .await
-    }
-
     /// Holds `items` for `hold_ms` under `id` and answers with the products as they
     /// are now. Repeating it replays; after a release it takes the units anew.
     pub async fn reserve(
@@ -156,129 +70,130 @@ impl Store {
         items: Items,
         hold_ms: i64,
     ) -> Result<(Reservation, Vec<ProductRow>), Error> {
-        self.step(move |tx, changed| {
-            let expires = now_millis().saturating_add(hold_ms);
-            let reservation = match load(tx, &id)? {
-                Some(r) if r.items != items => {
-                    return Err(Error::Conflict(format!(
-                        "reservation '{id}' was made with other items"
-                    )));
+        let mut tx = self.db.write().await?;
+        let mut changed = Vec::new();
+        let expires = now_millis().saturating_add(hold_ms);
+        let reservation = if db::insert_reservation(&mut tx, &id, expires).await? {
+            db::take(&mut tx, &items, &mut changed).await?;
+            db::insert_reservation_items(&mut tx, &id, &items).await?;
+            Reservation {
+                id,
+                status: Status::Held,
+                items,
+                expires_at_ms: expires,
+            }
+        } else {
+            match self.locked(&mut tx, &id).await? {
+                r if r.items != items => {
+                    return Err(Error::Conflict(format!("reservation '{id}' was made with other items")));
                 }
-                Some(r) if r.status == Status::Returned => {
+                r if r.status == Status::Returned => {
                     return Err(Error::Conflict(format!(
                         "reservation '{id}' was sold and returned; a new checkout needs a new key"
                     )));
                 }
-                Some(mut r) if r.status == Status::Released => {
-                    take(tx, &r.items, changed)?;
-                    set_status(tx, &mut r, Status::Held, expires)?;
+                mut r if r.status == Status::Released => {
+                    db::take(&mut tx, &r.items, &mut changed).await?;
+                    db::set_status(&mut tx, &mut r, Status::Held, expires).await?;
                     r
                 }
-                Some(r) => r,
-                None => {
-                    take(tx, &items, changed)?;
-                    let now = now_millis();
-                    tx.execute(
-                        "INSERT INTO reservations (id, status, expires_at_ms, updated_at_ms) VALUES (?1, 'HELD', ?2, ?3)",
-                        params![id, expires, now],
-                    )?;
-                    let mut insert = tx.prepare_cached(
-                        "INSERT INTO reservation_items (reservation_id, position, product_id, quantity)
-                         VALUES (?1, ?2, ?3, ?4)",
-                    )?;
-                    for (position, (product, quantity)) in items.iter().enumerate() {
-                        insert.execute(params![id, position as i64, product, quantity])?;
-                    }
-                    Reservation {
-                        id,
-                        status: Status::Held,
-                        items,
-                    }
-                }
-            };
-            let products = reservation
-                .items
-                .iter()
-                .map(|(product, _)| get_one(tx, product))
-                .collect::<Result<_, _>>()?;
-            Ok((reservation, products))
-        })
-        .await
+                r => r,
+            }
+        };
+        let mut products = Vec::with_capacity(reservation.items.len());
+        for (product, _) in &reservation.items {
+            products.push(get_one(&mut tx, product).await?);
+        }
+        tx.commit().await?;
+        self.publish(changed);
+        Ok((reservation, products))
     }
 
     /// Marks the reservation sold. One released meanwhile (it expired while the
     /// charge ran) takes its units anew, or fails naming the product now short.
     pub async fn confirm(&self, id: String) -> Result<Reservation, Error> {
-        self.step(move |tx, changed| {
-            let mut r = load(tx, &id)?.ok_or_else(|| Error::UnknownReservation(id.clone()))?;
-            match r.status {
-                Status::Confirmed => {}
-                Status::Held => set_status(tx, &mut r, Status::Confirmed, i64::MAX)?,
-                Status::Released => {
-                    take(tx, &r.items, changed)?;
-                    set_status(tx, &mut r, Status::Confirmed, i64::MAX)?;
-                }
-                Status::Returned => {
-                    return Err(Error::Conflict(format!("reservation '{id}' was already returned")));
-                }
+        let mut tx = self.db.write().await?;
+        let mut changed = Vec::new();
+        let mut r = self.locked(&mut tx, &id).await?;
+        match r.status {
+            Status::Confirmed => {}
+            Status::Held => db::set_status(&mut tx, &mut r, Status::Confirmed, i64::MAX).await?,
+            Status::Released => {
+                db::take(&mut tx, &r.items, &mut changed).await?;
+                db::set_status(&mut tx, &mut r, Status::Confirmed, i64::MAX).await?;
             }
-            Ok(r)
-        })
-        .await
+            Status::Returned => {
+                return Err(Error::Conflict(format!("reservation '{id}' was already returned")));
+            }
+        }
+        tx.commit().await?;
+        self.publish(changed);
+        Ok(r)
     }
 
     /// Compensation: a held reservation's units go back. Anything else is left alone.
     pub async fn release(&self, id: String) -> Result<Reservation, Error> {
-        self.step(move |tx, changed| {
-            let mut r = load(tx, &id)?.ok_or_else(|| Error::UnknownReservation(id.clone()))?;
-            if r.status == Status::Held {
-                give_back(tx, &r.items, changed)?;
-                set_status(tx, &mut r, Status::Released, 0)?;
-            }
-            Ok(r)
-        })
-        .await
+        let mut tx = self.db.write().await?;
+        let mut changed = Vec::new();
+        let mut r = self.locked(&mut tx, &id).await?;
+        if r.status == Status::Held {
+            db::give_back(&mut tx, &r.items, &mut changed).await?;
+            db::set_status(&mut tx, &mut r, Status::Released, 0).await?;
+        }
+        tx.commit().await?;
+        self.publish(changed);
+        Ok(r)
     }
 
     /// After a refund: a sold reservation's units go back, once.
     pub async fn return_stock(&self, id: String) -> Result<Reservation, Error> {
-        self.step(move |tx, changed| {
-            let mut r = load(tx, &id)?.ok_or_else(|| Error::UnknownReservation(id.clone()))?;
-            match r.status {
-                Status::Returned => {}
-                Status::Confirmed => {
-                    give_back(tx, &r.items, changed)?;
-                    set_status(tx, &mut r, Status::Returned, 0)?;
-                }
-                Status::Held | Status::Released => {
-                    return Err(Error::Conflict(format!(
-                        "reservation '{id}' was never sold, so nothing can be returned"
-                    )));
-                }
+        let mut tx = self.db.write().await?;
+        let mut changed = Vec::new();
+        let mut r = self.locked(&mut tx, &id).await?;
+        match r.status {
+            Status::Returned => {}
+            Status::Confirmed => {
+                db::give_back(&mut tx, &r.items, &mut changed).await?;
+                db::set_status(&mut tx, &mut r, Status::Returned, 0).await?;
             }
-            Ok(r)
-        })
-        .await
+            Status::Held | Status::Released => {
+                return Err(Error::Conflict(format!(
+                    "reservation '{id}' was never sold, so nothing can be returned"
+                )));
+            }
+        }
+        tx.commit().await?;
+        self.publish(changed);
+        Ok(r)
     }
 
     /// Releases every held reservation whose time is up; how many it released.
+    /// Each in a transaction of its own, which looks again under the row's lock:
+    /// another replica's sweeper, or a confirm, may have got there first.
     pub async fn expire(&self) -> Result<usize, Error> {
-        self.step(move |tx, changed| {
-            let ids: Vec<String> = {
-                let mut stmt =
-                    tx.prepare_cached("SELECT id FROM reservations WHERE status = 'HELD' AND expires_at_ms <= ?1")?;
-                stmt.query_map([now_millis()], |r| r.get(0))?
-                    .collect::<Result<_, _>>()?
-            };
-            for id in &ids {
-                if let Some(mut r) = load(tx, id)? {
-                    give_back(tx, &r.items, changed)?;
-                    set_status(tx, &mut r, Status::Released, 0)?;
+        let now = now_millis();
+        let mut released = 0;
+        for id in db::expired_reservations(&self.db, now).await? {
+            let mut tx = self.db.write().await?;
+            let mut changed = Vec::new();
+            match db::lock_reservation(&self.db, &mut tx, &id).await? {
+                Some(mut r) if r.status == Status::Held && r.expires_at_ms <= now => {
+                    db::give_back(&mut tx, &r.items, &mut changed).await?;
+                    db::set_status(&mut tx, &mut r, Status::Released, 0).await?;
+                    released += 1;
                 }
+                _ => {}
             }
-            Ok(ids.len())
-        })
-        .await
+            tx.commit().await?;
+            self.publish(changed);
+        }
+        Ok(released)
+    }
+
+    async fn locked(&self, tx: &mut Conn, id: &str) -> Result<Reservation, Error> {
+        db::lock_reservation(&self.db, tx, id)
+            .await?
+            .ok_or_else(|| Error::UnknownReservation(id.to_owned()))
     }
 }
 
@@ -293,7 +208,7 @@ pub fn spawn_sweeper(store: Store) {
             match store.expire().await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(reservations = n, "released expired stock reservations"),
-                Err(Error::Closed(_)) => return,
+                Err(Error::Db(sqlx::Error::PoolClosed)) => return,
                 Err(e) => tracing::warn!(error = %e, "cannot release expired stock reservations; will try again"),
             }
         }

@@ -119,7 +119,9 @@ mod tests {
     #[tokio::test]
     async fn a_lagging_watcher_gets_the_latest_state_not_an_error() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("catalog.db")).await.unwrap();
+        let store = Store::open(&meshwork_service_kit::Database::Sqlite(dir.path().join("catalog.db")))
+            .await
+            .unwrap();
         let mut updates = start(&store, vec!["toys-kite".into(), "toys-kite".into()])
             .await
             .unwrap();
@@ -164,7 +166,9 @@ mod tests {
     #[tokio::test]
     async fn the_task_ends_when_the_watcher_hangs_up() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("catalog.db")).await.unwrap();
+        let store = Store::open(&meshwork_service_kit::Database::Sqlite(dir.path().join("catalog.db")))
+            .await
+            .unwrap();
         let updates = start(&store, vec!["toys-kite".into()]).await.unwrap();
         assert_eq!(store.changes.receiver_count(), 1);
         drop(updates);

@@ -1,5 +1,5 @@
 //! What every example service shares: command-line arguments, tracing, serving with
-//! health and reflection, graceful shutdown, the sidecar channel and SQLite start-up.
+//! health and reflection, graceful shutdown, the sidecar channel and the database (SQLite or PostgreSQL).
 //!
 //! One place for all of it, so the four services stay small and a later change (for
 //! example OpenTelemetry export in `telemetry`, or deadline propagation next to the
@@ -18,8 +18,9 @@ mod telemetry;
 pub mod testing;
 pub mod time;
 
-pub use args::{ServeArgs, db_path, parse_loopback};
+pub use args::{DatabaseArgError, SecretUrl, ServeArgs, db_path, parse_loopback};
 pub use channel::{CONNECT_TIMEOUT, sidecar_channel};
+pub use db::Database;
 pub use money::is_currency_code;
 pub use server::{DRAIN_TIMEOUT, ServeError, bind, serve, serve_on, shutdown_signal};
 pub use server_span::ServerSpanLayer;

@@ -1,20 +1,23 @@
-//! Orders in `payments.db`. A charge's idempotency key is UNIQUE and is checked and
-//! stored in the same IMMEDIATE transaction as the order, so a key can never produce
-//! two orders, however many charges with it race.
-
-use std::path::Path;
+//! Orders in `payments.db` (SQLite) or the service's PostgreSQL database, the same
+//! SQL for both. A charge's idempotency key is UNIQUE and the order is inserted
+//! with it before anything else (`ON CONFLICT DO NOTHING`), so a key can never
+//! produce two orders, however many charges with it race on however many
+//! replicas: a racing insert waits for the first to commit and then finds its order.
 
 use meshwork_service_kit::{
-    db::{self, Db, rusqlite},
+    db::{self, Conn, Database, Db, sqlx},
     time::now_millis,
 };
-use rusqlite::{OptionalExtension, Row, TransactionBehavior, params};
+use sqlx::{FromRow, Row, any::AnyRow};
 
 use crate::{
-    Error,
+    Error, NAME,
     validate::{Charge, Line},
 };
 
+/// Never edit a released migration; append a new one. Money and milliseconds
+/// are BIGINT (PostgreSQL's INTEGER is 32 bits; to SQLite both are INTEGER, as
+/// the STRICT tables of older builds had it).
 const MIGRATIONS: &[&str] = &["
 CREATE TABLE orders (
     id              TEXT PRIMARY KEY,
@@ -22,12 +25,12 @@ CREATE TABLE orders (
     idempotency_key TEXT NOT NULL UNIQUE,
     -- sha256 of the charge request, to refuse a reused key with other contents.
     request_hash    TEXT NOT NULL,
-    total_minor     INTEGER NOT NULL,
+    total_minor     BIGINT NOT NULL,
     currency        TEXT NOT NULL,
     status          TEXT NOT NULL CHECK (status IN ('PAID', 'REFUNDED')),
-    created_at_ms   INTEGER NOT NULL,
-    refunded_at_ms  INTEGER
-) STRICT;
+    created_at_ms   BIGINT NOT NULL,
+    refunded_at_ms  BIGINT
+);
 CREATE INDEX orders_by_user ON orders (user_id, created_at_ms DESC, id DESC);
 CREATE TABLE order_lines (
     order_id         TEXT NOT NULL REFERENCES orders (id),
@@ -35,9 +38,9 @@ CREATE TABLE order_lines (
     product_id       TEXT NOT NULL,
     name             TEXT NOT NULL,
     quantity         INTEGER NOT NULL CHECK (quantity >= 1),
-    unit_price_minor INTEGER NOT NULL CHECK (unit_price_minor >= 0),
+    unit_price_minor BIGINT NOT NULL CHECK (unit_price_minor >= 0),
     PRIMARY KEY (order_id, position)
-) STRICT;
+);
 "];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,159 +67,165 @@ pub struct Store {
     db: Db,
 }
 
-const COLUMNS: &str = "id, user_id, idempotency_key, total_minor, currency, status, created_at_ms, refunded_at_ms";
-
-fn order_row(r: &Row<'_>) -> rusqlite::Result<OrderRow> {
-    let status: String = r.get(5)?;
-    Ok(OrderRow {
-        id: r.get(0)?,
-        user_id: r.get(1)?,
-        idempotency_key: r.get(2)?,
-        lines: Vec::new(),
-        total_minor: r.get(3)?,
-        currency: r.get(4)?,
-        status: if status == "REFUNDED" {
-            Status::Refunded
-        } else {
-            Status::Paid
-        },
-        created_at_ms: r.get(6)?,
-        refunded_at_ms: r.get(7)?,
-    })
+/// The columns [`OrderRow`] is read from, in this order.
+macro_rules! columns {
+    () => {
+        "id, user_id, idempotency_key, total_minor, currency, status, created_at_ms, refunded_at_ms"
+    };
 }
 
-fn with_lines(c: &rusqlite::Connection, mut order: OrderRow) -> rusqlite::Result<OrderRow> {
-    let mut stmt = c.prepare_cached(
-        "SELECT product_id, name, quantity, unit_price_minor FROM order_lines WHERE order_id = ?1 ORDER BY position",
-    )?;
-    let lines = stmt.query_map([&order.id], |r| {
-        Ok(Line {
-            product_id: r.get(0)?,
-            name: r.get(1)?,
-            quantity: r.get(2)?,
-            unit_price_minor: r.get(3)?,
+/// An order without its lines (see [`with_lines`]).
+impl FromRow<'_, AnyRow> for OrderRow {
+    fn from_row(r: &AnyRow) -> Result<Self, sqlx::Error> {
+        let status: String = r.try_get(5)?;
+        Ok(OrderRow {
+            id: r.try_get(0)?,
+            user_id: r.try_get(1)?,
+            idempotency_key: r.try_get(2)?,
+            lines: Vec::new(),
+            total_minor: r.try_get(3)?,
+            currency: r.try_get(4)?,
+            status: if status == "REFUNDED" {
+                Status::Refunded
+            } else {
+                Status::Paid
+            },
+            created_at_ms: r.try_get(6)?,
+            refunded_at_ms: r.try_get(7)?,
         })
-    })?;
-    order.lines = lines.collect::<Result<_, _>>()?;
+    }
+}
+
+async fn with_lines(c: &mut Conn, mut order: OrderRow) -> Result<OrderRow, sqlx::Error> {
+    let lines: Vec<(String, String, i32, i64)> = sqlx::query_as(
+        "SELECT product_id, name, quantity, unit_price_minor FROM order_lines WHERE order_id = $1 ORDER BY position",
+    )
+    .bind(&order.id)
+    .fetch_all(&mut *c)
+    .await?;
+    order.lines = lines
+        .into_iter()
+        .map(|(product_id, name, quantity, unit_price_minor)| Line {
+            product_id,
+            name,
+            quantity,
+            unit_price_minor,
+        })
+        .collect();
     Ok(order)
 }
 
-fn get(c: &rusqlite::Connection, id: &str) -> Result<OrderRow, Error> {
-    let order = c
-        .query_row(&format!("SELECT {COLUMNS} FROM orders WHERE id = ?1"), [id], order_row)
-        .optional()?
+async fn get(c: &mut Conn, id: &str) -> Result<OrderRow, Error> {
+    let order: OrderRow = sqlx::query_as(concat!("SELECT ", columns!(), " FROM orders WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(&mut *c)
+        .await?
         .ok_or_else(|| Error::OrderNotFound(id.to_owned()))?;
-    Ok(with_lines(c, order)?)
+    Ok(with_lines(c, order).await?)
 }
 
 impl Store {
-    pub async fn open(path: &Path) -> anyhow::Result<Self> {
+    pub async fn open(database: &Database) -> anyhow::Result<Self> {
         Ok(Store {
-            db: db::open(path, MIGRATIONS).await?,
+            db: db::open(database, NAME, MIGRATIONS).await?,
         })
     }
 
     /// Records `charge` as a PAID order, or returns the order its key already made
     /// (`true` = replayed). A key reused with other contents is refused.
     pub async fn charge(&self, charge: Charge) -> Result<(OrderRow, bool), Error> {
-        self.db
-            .call(move |c| {
-                // IMMEDIATE takes the write lock up front, so the look-up and the insert
-                // cannot interleave with another writer's.
-                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                let existing: Option<(String, String)> = tx
-                    .query_row(
-                        "SELECT id, request_hash FROM orders WHERE idempotency_key = ?1",
-                        [&charge.idempotency_key],
-                        |r| Ok((r.get(0)?, r.get(1)?)),
-                    )
-                    .optional()?;
-                if let Some((id, hash)) = existing {
-                    if hash != charge.fingerprint {
-                        return Err(Error::KeyReused(charge.idempotency_key));
-                    }
-                    return Ok((get(&tx, &id)?, true));
-                }
-                let order = OrderRow {
-                    id: uuid::Uuid::now_v7().to_string(),
-                    user_id: charge.user_id,
-                    idempotency_key: charge.idempotency_key,
-                    lines: charge.lines,
-                    total_minor: charge.total_minor,
-                    currency: charge.currency,
-                    status: Status::Paid,
-                    created_at_ms: now_millis(),
-                    refunded_at_ms: None,
-                };
-                tx.execute(
-                    "INSERT INTO orders (id, user_id, idempotency_key, request_hash, total_minor, currency, status, created_at_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'PAID', ?7)",
-                    params![
-                        order.id,
-                        order.user_id,
-                        order.idempotency_key,
-                        charge.fingerprint,
-                        order.total_minor,
-                        order.currency,
-                        order.created_at_ms
-                    ],
-                )?;
-                {
-                    let mut insert = tx.prepare_cached(
-                        "INSERT INTO order_lines (order_id, position, product_id, name, quantity, unit_price_minor)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    )?;
-                    for (position, line) in order.lines.iter().enumerate() {
-                        insert.execute(params![
-                            order.id,
-                            position as i64,
-                            line.product_id,
-                            line.name,
-                            line.quantity,
-                            line.unit_price_minor
-                        ])?;
-                    }
-                }
-                tx.commit()?;
-                Ok((order, false))
-            })
-            .await
+        let mut tx = self.db.write().await?;
+        let order = OrderRow {
+            id: uuid::Uuid::now_v7().to_string(),
+            user_id: charge.user_id,
+            idempotency_key: charge.idempotency_key,
+            lines: charge.lines,
+            total_minor: charge.total_minor,
+            currency: charge.currency,
+            status: Status::Paid,
+            created_at_ms: now_millis(),
+            refunded_at_ms: None,
+        };
+        // The key first: on PostgreSQL a concurrent charge with it waits here
+        // until the first commits, then inserts nothing and reads that order.
+        let inserted = sqlx::query(
+            "INSERT INTO orders (id, user_id, idempotency_key, request_hash, total_minor, currency, status, created_at_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, 'PAID', $7)
+             ON CONFLICT (idempotency_key) DO NOTHING",
+        )
+        .bind(&order.id)
+        .bind(&order.user_id)
+        .bind(&order.idempotency_key)
+        .bind(&charge.fingerprint)
+        .bind(order.total_minor)
+        .bind(&order.currency)
+        .bind(order.created_at_ms)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            let (id, hash): (String, String) =
+                sqlx::query_as("SELECT id, request_hash FROM orders WHERE idempotency_key = $1")
+                    .bind(&order.idempotency_key)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            if hash != charge.fingerprint {
+                return Err(Error::KeyReused(order.idempotency_key));
+            }
+            return Ok((get(&mut tx, &id).await?, true));
+        }
+        for (position, line) in order.lines.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO order_lines (order_id, position, product_id, name, quantity, unit_price_minor)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(&order.id)
+            .bind(position as i64)
+            .bind(&line.product_id)
+            .bind(&line.name)
+            .bind(line.quantity)
+            .bind(line.unit_price_minor)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok((order, false))
     }
 
     pub async fn get(&self, id: String) -> Result<OrderRow, Error> {
-        self.db.call(move |c| get(c, &id)).await
+        get(&mut *self.db.pool().acquire().await?, &id).await
     }
 
     /// The user's orders, newest first.
     pub async fn list(&self, user_id: String) -> Result<Vec<OrderRow>, Error> {
-        self.db
-            .call(move |c| {
-                let mut stmt = c.prepare_cached(&format!(
-                    "SELECT {COLUMNS} FROM orders WHERE user_id = ?1 ORDER BY created_at_ms DESC, id DESC"
-                ))?;
-                let orders = stmt.query_map([&user_id], order_row)?.collect::<Result<Vec<_>, _>>()?;
-                Ok(orders
-                    .into_iter()
-                    .map(|o| with_lines(c, o))
-                    .collect::<Result<Vec<_>, _>>()?)
-            })
-            .await
+        let mut c = self.db.pool().acquire().await?;
+        let orders: Vec<OrderRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM orders WHERE user_id = $1 ORDER BY created_at_ms DESC, id DESC"
+        ))
+        .bind(&user_id)
+        .fetch_all(&mut *c)
+        .await?;
+        let mut full = Vec::with_capacity(orders.len());
+        for order in orders {
+            full.push(with_lines(&mut c, order).await?);
+        }
+        Ok(full)
     }
 
     /// Marks a PAID order REFUNDED; a refunded order is returned unchanged.
     pub async fn refund(&self, id: String) -> Result<OrderRow, Error> {
-        self.db
-            .call(move |c| {
-                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                tx.execute(
-                    "UPDATE orders SET status = 'REFUNDED', refunded_at_ms = ?2 WHERE id = ?1 AND status = 'PAID'",
-                    params![id, now_millis()],
-                )?;
-                let order = get(&tx, &id)?;
-                tx.commit()?;
-                Ok(order)
-            })
-            .await
+        let mut tx = self.db.write().await?;
+        // The UPDATE locks the row, so of two refunds racing one makes the change.
+        sqlx::query("UPDATE orders SET status = 'REFUNDED', refunded_at_ms = $2 WHERE id = $1 AND status = 'PAID'")
+            .bind(&id)
+            .bind(now_millis())
+            .execute(&mut *tx)
+            .await?;
+        let order = get(&mut tx, &id).await?;
+        tx.commit().await?;
+        Ok(order)
     }
 }
 
@@ -250,11 +259,11 @@ mod tests {
         .unwrap()
     }
 
-    /// Two connections (as two processes on one file would have) racing one key.
+    /// Two pools (as two processes on one file would have) racing one key.
     #[tokio::test]
     async fn one_key_one_order_across_connections() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("payments.db");
+        let path = Database::Sqlite(dir.path().join("payments.db"));
         let stores = [Store::open(&path).await.unwrap(), Store::open(&path).await.unwrap()];
         let tasks: Vec<_> = (0..8)
             .map(|i| {

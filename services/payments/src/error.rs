@@ -2,7 +2,7 @@
 
 use std::borrow::Cow;
 
-use meshwork_service_kit::db::{Closed, rusqlite};
+use meshwork_service_kit::db::sqlx;
 use tonic::{Code, Status};
 
 #[derive(Debug, thiserror::Error)]
@@ -17,9 +17,7 @@ pub enum Error {
     #[error("order '{0}' not found")]
     OrderNotFound(String),
     #[error("database")]
-    Db(#[from] rusqlite::Error),
-    #[error(transparent)]
-    Closed(#[from] Closed),
+    Db(#[from] sqlx::Error),
 }
 
 impl Error {
@@ -37,7 +35,7 @@ impl From<Error> for Status {
             Error::Invalid { .. } => Code::InvalidArgument,
             Error::KeyReused(_) => Code::FailedPrecondition,
             Error::OrderNotFound(_) => Code::NotFound,
-            Error::Db(_) | Error::Closed(_) => return meshwork_service_kit::internal(crate::NAME, e),
+            Error::Db(_) => return meshwork_service_kit::internal(crate::NAME, e),
         };
         Status::new(code, e.to_string())
     }

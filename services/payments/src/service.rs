@@ -1,7 +1,7 @@
 //! The gRPC face of payments: validates requests, calls the store, and maps orders to
 //! messages. A call on behalf of an end user reaches only that user's own orders.
 
-use std::{net::SocketAddr, path::Path};
+use std::net::SocketAddr;
 
 use meshwork_proto::{
     catalog::{ReservationRequest, catalog_service_client::CatalogServiceClient},
@@ -19,7 +19,6 @@ use meshwork_service_kit::{
 use tonic::{Code, Request, Response, Status, transport::Channel};
 
 use crate::{
-    NAME,
     db::{self, OrderRow, Store},
     validate,
 };
@@ -32,11 +31,11 @@ pub struct Payments {
 }
 
 impl Payments {
-    /// Opens (or creates) `payments.db` in `data_dir`; the catalog is reached
+    /// Opens (or creates) the orders in `database`; the catalog is reached
     /// through `sidecar`.
-    pub async fn open(data_dir: &Path, sidecar: SocketAddr) -> anyhow::Result<Self> {
+    pub async fn open(database: &meshwork_service_kit::Database, sidecar: SocketAddr) -> anyhow::Result<Self> {
         Ok(Payments {
-            store: Store::open(&meshwork_service_kit::db_path(data_dir, NAME)).await?,
+            store: Store::open(database).await?,
             catalog: CatalogServiceClient::new(meshwork_service_kit::sidecar_channel(sidecar)),
         })
     }

@@ -8,7 +8,8 @@ use meshwork_proto::{
         payment_service_client::PaymentServiceClient,
     },
 };
-use meshwork_service_kit::{db::rusqlite, testing::TestServer};
+use meshwork_service_kit::{db::sqlx, testing::TestServer};
+use sqlx::Connection;
 use tonic::{Code, transport::Channel};
 
 struct Fixture {
@@ -33,9 +34,14 @@ async fn start() -> Fixture {
 }
 
 impl Fixture {
-    fn order_rows(&self) -> i64 {
-        let db = rusqlite::Connection::open(self.dir.path().join("payments.db")).expect("open db");
-        db.query_row("SELECT COUNT(*) FROM orders", [], |r| r.get(0))
+    async fn order_rows(&self) -> i64 {
+        let path = self.dir.path().join("payments.db");
+        let mut db = sqlx::SqliteConnection::connect_with(&sqlx::sqlite::SqliteConnectOptions::new().filename(path))
+            .await
+            .expect("open db");
+        sqlx::query_scalar("SELECT COUNT(*) FROM orders")
+            .fetch_one(&mut db)
+            .await
             .expect("count")
     }
 }
@@ -157,7 +163,7 @@ async fn charge_get_list_and_refund() {
         .expect_err("unknown order");
     assert_eq!(err.code(), Code::NotFound);
     assert!(err.message().contains("nope"));
-    assert_eq!(f.order_rows(), 3);
+    assert_eq!(f.order_rows().await, 3);
 }
 
 #[tokio::test]
@@ -177,7 +183,7 @@ async fn a_replayed_charge_returns_the_first_order_and_a_changed_one_is_refused(
         .into_inner();
     assert!(replay.replayed);
     assert_eq!(replay.order, first.order);
-    assert_eq!(f.order_rows(), 1);
+    assert_eq!(f.order_rows().await, 1);
 
     let err = f
         .client
@@ -191,7 +197,7 @@ async fn a_replayed_charge_returns_the_first_order_and_a_changed_one_is_refused(
     cheaper.total = usd(2 * 4799);
     let err = f.client.charge(cheaper).await.expect_err("other total, same key");
     assert_eq!(err.code(), Code::FailedPrecondition);
-    assert_eq!(f.order_rows(), 1);
+    assert_eq!(f.order_rows().await, 1);
 }
 
 #[tokio::test]
@@ -214,7 +220,7 @@ async fn racing_charges_with_one_key_make_one_order() {
         1,
         "exactly one charge was new"
     );
-    assert_eq!(f.order_rows(), 1);
+    assert_eq!(f.order_rows().await, 1);
 }
 
 #[tokio::test]
@@ -271,5 +277,5 @@ async fn invalid_charges_are_refused_with_the_reason() {
         .await
         .expect_err("no user");
     assert_eq!(err.code(), Code::InvalidArgument);
-    assert_eq!(f.order_rows(), 0);
+    assert_eq!(f.order_rows().await, 0);
 }

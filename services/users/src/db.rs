@@ -1,12 +1,14 @@
-//! The users table: accounts, password hashes, roles and preferences, in `users.db`.
+//! The users table: accounts, password hashes, roles and preferences, in `users.db` (SQLite)
+//! or the service's PostgreSQL database; the same SQL for both.
 
-use std::path::Path;
+use meshwork_service_kit::db::{self, Database, Db, sqlx};
+use sqlx::{FromRow, Row, any::AnyRow};
 
-use meshwork_service_kit::db::{self, Db, rusqlite};
-use rusqlite::{ErrorCode, OptionalExtension, Row, params};
+use crate::{Error, NAME};
 
-use crate::Error;
-
+/// Never edit a released migration; append a new one. Integers that hold
+/// milliseconds are BIGINT (PostgreSQL's INTEGER is 32 bits; to SQLite both are
+/// INTEGER, as the STRICT table of older builds had it).
 const MIGRATIONS: &[&str] = &[
     "
 CREATE TABLE users (
@@ -16,8 +18,8 @@ CREATE TABLE users (
     password_hash TEXT NOT NULL,
     locale        TEXT NOT NULL,
     currency      TEXT NOT NULL,
-    created_at_ms INTEGER NOT NULL
-) STRICT;
+    created_at_ms BIGINT NOT NULL
+);
 ",
     "
 -- Roles beyond a shopper's (for example admin), space-separated; empty for shoppers.
@@ -55,95 +57,104 @@ pub struct Store {
     db: Db,
 }
 
-const COLUMNS: &str = "id, email, display_name, locale, currency, created_at_ms, roles";
+/// The columns of [`UserRow`], in its order, for every query that reads one.
+macro_rules! columns {
+    () => {
+        "id, email, display_name, locale, currency, created_at_ms, roles"
+    };
+}
 
-fn user_row(r: &Row<'_>) -> rusqlite::Result<UserRow> {
-    Ok(UserRow {
-        id: r.get(0)?,
-        email: r.get(1)?,
-        display_name: r.get(2)?,
-        locale: r.get(3)?,
-        currency: r.get(4)?,
-        created_at_ms: r.get(5)?,
-        roles: r.get::<_, String>(6)?.split_whitespace().map(String::from).collect(),
-    })
+impl FromRow<'_, AnyRow> for UserRow {
+    fn from_row(r: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(UserRow {
+            id: r.try_get(0)?,
+            email: r.try_get(1)?,
+            display_name: r.try_get(2)?,
+            locale: r.try_get(3)?,
+            currency: r.try_get(4)?,
+            created_at_ms: r.try_get(5)?,
+            roles: r
+                .try_get::<String, _>(6)?
+                .split_whitespace()
+                .map(String::from)
+                .collect(),
+        })
+    }
 }
 
 impl Store {
-    pub async fn open(path: &Path) -> anyhow::Result<Self> {
+    pub async fn open(database: &Database) -> anyhow::Result<Self> {
         Ok(Store {
-            db: db::open(path, MIGRATIONS).await?,
+            db: db::open(database, NAME, MIGRATIONS).await?,
         })
     }
 
     /// Inserts the account; the UNIQUE index decides a race between two registrations
     /// of one email, so exactly one of them wins.
     pub async fn insert(&self, user: NewUser) -> Result<UserRow, Error> {
-        self.db
-            .call(move |c| {
-                let inserted = c.execute(
-                    "INSERT INTO users (id, email, display_name, password_hash, locale, currency, created_at_ms, roles)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                    params![
-                        user.id,
-                        user.email,
-                        user.display_name,
-                        user.password_hash,
-                        DEFAULT_LOCALE,
-                        DEFAULT_CURRENCY,
-                        user.created_at_ms,
-                        user.roles.join(" ")
-                    ],
-                );
-                match inserted {
-                    Ok(_) => Ok(UserRow {
-                        id: user.id,
-                        email: user.email,
-                        display_name: user.display_name,
-                        locale: DEFAULT_LOCALE.into(),
-                        currency: DEFAULT_CURRENCY.into(),
-                        created_at_ms: user.created_at_ms,
-                        roles: user.roles,
-                    }),
-                    Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == ErrorCode::ConstraintViolation => {
-                        Err(Error::EmailTaken(user.email))
-                    }
-                    Err(e) => Err(e.into()),
-                }
-            })
-            .await
+        let inserted = sqlx::query(
+            "INSERT INTO users (id, email, display_name, password_hash, locale, currency, created_at_ms, roles)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&user.id)
+        .bind(&user.email)
+        .bind(&user.display_name)
+        .bind(&user.password_hash)
+        .bind(DEFAULT_LOCALE)
+        .bind(DEFAULT_CURRENCY)
+        .bind(user.created_at_ms)
+        .bind(user.roles.join(" "))
+        .execute(self.db.pool())
+        .await;
+        match inserted {
+            Ok(_) => Ok(UserRow {
+                id: user.id,
+                email: user.email,
+                display_name: user.display_name,
+                locale: DEFAULT_LOCALE.into(),
+                currency: DEFAULT_CURRENCY.into(),
+                created_at_ms: user.created_at_ms,
+                roles: user.roles,
+            }),
+            Err(e) if db::is_unique_violation(&e) => Err(Error::EmailTaken(user.email)),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// The user and password hash for a (normalised) email, if there is one.
     pub async fn by_email(&self, email: String) -> Result<Option<(UserRow, String)>, Error> {
-        self.db
-            .call(move |c| {
-                let sql = format!("SELECT {COLUMNS}, password_hash FROM users WHERE email = ?1");
-                Ok(c.query_row(&sql, [email], |r| Ok((user_row(r)?, r.get(7)?)))
-                    .optional()?)
-            })
-            .await
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            columns!(),
+            ", password_hash FROM users WHERE email = $1"
+        ))
+        .bind(email)
+        .fetch_optional(self.db.pool())
+        .await?;
+        Ok(match row {
+            Some(r) => Some((UserRow::from_row(&r)?, r.try_get(7)?)),
+            None => None,
+        })
     }
 
     pub async fn get(&self, id: String) -> Result<UserRow, Error> {
-        self.db
-            .call(move |c| {
-                let sql = format!("SELECT {COLUMNS} FROM users WHERE id = ?1");
-                c.query_row(&sql, [&id], user_row)
-                    .optional()?
-                    .ok_or(Error::NotFound(id))
-            })
-            .await
+        sqlx::query_as(concat!("SELECT ", columns!(), " FROM users WHERE id = $1"))
+            .bind(&id)
+            .fetch_optional(self.db.pool())
+            .await?
+            .ok_or(Error::NotFound(id))
     }
 
     pub async fn set_preferences(&self, id: String, locale: String, currency: String) -> Result<UserRow, Error> {
-        self.db
-            .call(move |c| {
-                let sql = format!("UPDATE users SET locale = ?2, currency = ?3 WHERE id = ?1 RETURNING {COLUMNS}");
-                c.query_row(&sql, params![id, locale, currency], user_row)
-                    .optional()?
-                    .ok_or(Error::NotFound(id))
-            })
-            .await
+        sqlx::query_as(concat!(
+            "UPDATE users SET locale = $2, currency = $3 WHERE id = $1 RETURNING ",
+            columns!()
+        ))
+        .bind(&id)
+        .bind(locale)
+        .bind(currency)
+        .fetch_optional(self.db.pool())
+        .await?
+        .ok_or(Error::NotFound(id))
     }
 }

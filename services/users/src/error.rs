@@ -1,6 +1,6 @@
 //! What can go wrong in the users service, and the gRPC status each maps to.
 
-use meshwork_service_kit::db::{Closed, rusqlite};
+use meshwork_service_kit::db::sqlx;
 use tonic::{Code, Status};
 
 #[derive(Debug, thiserror::Error)]
@@ -16,9 +16,7 @@ pub enum Error {
     #[error("user '{0}' not found")]
     NotFound(String),
     #[error("database")]
-    Db(#[from] rusqlite::Error),
-    #[error(transparent)]
-    Closed(#[from] Closed),
+    Db(#[from] sqlx::Error),
     #[error("password hashing: {0}")]
     Hash(String),
     #[error("signing key: {0}")]
@@ -43,7 +41,7 @@ impl From<Error> for Status {
             Error::EmailTaken(_) => Code::AlreadyExists,
             Error::BadCredentials => Code::Unauthenticated,
             Error::NotFound(_) => Code::NotFound,
-            Error::Db(_) | Error::Closed(_) | Error::Hash(_) | Error::Key(_) | Error::Token(_) => {
+            Error::Db(_) | Error::Hash(_) | Error::Key(_) | Error::Token(_) => {
                 return meshwork_service_kit::internal(crate::NAME, e);
             }
         };

@@ -2,9 +2,10 @@
 //! hashes and roles, log-in that returns an EdDSA JWT, the keys that verify those
 //! tokens (a JWKS, following key rotation), and per-user preferences.
 //!
-//! State in the data dir: `users.db`, the JWT signing keys `users-jwt-keys/*.pem`
-//! (PKCS#8, mode 0600), and `users-jwt-public.pem`, the current key's public half.
-//! Settings beyond the common arguments come from `MESH_USERS_*` (see [`settings`]).
+//! State in the data dir: `users.db` (unless the accounts live in PostgreSQL), the
+//! JWT signing keys `users-jwt-keys/*.pem` (PKCS#8, mode 0600), and
+//! `users-jwt-public.pem`, the current key's public half. Settings beyond the
+//! common arguments come from `MESH_USERS_*` (see [`settings`]).
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
@@ -20,7 +21,7 @@ mod validate;
 use std::path::Path;
 
 use meshwork_proto::users::user_service_server::UserServiceServer;
-use meshwork_service_kit::ServeArgs;
+use meshwork_service_kit::{Database, ServeArgs};
 
 pub use error::Error;
 pub use key_files::{KEYS_DIR, PRIVATE_KEY_FILE, PUBLIC_KEY_FILE};
@@ -37,12 +38,17 @@ pub const GRPC_SERVICE: &str = "shop.users.v1.UserService";
 /// with the default settings. The users service calls no other service, so it
 /// takes no sidecar address.
 pub async fn service(data_dir: &Path) -> anyhow::Result<UserServiceServer<Users>> {
-    service_with(data_dir, Settings::default()).await
+    service_with(data_dir, &Database::sqlite_in(data_dir, NAME), Settings::default()).await
 }
 
-/// [`service`] with `settings` (audience, token lifetime, key rotation, admins).
-pub async fn service_with(data_dir: &Path, settings: Settings) -> anyhow::Result<UserServiceServer<Users>> {
-    Ok(UserServiceServer::new(Users::open(data_dir, settings).await?))
+/// [`service`] with the accounts in `database` and `settings` (audience, token
+/// lifetime, key rotation, admins).
+pub async fn service_with(
+    data_dir: &Path,
+    database: &Database,
+    settings: Settings,
+) -> anyhow::Result<UserServiceServer<Users>> {
+    Ok(UserServiceServer::new(Users::open(data_dir, database, settings).await?))
 }
 
 /// Serves the users service on `args.listen` until SIGTERM or Ctrl-C, with
@@ -50,7 +56,7 @@ pub async fn service_with(data_dir: &Path, settings: Settings) -> anyhow::Result
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     meshwork_service_kit::init_tracing();
     let settings = Settings::from_env()?;
-    let service = service_with(&args.data_dir, settings).await?;
+    let service = service_with(&args.data_dir, &args.database(NAME)?, settings).await?;
     meshwork_service_kit::serve(&args, tonic::service::Routes::new(service), &[GRPC_SERVICE]).await?;
     Ok(())
 }

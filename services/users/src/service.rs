@@ -16,7 +16,7 @@ use meshwork_service_kit::{
 use tonic::{Request, Response, Status};
 
 use crate::{
-    Error, NAME,
+    Error,
     db::{NewUser, Store, UserRow},
     keys::{self, Signer},
     password,
@@ -33,10 +33,15 @@ pub struct Users {
 }
 
 impl Users {
-    /// Opens (or creates) `users.db` and the signing keys in `data_dir`, and
-    /// rotates the key while running if `settings` say so (until dropped).
-    pub async fn open(data_dir: &Path, settings: Settings) -> anyhow::Result<Self> {
-        let store = Store::open(&meshwork_service_kit::db_path(data_dir, NAME)).await?;
+    /// Opens (or creates) the accounts in `database` and the signing keys in
+    /// `data_dir`, and rotates the key while running if `settings` say so
+    /// (until dropped).
+    pub async fn open(
+        data_dir: &Path,
+        database: &meshwork_service_kit::Database,
+        settings: Settings,
+    ) -> anyhow::Result<Self> {
+        let store = Store::open(database).await?;
         let signer = Arc::new(Signer::load_or_create(data_dir, &settings).await?);
         if let Some(every) = settings.key_rotation {
             keys::spawn_rotation(&signer, every);

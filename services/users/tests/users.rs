@@ -286,9 +286,13 @@ async fn tokens_carry_audience_roles_and_a_kid_that_the_jwks_names() {
         admin_emails: vec!["boss@example.com".into()],
         ..Settings::default()
     };
-    let service = meshwork_users::service_with(dir.path(), settings)
-        .await
-        .expect("service");
+    let service = meshwork_users::service_with(
+        dir.path(),
+        &meshwork_service_kit::Database::sqlite_in(dir.path(), meshwork_users::NAME),
+        settings,
+    )
+    .await
+    .expect("service");
     let server = TestServer::start(tonic::service::Routes::new(service), &[meshwork_users::GRPC_SERVICE])
         .await
         .expect("server");

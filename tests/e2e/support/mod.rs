@@ -12,6 +12,8 @@ pub mod mesh_process;
 
 // A raw HTTP/1.1 client for the gateway (gateway.rs, gateway_auth.rs).
 pub mod rest;
+// The shop's storage, SQLite or a PostgreSQL server of the tests' own (shop_*.rs).
+pub mod postgres;
 
 // A test OTLP collector (tracing.rs).
 pub mod otlp;
