@@ -11,7 +11,7 @@ mod policy;
 mod stamp;
 
 pub use error::ConfigError;
-pub use gateway::{Auth, Cors, GATEWAY_WORKLOAD, Gateway, GatewaySidecar, GatewayTls, Limits};
+pub use gateway::{Auth, Cors, GATEWAY_WORKLOAD, Gateway, GatewaySidecar, GatewayTls, Limits, Mcp};
 pub use model::{
     AllowRule, Client, ContractSources, END_USER_HEADER, MeshConfig, Replica, Restart, Service, SidecarSpec, app_env,
     spiffe_id,

@@ -20,6 +20,7 @@ mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 mod grpc;
+pub mod mcp;
 mod metrics;
 pub mod rest;
 mod server;
@@ -87,6 +88,7 @@ pub async fn run(config: &Path, stop: impl std::future::Future<Output = ()>) -> 
         limits: gateway.limits.clone(),
         log: AccessLog::start(metrics.log_lines_dropped.clone()),
         metrics,
+        mcp: gateway.mcp.enabled.then(|| mcp::Endpoint::new(&gateway)),
     });
 
     let (stopping, stopped) = watch::channel(false);
