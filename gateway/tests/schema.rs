@@ -48,7 +48,10 @@ fn no_refs(value: &Value) {
 fn written(descriptor: &MessageDescriptor, json: Value) -> Value {
     let message = DynamicMessage::deserialize(descriptor.clone(), json).unwrap();
     message
-        .serialize_with_options(serde_json::value::Serializer, &SerializeOptions::new().skip_default_fields(false))
+        .serialize_with_options(
+            serde_json::value::Serializer,
+            &SerializeOptions::new().skip_default_fields(false),
+        )
         .unwrap()
 }
 
@@ -72,7 +75,11 @@ fn full() -> Value {
 #[test]
 fn every_schema_is_valid_2020_12_and_fully_inlined() {
     let pool = pool();
-    for name in ["schematest.v1.Everything", "schematest.v1.Node", "google.protobuf.Empty"] {
+    for name in [
+        "schematest.v1.Everything",
+        "schematest.v1.Node",
+        "google.protobuf.Empty",
+    ] {
         let descriptor = pool.get_message_by_name(name).unwrap();
         for direction in [Direction::Input, Direction::Output] {
             let schema = message_schema(&descriptor, direction);
@@ -109,7 +116,11 @@ fn what_the_gateway_writes_matches_the_output_schema() {
 fn the_input_schema_describes_the_json_mapping() {
     let schema = message_schema(&message("schematest.v1.Everything"), Direction::Input);
     let p = &schema["properties"];
-    assert_eq!(schema["required"], json!(["name"]), "only field_behavior REQUIRED is required");
+    assert_eq!(
+        schema["required"],
+        json!(["name"]),
+        "only field_behavior REQUIRED is required"
+    );
     assert_eq!(p["name"]["description"], "The caller's name: the one required field.");
     assert_eq!(p["createdBy"]["readOnly"], true);
     assert_eq!(p["big"]["type"], "string");
@@ -121,7 +132,12 @@ fn the_input_schema_describes_the_json_mapping() {
         p["colour"]["enum"],
         json!(["COLOUR_UNSPECIFIED", "COLOUR_BLUE", "COLOUR_RED"])
     );
-    assert!(p["colour"]["description"].as_str().unwrap().contains("COLOUR_BLUE: Like the sky."));
+    assert!(
+        p["colour"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("COLOUR_BLUE: Like the sky.")
+    );
     assert_eq!(p["colours"]["items"]["type"], "string");
     assert_eq!(p["counts"]["additionalProperties"]["type"], "string");
     assert_eq!(p["byNumber"]["propertyNames"]["pattern"], "^-?[0-9]+$");
@@ -147,7 +163,11 @@ fn the_input_schema_refuses_what_the_contract_does_not_take() {
     let input = validator(&message_schema(&descriptor, Direction::Input));
     let mut good = full();
     good.as_object_mut().unwrap().remove("createdBy");
-    assert!(input.is_valid(&good), "{:?}", input.iter_errors(&good).map(|e| e.to_string()).collect::<Vec<_>>());
+    assert!(
+        input.is_valid(&good),
+        "{:?}",
+        input.iter_errors(&good).map(|e| e.to_string()).collect::<Vec<_>>()
+    );
     // What proto3 JSON itself accepts is accepted by the gateway's parser too.
     DynamicMessage::deserialize(descriptor.clone(), good.clone()).unwrap();
 

@@ -7,6 +7,7 @@ mod dashboard;
 mod end_user;
 mod errors;
 mod gateway;
+mod mcp;
 mod mesh_cli;
 mod metrics;
 mod mtls;

@@ -18,6 +18,8 @@
 //! cancels the request's token; the gRPC call is dropped with it, which
 //! resets its HTTP/2 stream, so the service sees the cancellation.
 
+use std::time::Instant;
+
 use http::HeaderMap;
 use meshwork_contracts::dynamic::DynamicCodec;
 use prost_reflect::{DeserializeOptions, DynamicMessage, SerializeOptions};
@@ -34,7 +36,10 @@ use super::{
     handler::{Caller, allows},
     tools::Tool,
 };
-use crate::upstream;
+use crate::{
+    metrics::{HttpStatus, RequestLabels},
+    upstream,
+};
 
 pub async fn call(
     tool: &Tool,
@@ -43,18 +48,37 @@ pub async fn call(
     config: &meshwork_config::Mcp,
     context: &RequestContext<RoleServer>,
 ) -> CallToolResult {
+    let started = Instant::now();
+    let outcome = attempt(tool, arguments, caller, config, context).await;
+    let code = outcome.as_ref().err().map_or(0, |s| s.code() as u8);
+    caller.shared.metrics.request(
+        RequestLabels {
+            protocol: "mcp",
+            rpc: crate::metrics::Shared(tool.method.label.clone()),
+            http_status: HttpStatus(200),
+            grpc_status: meshwork_telemetry::grpc_status::label(code),
+        },
+        started.elapsed(),
+    );
+    outcome.unwrap_or_else(|status| failure(&status))
+}
+
+async fn attempt(
+    tool: &Tool,
+    arguments: Option<JsonObject>,
+    caller: &Caller,
+    config: &meshwork_config::Mcp,
+    context: &RequestContext<RoleServer>,
+) -> Result<CallToolResult, Status> {
     let method = &tool.method;
     // The HTTP layer answered 401/403 already; this holds for any path in.
     if !allows(&method.access, caller.principal.as_ref()) {
-        return failure(&Status::permission_denied(format!(
+        return Err(Status::permission_denied(format!(
             "{} is not allowed for this caller",
             tool.def.name
         )));
     }
-    let message = match request_message(tool, arguments, caller) {
-        Ok(message) => message,
-        Err(reason) => return CallToolResult::error(vec![ContentBlock::text(reason)]),
-    };
+    let message = request_message(tool, arguments, caller).map_err(Status::invalid_argument)?;
     let mut headers = HeaderMap::new();
     upstream::into_mesh(&mut headers, caller.principal.as_ref(), &caller.trace);
     let mut request = tonic::Request::from_parts(MetadataMap::from_headers(headers), Default::default(), message);
@@ -72,7 +96,7 @@ pub async fn call(
     // Dropping the call on cancellation resets its HTTP/2 stream.
     tokio::select! {
         result = calling => result,
-        () = context.ct.cancelled() => failure(&Status::cancelled("the client cancelled the call")),
+        () = context.ct.cancelled() => Err(Status::cancelled("the client cancelled the call")),
     }
 }
 
@@ -99,7 +123,10 @@ fn request_message(tool: &Tool, arguments: Option<JsonObject>, caller: &Caller) 
     }
     let input = tool.method.descriptor.input();
     for name in &tool.required {
-        let original = input.fields().find(|f| f.json_name() == name).map(|f| f.name().to_string());
+        let original = input
+            .fields()
+            .find(|f| f.json_name() == name)
+            .map(|f| f.name().to_string());
         let present = arguments.contains_key(name) || original.is_some_and(|o| arguments.contains_key(&o));
         if !present {
             return Err(format!("invalid arguments: '{name}' is required"));
@@ -117,20 +144,24 @@ fn request_message(tool: &Tool, arguments: Option<JsonObject>, caller: &Caller) 
     })
 }
 
-async fn unary(tool: &Tool, request: tonic::Request<DynamicMessage>, caller: &Caller) -> CallToolResult {
+async fn unary(
+    tool: &Tool,
+    request: tonic::Request<DynamicMessage>,
+    caller: &Caller,
+) -> Result<CallToolResult, Status> {
     let method = &tool.method;
-    let mut grpc = tonic::client::Grpc::new(caller.shared.channel.clone());
-    if let Err(e) = grpc.ready().await {
-        return failure(&Status::unavailable(format!("the gateway's sidecar is not reachable: {e}")));
-    }
+    let mut grpc = sidecar(caller).await?;
     let codec = DynamicCodec(method.descriptor.output());
-    match grpc.unary(request, method.grpc_path.clone(), codec).await {
-        Ok(answer) => match json(answer.get_ref()) {
-            Ok(value) => CallToolResult::structured(value),
-            Err(status) => failure(&status),
-        },
-        Err(status) => failure(&status),
-    }
+    let answer = grpc.unary(request, method.grpc_path.clone(), codec).await?;
+    Ok(CallToolResult::structured(json(answer.get_ref())?))
+}
+
+async fn sidecar(caller: &Caller) -> Result<tonic::client::Grpc<tonic::transport::Channel>, Status> {
+    let mut grpc = tonic::client::Grpc::new(caller.shared.channel.clone());
+    grpc.ready()
+        .await
+        .map_err(|e| Status::unavailable(format!("the gateway's sidecar is not reachable: {e}")))?;
+    Ok(grpc)
 }
 
 async fn stream(
@@ -139,17 +170,14 @@ async fn stream(
     caller: &Caller,
     config: &meshwork_config::Mcp,
     context: &RequestContext<RoleServer>,
-) -> CallToolResult {
+) -> Result<CallToolResult, Status> {
     let method = &tool.method;
-    let mut grpc = tonic::client::Grpc::new(caller.shared.channel.clone());
-    if let Err(e) = grpc.ready().await {
-        return failure(&Status::unavailable(format!("the gateway's sidecar is not reachable: {e}")));
-    }
+    let mut grpc = sidecar(caller).await?;
     let codec = DynamicCodec(method.descriptor.output());
-    let mut messages = match grpc.server_streaming(request, method.grpc_path.clone(), codec).await {
-        Ok(response) => response.into_inner(),
-        Err(status) => return failure(&status),
-    };
+    let mut messages = grpc
+        .server_streaming(request, method.grpc_path.clone(), codec)
+        .await?
+        .into_inner();
     let progress = context.meta.get_progress_token();
     let window = tokio::time::sleep(config.stream_window);
     tokio::pin!(window);
@@ -162,12 +190,15 @@ async fn stream(
         let message = match next {
             None => break,
             Some(Ok(message)) => message,
-            Some(Err(status)) => return failure_after(&status, collected.len()),
+            Some(Err(status)) => {
+                let received = collected.len();
+                return Err(Status::new(
+                    status.code(),
+                    format!("{} (after {received} messages)", status.message()),
+                ));
+            }
         };
-        let value = match json(&message) {
-            Ok(value) => value,
-            Err(status) => return failure(&status),
-        };
+        let value = json(&message)?;
         if let Some(token) = &progress {
             let mut note = ProgressNotificationParam::new(token.clone(), (collected.len() + 1) as f64);
             note.message = Some(value.to_string());
@@ -176,7 +207,7 @@ async fn stream(
         }
         collected.push(value);
     }
-    CallToolResult::structured(serde_json::json!({ "messages": collected }))
+    Ok(CallToolResult::structured(serde_json::json!({ "messages": collected })))
 }
 
 /// The message as the gateway writes JSON everywhere: proto3 JSON with
@@ -194,12 +225,4 @@ fn json(message: &DynamicMessage) -> Result<Value, Status> {
 fn failure(status: &Status) -> CallToolResult {
     let name = meshwork_telemetry::grpc_status::name(status.code() as u8);
     CallToolResult::error(vec![ContentBlock::text(format!("{name}: {}", status.message()))])
-}
-
-fn failure_after(status: &Status, received: usize) -> CallToolResult {
-    let name = meshwork_telemetry::grpc_status::name(status.code() as u8);
-    CallToolResult::error(vec![ContentBlock::text(format!(
-        "{name}: {} (after {received} messages)",
-        status.message()
-    ))])
 }

@@ -99,8 +99,13 @@ impl ServerHandler for Handler {
         let caller = caller(&context)?;
         let Some(tool) = self.tools.load().get(&request.name).cloned() else {
             // The specification's protocol error for an unknown tool.
-            return Err(McpError::invalid_params(format!("Unknown tool: {}", request.name), None));
+            return Err(McpError::invalid_params(
+                format!("Unknown tool: {}", request.name),
+                None,
+            ));
         };
-        Ok(call::call(&tool, request.arguments, &caller, &self.config, &context).await.into())
+        Ok(call::call(&tool, request.arguments, &caller, &self.config, &context)
+            .await
+            .into())
     }
 }

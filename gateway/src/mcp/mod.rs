@@ -69,6 +69,8 @@ pub struct Endpoint {
     /// Where its metadata is, for `WWW-Authenticate`.
     metadata_url: String,
     stream_note: String,
+    /// `Origin` values allowed (`[gateway.mcp] origins`, or CORS's).
+    origins: Vec<String>,
 }
 
 impl Endpoint {
@@ -82,7 +84,11 @@ impl Endpoint {
         let metadata_url = match resource.split_once("://") {
             Some((scheme, rest)) => {
                 let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
-                let path = if path.is_empty() { String::new() } else { format!("/{path}") };
+                let path = if path.is_empty() {
+                    String::new()
+                } else {
+                    format!("/{path}")
+                };
                 format!("{scheme}://{authority}{METADATA_PATH}{path}")
             }
             None => format!("{resource}{METADATA_PATH}"),
@@ -93,6 +99,7 @@ impl Endpoint {
             config: config.clone(),
         };
         let origins = config.origins.clone().unwrap_or_else(|| gateway.cors.origins.clone());
+        let allowed = origins.clone();
         let mut transport = StreamableHttpServerConfig::default()
             .with_sse_keep_alive(Some(std::time::Duration::from_secs(15)))
             .with_max_request_body_bytes(gateway.limits.max_body_bytes)
@@ -122,6 +129,7 @@ impl Endpoint {
             resource,
             metadata_url,
             stream_note,
+            origins: allowed,
         }
     }
 
@@ -132,6 +140,17 @@ impl Endpoint {
             self.tools
                 .store(Arc::new(Tools::build(&catalog, &self.config, &self.stream_note)));
         }
+    }
+
+    /// Whether a browser page of `origin` may call the endpoint: listed in
+    /// `origins` (compared as ASCII, case-insensitively), or `"*"` is.
+    fn origin_allowed(&self, origin: &HeaderValue) -> bool {
+        let Ok(origin) = origin.to_str() else {
+            return false;
+        };
+        self.origins
+            .iter()
+            .any(|allowed| allowed == "*" || allowed.trim_end_matches('/').eq_ignore_ascii_case(origin))
     }
 
     /// RFC 9728 metadata.
@@ -152,7 +171,11 @@ impl Endpoint {
 
     /// A 401 or 403 whose challenge points at the metadata.
     fn challenge(&self, status: StatusCode, error: Option<(&str, String)>) -> Response<Body> {
-        let mut value = format!("Bearer realm=\"{}\", resource_metadata=\"{}\"", crate::auth::REALM, self.metadata_url);
+        let mut value = format!(
+            "Bearer realm=\"{}\", resource_metadata=\"{}\"",
+            crate::auth::REALM,
+            self.metadata_url
+        );
         if let Some((code, description)) = &error {
             let description: String = description
                 .chars()
@@ -163,7 +186,9 @@ impl Endpoint {
                 .collect();
             value.push_str(&format!(", error=\"{code}\", error_description=\"{description}\""));
         }
-        let message = error.map(|(_, d)| d).unwrap_or_else(|| "this call needs a bearer token".into());
+        let message = error
+            .map(|(_, d)| d)
+            .unwrap_or_else(|| "this call needs a bearer token".into());
         // A JSON-RPC error without an id, as the transport allows for HTTP errors.
         let body = json!({"jsonrpc": "2.0", "error": {"code": -32001, "message": message}});
         let mut response = Response::new(Body::new(Full::new(Bytes::from(body.to_string()))));
@@ -192,7 +217,10 @@ impl Endpoint {
 /// Serves `/mcp` and the protected resource metadata.
 pub async fn serve(shared: Arc<Shared>, request: Request<Incoming>, trace: opentelemetry::Context) -> Response<Body> {
     let Some(endpoint) = shared.mcp.as_ref() else {
-        return plain(StatusCode::NOT_FOUND, "MCP is not enabled at this gateway ([gateway.mcp] enabled)");
+        return plain(
+            StatusCode::NOT_FOUND,
+            "MCP is not enabled at this gateway ([gateway.mcp] enabled)",
+        );
     };
     if request.uri().path() != PATH {
         return match *request.method() {
@@ -201,31 +229,50 @@ pub async fn serve(shared: Arc<Shared>, request: Request<Incoming>, trace: opent
         };
     }
     endpoint.refresh(&shared);
-    let principal = match shared.auth.authenticate(request.headers()).await {
+    // The body first (bounded): a refusal that leaves it unread would cost
+    // the client its keep-alive connection.
+    let (mut parts, body) = request.into_parts();
+    let body = if parts.method == Method::POST {
+        match Limited::new(body, shared.limits.max_body_bytes).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                return plain(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "the body is larger than the gateway's limit",
+                );
+            }
+            Err(e) => return plain(StatusCode::BAD_REQUEST, &format!("the body could not be read: {e}")),
+        }
+    } else {
+        Bytes::new()
+    };
+    // Origin before authorization (the transport's DNS-rebinding rule): rmcp
+    // checks it too, but only after the authorization here has answered.
+    if let Some(origin) = parts.headers.get(header::ORIGIN)
+        && !endpoint.origin_allowed(origin)
+    {
+        let body =
+            json!({"jsonrpc": "2.0", "error": {"code": -32600, "message": "Forbidden: Origin header is not allowed"}});
+        let mut response = plain(StatusCode::FORBIDDEN, &body.to_string());
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        return response;
+    }
+    let principal = match shared.auth.authenticate(&parts.headers).await {
         Ok(principal) => principal,
         Err(error) => {
             shared.metrics.auth_failure(error.reason());
             return endpoint.unauthorized(&error);
         }
     };
-    let deadline = crate::upstream::deadline(request.headers(), shared.limits.request_timeout);
-    let (mut parts, body) = request.into_parts();
-    let body = if parts.method == Method::POST {
-        let bytes = match Limited::new(body, shared.limits.max_body_bytes).collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                return plain(StatusCode::PAYLOAD_TOO_LARGE, "the body is larger than the gateway's limit");
-            }
-            Err(e) => return plain(StatusCode::BAD_REQUEST, &format!("the body could not be read: {e}")),
-        };
-        if let Some(refused) = check_tool_call(endpoint, &bytes, principal.as_ref()) {
-            shared.metrics.auth_failure(if principal.is_some() { "forbidden" } else { "missing" });
-            return refused;
-        }
-        bytes
-    } else {
-        Bytes::new()
-    };
+    if let Some(refused) = check_tool_call(endpoint, &body, principal.as_ref()) {
+        shared
+            .metrics
+            .auth_failure(if principal.is_some() { "forbidden" } else { "missing" });
+        return refused;
+    }
+    let deadline = crate::upstream::deadline(&parts.headers, shared.limits.request_timeout);
     parts.extensions.insert(Caller {
         shared: shared.clone(),
         principal,
@@ -234,7 +281,10 @@ pub async fn serve(shared: Arc<Shared>, request: Request<Incoming>, trace: opent
     });
     // The token has done its work: it goes no further, not even to rmcp.
     parts.headers.remove(header::AUTHORIZATION);
-    let response = endpoint.service.handle(Request::from_parts(parts, Full::new(body))).await;
+    let response = endpoint
+        .service
+        .handle(Request::from_parts(parts, Full::new(body)))
+        .await;
     response.map(Body::new)
 }
 
@@ -275,8 +325,9 @@ fn check_tool_call(endpoint: &Endpoint, body: &Bytes, principal: Option<&Princip
 fn plain(status: StatusCode, text: &str) -> Response<Body> {
     let mut response = Response::new(Body::new(Full::new(Bytes::from(text.to_string()))));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     response
 }

@@ -65,9 +65,7 @@ pub fn message_schema(message: &MessageDescriptor, direction: Direction) -> Valu
     let mut generator = Generator {
         direction,
         path: Vec::new(),
-        field_behavior: message
-            .parent_pool()
-            .get_extension_by_name("google.api.field_behavior"),
+        field_behavior: message.parent_pool().get_extension_by_name("google.api.field_behavior"),
     };
     let mut schema = generator.message(message);
     if let Value::Object(map) = &mut schema {

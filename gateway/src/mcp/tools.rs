@@ -194,8 +194,15 @@ fn object(value: Value) -> Map<String, Value> {
 fn title(method: &str, service: &str) -> String {
     let words = snake(method).replace('_', " ");
     let mut chars = words.chars();
-    let first = chars.next().map(|c| c.to_uppercase().collect::<String>()).unwrap_or_default();
-    format!("{first}{} ({})", chars.as_str(), snake(service_stem(service)).replace('_', " "))
+    let first = chars
+        .next()
+        .map(|c| c.to_uppercase().collect::<String>())
+        .unwrap_or_default();
+    format!(
+        "{first}{} ({})",
+        chars.as_str(),
+        snake(service_stem(service)).replace('_', " ")
+    )
 }
 
 fn service_stem(service: &str) -> &str {
@@ -208,7 +215,11 @@ fn service_stem(service: &str) -> &str {
 fn short_name(method: &Published) -> String {
     let descriptor = &method.descriptor;
     let service = descriptor.parent_service();
-    bounded(format!("{}_{}", snake(service_stem(service.name())), snake(descriptor.name())))
+    bounded(format!(
+        "{}_{}",
+        snake(service_stem(service.name())),
+        snake(descriptor.name())
+    ))
 }
 
 fn long_name(method: &Published) -> String {
@@ -232,9 +243,9 @@ fn bounded(name: String) -> String {
     if name.len() <= MAX_NAME {
         return name;
     }
-    let hash = name
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
     format!("{}_{:08x}", &name[..MAX_NAME - 9], hash as u32)
 }
 
