@@ -273,6 +273,11 @@ pub async fn serve(shared: Arc<Shared>, request: Request<Incoming>, trace: opent
         return refused;
     }
     let deadline = crate::upstream::deadline(&parts.headers, shared.limits.request_timeout);
+    // A 2025-11-25 session is the agent's session: services see its id as baggage.
+    let trace = match parts.headers.get("mcp-session-id").and_then(|v| v.to_str().ok()) {
+        Some(session) => crate::upstream::with_session(&trace, session),
+        None => trace,
+    };
     parts.extensions.insert(Caller {
         shared: shared.clone(),
         principal,
