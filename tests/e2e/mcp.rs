@@ -6,7 +6,13 @@
 //! makes one order), errors are `isError`, a stream reports progress, and
 //! the endpoint answers 401/403 with its metadata pointer.
 
-use std::{path::Path, process::Command, time::Duration};
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpStream},
+    path::Path,
+    process::Command,
+    time::{Duration, Instant},
+};
 
 use crate::support::mesh_process::{MeshProcess, shop_config};
 
@@ -20,13 +26,19 @@ fn agents_browse_and_buy_through_mcp() {
     let mut text = std::fs::read_to_string(&config).expect("read mesh.toml");
     // Streams answer after 2 s (WatchProducts never ends by itself).
     text.push_str("\n[gateway.mcp]\nstream_window = \"2s\"\n");
+    // Tokens live 20 s, with no leeway, so that one expires within the test.
+    let text = text.replacen("[gateway.auth]\n", "[gateway.auth]\nleeway = \"0s\"\n", 1);
     std::fs::write(&config, text).expect("write mesh.toml");
-    let mut mesh = MeshProcess::start(&["up", "--config", config.to_str().expect("utf-8")]);
+    let mut mesh = MeshProcess::start_with_env(
+        &["up", "--config", config.to_str().expect("utf-8")],
+        &[("MESH_USERS_TOKEN_TTL", "20s")],
+    );
     mesh.wait_for("mesh: up", Duration::from_secs(120));
 
     let venv = std::env::var("MESHWORK_VENV").expect("MESHWORK_VENV (scripts/test sets it)");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/e2e/mcp_client.py");
     let gateway = format!("http://127.0.0.1:{}", BASE + 80);
+    let mut early_token = String::new();
     for (mode, protocol) in [("legacy", "2025-11-25"), ("2026-07-28", "2026-07-28")] {
         let run = Command::new(Path::new(&venv).join("bin/python"))
             .arg(&script)
@@ -61,9 +73,59 @@ fn agents_browse_and_buy_through_mcp() {
         );
         let anonymous = summary["anonymous_tools"].as_array().expect("names");
         assert!(anonymous.iter().all(|n| !n.as_str().unwrap_or("").starts_with("cart_")));
+        if early_token.is_empty() {
+            early_token = summary["early_token"].as_str().expect("a token").to_string();
+        }
     }
+
+    // The first run's first token expires (20 s): then it gets 401 with the
+    // metadata pointer. Until then the same request is let in (200).
+    let gateway_addr = std::net::SocketAddr::from(([127, 0, 0, 1], BASE + 80));
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let (status, challenge) = loop {
+        let (status, challenge) = list_tools(gateway_addr, &early_token);
+        if status != 200 || Instant::now() > deadline {
+            break (status, challenge);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(status, 401, "{challenge}");
+    assert!(
+        challenge.contains("resource_metadata=") && challenge.contains("the token has expired"),
+        "{challenge}"
+    );
 
     mesh.signal(nix::sys::signal::Signal::SIGTERM);
     let status = mesh.wait(Duration::from_secs(40));
     assert!(status.success(), "mesh up ended with {status}");
+}
+
+/// A stateless `tools/list` with `token`: the HTTP status and the
+/// `WWW-Authenticate` header.
+fn list_tools(gateway: SocketAddr, token: &str) -> (u16, String) {
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}"#;
+    let request = format!(
+        "POST /mcp HTTP/1.1\r\nhost: shop\r\nconnection: close\r\naccept: application/json, text/event-stream\r\n\
+         content-type: application/json\r\nmcp-protocol-version: 2026-07-28\r\nmcp-method: tools/list\r\n\
+         authorization: Bearer {token}\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut stream = TcpStream::connect(gateway).expect("connect to the gateway");
+    stream.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+    stream.write_all(request.as_bytes()).expect("write");
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw);
+    let status = text
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let challenge = text
+        .lines()
+        .find_map(|l| l.strip_prefix("www-authenticate: "))
+        .unwrap_or(&text)
+        .to_string();
+    (status, challenge)
 }

@@ -176,6 +176,9 @@ async def on_the_wire(token):
 
 
 async def main():
+    # A token taken first, for the Rust side to try once it has expired.
+    async with httpx2.AsyncClient(timeout=30) as http:
+        _, summary["early_token"] = await register(http, "early")
     await anonymous()
     token = await signed_in()
     await on_the_wire(token)
