@@ -24,8 +24,9 @@ fn agents_browse_and_buy_through_mcp() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = shop_config(dir.path(), BASE);
     let mut text = std::fs::read_to_string(&config).expect("read mesh.toml");
-    // Streams answer after 2 s (WatchProducts never ends by itself).
-    text.push_str("\n[gateway.mcp]\nstream_window = \"2s\"\n");
+    // Streams answer after 2 messages (WatchProducts never ends by itself);
+    // one that waits for more is only ended by its client cancelling.
+    text.push_str("\n[gateway.mcp]\nstream_window = \"60s\"\nstream_messages = 2\n");
     // Tokens live 20 s, with no leeway, so that one expires within the test.
     let text = text.replacen("[gateway.auth]\n", "[gateway.auth]\nleeway = \"0s\"\n", 1);
     std::fs::write(&config, text).expect("write mesh.toml");
@@ -39,7 +40,11 @@ fn agents_browse_and_buy_through_mcp() {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/e2e/mcp_client.py");
     let gateway = format!("http://127.0.0.1:{}", BASE + 80);
     let mut early_token = String::new();
-    for (mode, protocol) in [("legacy", "2025-11-25"), ("2026-07-28", "2026-07-28")] {
+    let catalog_admin = SocketAddr::from(([127, 0, 0, 1], BASE + 302));
+    for (round, (mode, protocol)) in [("legacy", "2025-11-25"), ("2026-07-28", "2026-07-28")]
+        .into_iter()
+        .enumerate()
+    {
         let run = Command::new(Path::new(&venv).join("bin/python"))
             .arg(&script)
             .args([&gateway, mode])
@@ -73,6 +78,15 @@ fn agents_browse_and_buy_through_mcp() {
         );
         let anonymous = summary["anonymous_tools"].as_array().expect("names");
         assert!(anonymous.iter().all(|n| !n.as_str().unwrap_or("").starts_with("cart_")));
+        // Each run ends two watches early at the catalog: the one the gateway
+        // ended after 2 messages, and the one the agent cancelled, which
+        // would otherwise stay open for the 60 s window.
+        let wanted = 2.0 * (round + 1) as f64;
+        let until = Instant::now() + Duration::from_secs(10);
+        while cancelled_watches(catalog_admin) < wanted && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        assert_eq!(cancelled_watches(catalog_admin), wanted, "watches cancelled in the catalog ({mode})");
         if early_token.is_empty() {
             early_token = summary["early_token"].as_str().expect("a token").to_string();
         }
@@ -128,4 +142,24 @@ fn list_tools(gateway: SocketAddr, token: &str) -> (u16, String) {
         .unwrap_or(&text)
         .to_string();
     (status, challenge)
+}
+
+/// WatchProducts calls the catalog's sidecar saw end as CANCELLED.
+fn cancelled_watches(admin: SocketAddr) -> f64 {
+    let mut stream = TcpStream::connect(admin).expect("connect to the catalog's sidecar admin");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n")
+        .expect("write");
+    let mut raw = String::new();
+    let _ = stream.read_to_string(&mut raw);
+    raw.lines()
+        .filter(|l| {
+            l.starts_with("meshwork_responses_total{")
+                && l.contains("direction=\"inbound\"")
+                && l.contains("WatchProducts")
+                && l.contains("grpc_status=\"1\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }

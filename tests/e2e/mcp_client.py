@@ -14,6 +14,7 @@ import json
 import sys
 import uuid
 
+import anyio
 import httpx2
 import jsonschema
 from mcp import Client
@@ -93,6 +94,23 @@ async def anonymous():
         assert [m["product"]["id"] for m in messages[:2]] == watched, messages
         assert progress == messages, (progress, messages)
         summary["stream_progress"] = len(progress)
+
+        # A watch of one product sends one message, then waits (the test's
+        # window is 60 s): the agent gives up after the first message.
+        first = anyio.Event()
+
+        async def on_first(done, total, message):
+            first.set()
+
+        async def watch():
+            await agent.call_tool("catalog_watch_products", {"productIds": watched[:1]}, progress_callback=on_first)
+
+        with anyio.fail_after(20):
+            async with anyio.create_task_group() as group:
+                group.start_soon(watch)
+                await first.wait()
+                group.cancel_scope.cancel()
+        summary["cancelled"] = True
 
 
 async def signed_in():
