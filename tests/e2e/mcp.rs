@@ -86,7 +86,11 @@ fn agents_browse_and_buy_through_mcp() {
         while cancelled_watches(catalog_admin) < wanted && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(200));
         }
-        assert_eq!(cancelled_watches(catalog_admin), wanted, "watches cancelled in the catalog ({mode})");
+        assert_eq!(
+            cancelled_watches(catalog_admin),
+            wanted,
+            "watches cancelled in the catalog ({mode})"
+        );
         if early_token.is_empty() {
             early_token = summary["early_token"].as_str().expect("a token").to_string();
         }
