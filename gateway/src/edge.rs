@@ -40,6 +40,8 @@ pub struct Shared {
     pub limits: Limits,
     pub metrics: Metrics,
     pub log: AccessLog,
+    /// Users' locale and currency, for the baggage of their calls.
+    pub preferences: crate::upstream::Preferences,
     /// `/mcp`, unless `[gateway.mcp] enabled = false`.
     pub mcp: Option<crate::mcp::Endpoint>,
 }

@@ -84,6 +84,7 @@ pub async fn run(config: &Path, stop: impl std::future::Future<Output = ()>) -> 
     let shared = Arc::new(Shared {
         catalog: ArcSwap::from_pointee(catalog),
         auth: auth::Authenticator::new(&gateway.auth, channel.clone()),
+        preferences: upstream::Preferences::new(channel.clone(), upstream::PREFERENCES_TTL),
         channel,
         limits: gateway.limits.clone(),
         log: AccessLog::start(metrics.log_lines_dropped.clone()),

@@ -80,7 +80,10 @@ async fn attempt(
     }
     let message = request_message(tool, arguments, caller).map_err(Status::invalid_argument)?;
     let mut headers = HeaderMap::new();
-    upstream::into_mesh(&mut headers, caller.principal.as_ref(), &caller.trace);
+    let trace = (caller.shared.preferences)
+        .with_user_context(&caller.trace, caller.principal.as_ref(), &method.path)
+        .await;
+    upstream::into_mesh(&mut headers, caller.principal.as_ref(), &trace);
     let mut request = tonic::Request::from_parts(MetadataMap::from_headers(headers), Default::default(), message);
     request.set_timeout(caller.deadline);
     // RATE LIMIT: the gateway's limiter (gateway/src/limit/, protocol-neutral
