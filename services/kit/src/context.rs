@@ -1,8 +1,8 @@
 //! The context of the call a service is serving, as the gateway attached it
 //! when the call entered the mesh: W3C `baggage` with the verified user id
 //! (`user.id`), the client's session (`session.id`, where its protocol has
-//! one) and, once the gateway sends them, the user's `locale` and
-//! `currency`. The one place services read it; never from a request body.
+//! one) and the user's `locale` and `currency` preferences. The one place
+//! services read it; never from a request body.
 //!
 //! It is trusted as [`end_user`](crate::end_user) is: the gateway drops any
 //! `baggage` a client sends and writes its own, and inbound sidecars let
