@@ -14,7 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::support::mesh_process::{MeshProcess, shop_config};
+use crate::support::mesh_process::{MESH, MeshProcess, shop_config};
 
 // 32100 (the range first planned) is taken by another suite on this machine.
 const BASE: u16 = 25100;
@@ -95,6 +95,21 @@ fn agents_browse_and_buy_through_mcp() {
             early_token = summary["early_token"].as_str().expect("a token").to_string();
         }
     }
+
+    // `mesh mcp --stdio`, launched by the SDK, calling through the demo's sidecar.
+    let run = Command::new(Path::new(&venv).join("bin/python"))
+        .arg(&script)
+        .args([gateway.as_str(), "stdio", MESH, config.to_str().expect("utf-8")])
+        .output()
+        .expect("run the MCP client over stdio");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "the MCP client (stdio) failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or("")).expect("summary");
+    assert_eq!(summary["stdio_cart_user"], true, "{summary}");
 
     // The first run's first token expires (20 s): then it gets 401 with the
     // metadata pointer. Until then the same request is let in (200).

@@ -1,9 +1,11 @@
 """An agent using the shop through the gateway's MCP endpoint, with the
 official MCP Python SDK (`mcp` on PyPI), driven by tests/e2e/mcp.rs.
 
-Usage: mcp_client.py GATEWAY_BASE_URL MODE
+Usage: mcp_client.py GATEWAY_BASE_URL MODE [MESH MESH_TOML]
 MODE is the SDK's connect mode: "legacy" (initialize, Mcp-Session-Id: the
-2025-11-25 protocol) or "2026-07-28" (stateless, no handshake).
+2025-11-25 protocol) or "2026-07-28" (stateless, no handshake); or "stdio":
+`MESH mcp --stdio --config MESH_TOML` launched by the SDK, signed in with a
+token in MESH_MCP_TOKEN.
 
 Every check asserts here; the last line printed is a JSON summary that the
 Rust side checks again.
@@ -17,7 +19,7 @@ import uuid
 import anyio
 import httpx2
 import jsonschema
-from mcp import Client
+from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 
 BASE, MODE = sys.argv[1], sys.argv[2]
@@ -193,7 +195,31 @@ async def on_the_wire(token):
         summary["bad_accept"] = r.status_code
 
 
+async def stdio(mesh, config):
+    async with httpx2.AsyncClient(timeout=30) as http:
+        me, token = await register(http, "desktop")
+    server = StdioServerParameters(
+        command=mesh,
+        args=["mcp", "--stdio", "--config", config, "--via", "demo"],
+        env={"MESH_MCP_TOKEN": token},
+    )
+    async with Client(server, mode="legacy") as agent:
+        summary["protocol"] = agent.protocol_version
+        names = sorted(t.name for t in (await agent.list_tools()).tools)
+        assert "cart_get_cart" in names and "catalog_update_product" not in names, names
+        summary["stdio_tools"] = len(names)
+        page = await agent.call_tool("catalog_list_products", {"pageSize": 3})
+        assert not page.is_error and len(page.structured_content["products"]) == 3, text(page)
+        cart = await agent.call_tool("cart_get_cart", {"userId": "me"})
+        assert not cart.is_error and cart.structured_content["userId"] == me, text(cart)
+        summary["stdio_cart_user"] = cart.structured_content["userId"] == me
+    print(json.dumps(summary))
+
+
 async def main():
+    if MODE == "stdio":
+        await stdio(sys.argv[3], sys.argv[4])
+        return
     # A token taken first, for the Rust side to try once it has expired.
     async with httpx2.AsyncClient(timeout=30) as http:
         _, summary["early_token"] = await register(http, "early")

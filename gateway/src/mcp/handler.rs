@@ -38,6 +38,8 @@ pub struct Caller {
 pub struct Handler {
     pub tools: Arc<ArcSwap<Tools>>,
     pub config: Arc<meshwork_config::Mcp>,
+    /// Over stdio there is no HTTP request: the one caller of the process.
+    pub stdio: Option<Caller>,
 }
 
 /// Whether `principal` may call a method of `access` (the same rule as
@@ -51,13 +53,16 @@ pub fn allows(access: &Access, principal: Option<&Principal>) -> bool {
     }
 }
 
-fn caller(context: &RequestContext<RoleServer>) -> Result<Caller, McpError> {
-    context
-        .extensions
-        .get::<http::request::Parts>()
-        .and_then(|parts| parts.extensions.get::<Caller>())
-        .cloned()
-        .ok_or_else(|| McpError::internal_error("the request reached MCP without its caller", None))
+impl Handler {
+    fn caller(&self, context: &RequestContext<RoleServer>) -> Result<Caller, McpError> {
+        context
+            .extensions
+            .get::<http::request::Parts>()
+            .and_then(|parts| parts.extensions.get::<Caller>())
+            .or(self.stdio.as_ref())
+            .cloned()
+            .ok_or_else(|| McpError::internal_error("the request reached MCP without its caller", None))
+    }
 }
 
 impl ServerHandler for Handler {
@@ -80,7 +85,7 @@ impl ServerHandler for Handler {
         _request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
-        let caller = caller(&context)?;
+        let caller = self.caller(&context)?;
         let tools = self.tools.load();
         let visible = tools
             .iter()
@@ -96,7 +101,7 @@ impl ServerHandler for Handler {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
-        let caller = caller(&context)?;
+        let caller = self.caller(&context)?;
         let Some(tool) = self.tools.load().get(&request.name).cloned() else {
             // The specification's protocol error for an unknown tool.
             return Err(McpError::invalid_params(

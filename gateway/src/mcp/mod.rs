@@ -25,6 +25,7 @@ mod call;
 mod comments;
 mod handler;
 pub mod schema;
+pub mod stdio;
 pub mod tools;
 
 use std::sync::Arc;
@@ -97,6 +98,7 @@ impl Endpoint {
         let handler = Handler {
             tools: tools.clone(),
             config: config.clone(),
+            stdio: None,
         };
         let origins = config.origins.clone().unwrap_or_else(|| gateway.cors.origins.clone());
         let allowed = origins.clone();
