@@ -61,6 +61,10 @@ pub async fn run(config: &Path, stop: impl std::future::Future<Output = ()>) -> 
         file: file.clone(),
         source,
     })?;
+    mcp::tools::check_keys(&mesh, &gateway.mcp).map_err(|reason| GatewayError::Mcp {
+        file: file.clone(),
+        reason,
+    })?;
     tracing::info!(
         methods = catalog.methods().count(),
         routes = catalog.routes().len(),

@@ -29,6 +29,24 @@ fn agents_browse_and_buy_through_mcp() {
     text.push_str("\n[gateway.mcp]\nstream_window = \"60s\"\nstream_messages = 2\n");
     // Tokens live 20 s, with no leeway, so that one expires within the test.
     let text = text.replacen("[gateway.auth]\n", "[gateway.auth]\nleeway = \"0s\"\n", 1);
+    // A tool list naming no method is refused at start, with the key.
+    let bad = dir.path().join("bad.toml");
+    let typo = text.replacen(
+        "[gateway.mcp]\n",
+        "[gateway.mcp]\ntools = [\"CartService/Chekout\"]\n",
+        1,
+    );
+    std::fs::write(&bad, typo).expect("write bad.toml");
+    let refused = Command::new(MESH)
+        .args(["gateway", "--config", bad.to_str().expect("utf-8")])
+        .output()
+        .expect("mesh gateway");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success()
+            && stderr.contains("bad.toml: gateway.mcp.tools: 'CartService/Chekout' names no method"),
+        "{stderr}"
+    );
     std::fs::write(&config, text).expect("write mesh.toml");
     let mut mesh = MeshProcess::start_with_env(
         &["up", "--config", config.to_str().expect("utf-8")],

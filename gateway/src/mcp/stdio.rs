@@ -40,6 +40,10 @@ pub async fn serve(config: &Path, via: &str) -> Result<(), GatewayError> {
         .find(|s| s.name == via)
         .map(|s| s.outbound)
         .ok_or_else(|| GatewayError::Stdio(format!("{}: no workload named '{via}' to call through", file.display())))?;
+    super::tools::check_keys(&mesh, &gateway.mcp).map_err(|reason| GatewayError::Mcp {
+        file: file.clone(),
+        reason,
+    })?;
     let catalog = Arc::new(Catalog::build(&mesh).map_err(|source| GatewayError::Catalog {
         file: file.clone(),
         source,

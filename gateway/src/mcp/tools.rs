@@ -90,6 +90,29 @@ fn offered(catalog: &Catalog, config: &McpConfig, method: &Published) -> bool {
     }
 }
 
+/// Refuses `[gateway.mcp]` keys (`tools`, `destructive`) that name no method
+/// of any contract: a typo would otherwise quietly publish nothing.
+pub fn check_keys(mesh: &meshwork_contracts::Mesh, config: &McpConfig) -> Result<(), String> {
+    let keys = config
+        .tools
+        .iter()
+        .flatten()
+        .map(|k| ("tools", k))
+        .chain(config.destructive.iter().map(|k| ("destructive", k)));
+    for (list, key) in keys {
+        let known = mesh.registry.methods().any(|(_, contract)| {
+            let method = &contract.descriptor;
+            names(key, method.parent_service().full_name(), method.name())
+        });
+        if !known {
+            return Err(format!(
+                "gateway.mcp.{list}: '{key}' names no method of the mesh's contracts (write pkg.Service/Method, Service/Method, pkg.Service or Method)"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// A mesh.toml key for a method: `pkg.Service/Method`, `Service/Method`, `pkg.Service` or `Method`.
 fn names(key: &str, service: &str, method: &str) -> bool {
     let short_service = service.rsplit('.').next().unwrap_or(service);
