@@ -190,6 +190,15 @@ async def on_the_wire(token):
         assert r.status_code == 400, (r.status_code, r.text)
         summary["bad_version"] = r.status_code
 
+        meta = {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {}}
+        unknown = {"jsonrpc": "2.0", "id": 3, "method": "resources/list", "params": {"_meta": meta}}
+        r = await http.post(MCP, json=unknown, headers={**headers, "Mcp-Method": "resources/list"})
+        body = r.text
+        if r.headers.get("content-type", "").startswith("text/event-stream"):
+            body = next(line[6:] for line in body.splitlines() if line.startswith("data: ") and len(line) > 6)
+        summary["unknown_method"] = [r.status_code, json.loads(body)["error"]["code"]]
+        assert summary["unknown_method"] == [404, -32601], summary["unknown_method"]
+
         r = await http.post(MCP, json=listing, headers={**headers, "Accept": "application/json"})
         assert r.status_code == 406, (r.status_code, r.text)
         summary["bad_accept"] = r.status_code
