@@ -10,6 +10,7 @@ mod demo;
 mod gateway_cmd;
 mod k8s;
 mod launcher;
+mod mcp_cmd;
 mod observe;
 mod proxy_cmd;
 mod serve;
@@ -40,6 +41,8 @@ enum Command {
     Serve(serve::ServeCommand),
     /// Run the mesh's gateway: REST/JSON, gRPC-Web and gRPC for clients outside the mesh.
     Gateway(gateway_cmd::GatewayArgs),
+    /// Serve the gateway's MCP tools over stdio for a local agent (`mesh mcp --stdio`).
+    Mcp(mcp_cmd::McpArgs),
     /// Walk through the shop against a running mesh: register, browse, fill a cart, check out.
     Demo(demo::DemoArgs),
     /// Render the mesh as Kubernetes manifests (YAML) for a namespace.
@@ -59,6 +62,7 @@ fn main() -> ExitCode {
         Command::Proxy(args) => proxy_cmd::run(args),
         Command::Serve(command) => on_runtime(serve::run(command)),
         Command::Gateway(args) => on_runtime(gateway_cmd::run(args)),
+        Command::Mcp(args) => on_runtime(mcp_cmd::run(args)),
         Command::Demo(args) => on_runtime(demo::run(args)),
         Command::K8s(args) => k8s::run(args),
         Command::Stat(args) => on_runtime(observe::stat(args)),

@@ -33,6 +33,8 @@ pub struct Gateway {
     pub limits: Limits,
     #[serde(default)]
     pub auth: Auth,
+    #[serde(default)]
+    pub mcp: Mcp,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -154,6 +156,48 @@ impl Default for Auth {
             leeway: Duration::from_secs(30),
             public: Vec::new(),
             roles: BTreeMap::new(),
+        }
+    }
+}
+
+/// `[gateway.mcp]`: the published methods as MCP tools for agents, at `/mcp`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Mcp {
+    /// Serve `/mcp` and its protected resource metadata.
+    pub enabled: bool,
+    /// The methods offered as tools (`pkg.Service/Method`, `Service/Method`,
+    /// `pkg.Service` or a method name); absent: every published method with
+    /// a REST route.
+    pub tools: Option<Vec<String>>,
+    /// Methods marked `destructiveHint` besides those mapped to HTTP DELETE.
+    pub destructive: Vec<String>,
+    /// `Origin` values a browser page may call `/mcp` from; absent: the
+    /// gateway's CORS origins. A request from any other origin gets 403.
+    pub origins: Option<Vec<String>>,
+    /// The resource's canonical URI (RFC 9728 `resource`, and the audience
+    /// agents ask tokens for); absent: `http(s)://<listen>/mcp`.
+    pub resource: Option<String>,
+    /// The authorization servers the protected resource metadata names.
+    pub authorization_servers: Vec<String>,
+    /// A server-streaming tool collects messages for at most this long...
+    #[serde(with = "humantime_serde")]
+    pub stream_window: Duration,
+    /// ... and at most this many, then answers with what it has.
+    pub stream_messages: usize,
+}
+
+impl Default for Mcp {
+    fn default() -> Self {
+        Mcp {
+            enabled: true,
+            tools: None,
+            destructive: Vec::new(),
+            origins: None,
+            resource: None,
+            authorization_servers: Vec::new(),
+            stream_window: Duration::from_secs(5),
+            stream_messages: 100,
         }
     }
 }

@@ -13,7 +13,7 @@ mod stamp;
 
 pub use discovery::{Discovery, DnsEndpoints};
 pub use error::ConfigError;
-pub use gateway::{Auth, Cors, GATEWAY_WORKLOAD, Gateway, GatewaySidecar, GatewayTls, Limits};
+pub use gateway::{Auth, Cors, GATEWAY_WORKLOAD, Gateway, GatewaySidecar, GatewayTls, Limits, Mcp};
 pub use model::{
     AllowRule, Client, ContractSources, DatabaseUrl, END_USER_HEADER, MeshConfig, Replica, Restart, Service,
     SidecarSpec, app_env, spiffe_id,

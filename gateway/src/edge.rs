@@ -40,6 +40,10 @@ pub struct Shared {
     pub limits: Limits,
     pub metrics: Metrics,
     pub log: AccessLog,
+    /// Users' locale and currency, for the baggage of their calls.
+    pub preferences: crate::upstream::Preferences,
+    /// `/mcp`, unless `[gateway.mcp] enabled = false`.
+    pub mcp: Option<crate::mcp::Endpoint>,
 }
 
 /// What a REST request came to, for its metrics and log line.
@@ -81,6 +85,7 @@ async fn dispatch(shared: Arc<Shared>, request: Request<Incoming>, trace: opente
         Kind::GrpcWeb => grpc::serve_web(shared, request, trace).await,
         Kind::Grpc => grpc::serve(shared, request, trace).await,
         Kind::Storefront => storefront::serve(&request),
+        Kind::Mcp => crate::mcp::serve(shared, request, trace).await,
         Kind::Rest => {
             let started = Instant::now();
             let (method, path) = (request.method().to_string(), request.uri().path().to_string());
@@ -98,6 +103,7 @@ enum Kind {
     Grpc,
     Rest,
     Storefront,
+    Mcp,
 }
 
 impl Kind {
@@ -111,6 +117,8 @@ impl Kind {
             Kind::GrpcWeb
         } else if content_type.starts_with("application/grpc") {
             Kind::Grpc
+        } else if crate::mcp::serves(request.uri().path()) {
+            Kind::Mcp
         } else if storefront::serves(request.method(), request.uri().path()) {
             Kind::Storefront
         } else {

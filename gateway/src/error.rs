@@ -17,6 +17,10 @@ pub enum GatewayError {
     },
     #[error("{}: {reason}", file.display())]
     Tls { file: PathBuf, reason: String },
+    #[error("{}: {reason}", file.display())]
+    Mcp { file: PathBuf, reason: String },
+    #[error("mesh mcp --stdio: {0}")]
+    Stdio(String),
     #[error("cannot listen on {addr} ({what}): {cause}")]
     Bind {
         addr: SocketAddr,

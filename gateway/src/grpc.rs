@@ -105,6 +105,10 @@ async fn forward(
         parts.headers.remove(hop);
     }
     parts.headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    let trace = shared
+        .preferences
+        .with_user_context(&trace, principal.as_ref(), parts.uri.path())
+        .await;
     upstream::into_mesh(&mut parts.headers, principal.as_ref(), &trace);
     let timeout = upstream::deadline(&parts.headers, shared.limits.request_timeout);
     if let Ok(value) = HeaderValue::from_str(&format!("{}m", timeout.as_millis())) {

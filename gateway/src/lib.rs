@@ -20,6 +20,7 @@ mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 mod grpc;
+pub mod mcp;
 mod metrics;
 pub mod rest;
 mod server;
@@ -60,6 +61,10 @@ pub async fn run(config: &Path, stop: impl std::future::Future<Output = ()>) -> 
         file: file.clone(),
         source,
     })?;
+    mcp::tools::check_keys(&mesh, &gateway.mcp).map_err(|reason| GatewayError::Mcp {
+        file: file.clone(),
+        reason,
+    })?;
     tracing::info!(
         methods = catalog.methods().count(),
         routes = catalog.routes().len(),
@@ -83,10 +88,12 @@ pub async fn run(config: &Path, stop: impl std::future::Future<Output = ()>) -> 
     let shared = Arc::new(Shared {
         catalog: ArcSwap::from_pointee(catalog),
         auth: auth::Authenticator::new(&gateway.auth, channel.clone()),
+        preferences: upstream::Preferences::new(channel.clone(), upstream::PREFERENCES_TTL),
         channel,
         limits: gateway.limits.clone(),
         log: AccessLog::start(metrics.log_lines_dropped.clone()),
         metrics,
+        mcp: gateway.mcp.enabled.then(|| mcp::Endpoint::new(&gateway)),
     });
 
     let (stopping, stopped) = watch::channel(false);

@@ -9,6 +9,7 @@ mod errors;
 mod gateway;
 mod gateway_auth;
 mod k8s_manifests;
+mod mcp;
 mod mesh_cli;
 mod metrics;
 mod mtls;

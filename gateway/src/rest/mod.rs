@@ -71,6 +71,10 @@ pub async fn serve(
     };
 
     let mut headers = HeaderMap::new();
+    let trace = &shared
+        .preferences
+        .with_user_context(trace, principal.as_ref(), &route.method.path)
+        .await;
     upstream::into_mesh(&mut headers, principal.as_ref(), trace);
     let mut call = tonic::Request::from_parts(MetadataMap::from_headers(headers), Default::default(), message);
     call.set_timeout(upstream::deadline(&parts.headers, shared.limits.request_timeout));

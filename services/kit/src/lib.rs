@@ -7,6 +7,7 @@
 
 mod args;
 mod channel;
+pub mod context;
 pub mod db;
 pub mod end_user;
 mod money;
