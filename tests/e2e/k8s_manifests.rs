@@ -84,8 +84,8 @@ fn the_shops_manifests_and_secrets_validate_against_the_kubernetes_schemas() {
     }
     let passed = report.matches("passed for resource").count();
     assert_eq!(
-        passed, 12,
-        "namespace, ConfigMap, 4 × (Service, Deployment), gateway Service and Deployment:\n{report}"
+        passed, 14,
+        "namespace, ConfigMap, PostgreSQL Service and StatefulSet, 4 × (Service, Deployment), gateway Service and Deployment:\n{report}"
     );
 
     // One file per object, as `--out` writes them: the same objects.
@@ -104,10 +104,10 @@ fn the_shops_manifests_and_secrets_validate_against_the_kubernetes_schemas() {
         .map(|e| e.expect("entry").path())
         .collect();
     files.sort();
-    assert_eq!(files.len(), 12, "{files:?}");
+    assert_eq!(files.len(), 14, "{files:?}");
     let (ok, report) = validate(&files);
     assert!(ok, "the files of --out do not validate:\n{report}");
-    assert_eq!(report.matches("passed for resource").count(), 12, "{report}");
+    assert_eq!(report.matches("passed for resource").count(), 14, "{report}");
 
     let secrets = dir.path().join("secrets.yaml");
     mesh(&[

@@ -6,6 +6,7 @@
 //! `mesh certs --secrets` writes them as Secrets (or cert-manager's CSI
 //! driver or SPIRE issues them, see the README).
 
+mod database;
 mod pod_config;
 mod render;
 #[cfg(test)]
@@ -75,6 +76,13 @@ pub struct K8sArgs {
     /// Print only the mesh.toml the pods read (the ConfigMap's).
     #[arg(long)]
     pod_config: bool,
+    /// Where the services keep their data: `postgres` (a PostgreSQL
+    /// StatefulSet rendered with the mesh; its password in the Secret
+    /// `postgres`, key `password`), `secret:<name>` (an existing database,
+    /// its URL in that Secret's key `url`) or `sqlite` (in each pod; one
+    /// replica per service only).
+    #[arg(long, default_value = "postgres")]
+    database: database::Database,
 }
 
 fn parse_app_image(s: &str) -> Result<(String, String), String> {
@@ -94,7 +102,9 @@ pub fn render(
     image: &str,
     app_images: &BTreeMap<String, String>,
     cluster_domain: &str,
+    database: &database::Database,
 ) -> Result<Vec<(String, String)>> {
+    database.check(config)?;
     check_dns_label(namespace, "--namespace")?;
     if let Some(unknown) = app_images.keys().find(|s| !config.services.contains_key(*s)) {
         bail!("--app-image {unknown}=...: mesh.toml has no service '{unknown}'");
@@ -105,6 +115,8 @@ pub fn render(
         image,
         app_images,
         pod_config: &pod_config,
+        database,
+        cluster_domain,
     };
     render::objects(config, &opts)?
         .iter()
@@ -147,6 +159,7 @@ pub fn run(args: K8sArgs) -> Result<()> {
         &args.image,
         &app_images,
         &args.cluster_domain,
+        &args.database,
     )?;
     match args.out {
         None => print!("{}", stream(&documents)),

@@ -27,6 +27,8 @@ pub struct Options<'a> {
     pub app_images: &'a BTreeMap<String, String>,
     /// The rewritten mesh.toml (see `pod_config`).
     pub pod_config: &'a str,
+    pub database: &'a super::database::Database,
+    pub cluster_domain: &'a str,
 }
 
 /// Every object, in the order `kubectl apply` wants them.
@@ -44,6 +46,11 @@ pub fn objects(config: &MeshConfig, opts: &Options<'_>) -> Result<Vec<Value>> {
             "data": { layout::CONFIG_FILE: opts.pod_config },
         }),
     ];
+    out.extend(opts.database.objects(
+        |name| metadata(name, name, opts),
+        selector(super::database::POSTGRES),
+        labels(super::database::POSTGRES),
+    ));
     for (name, service) in &config.services {
         out.push(headless_service(name, service, opts));
         out.push(service_deployment(name, service, opts)?);
@@ -140,6 +147,7 @@ fn service_deployment(name: &str, service: &Service, opts: &Options<'_>) -> Resu
     .map(|(k, v)| json!({ "name": k, "value": v }))
     .collect();
     env.extend(service.env.iter().map(|(k, v)| json!({ "name": k, "value": v })));
+    env.extend(opts.database.app_env(service, opts.namespace, opts.cluster_domain));
     let (image, command) = match (service.command.is_empty(), crate::serve::known_service(name)) {
         (false, _) => (
             opts.app_images.get(name).map_or(opts.image, String::as_str),

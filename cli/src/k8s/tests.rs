@@ -6,13 +6,22 @@ use std::{collections::BTreeMap, path::Path};
 use meshwork_config::MeshConfig;
 use serde_json::Value;
 
-use super::{layout, parse_stream, render, stream};
+use super::{database::Database, layout, parse_stream, render, stream};
 
 fn shop() -> (MeshConfig, Vec<Value>) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../mesh.toml");
     let text = std::fs::read_to_string(&path).expect("the repository's mesh.toml");
     let config = MeshConfig::parse(&text, &path).expect("valid");
-    let docs = render(&config, &text, "shop", "mesh:test", &BTreeMap::new(), "cluster.local").expect("renders");
+    let docs = render(
+        &config,
+        &text,
+        "shop",
+        "mesh:test",
+        &BTreeMap::new(),
+        "cluster.local",
+        &Database::Postgres,
+    )
+    .expect("renders");
     let objects = parse_stream(&stream(&docs));
     assert_eq!(objects.len(), docs.len(), "every document reads back");
     (config, objects)
@@ -175,7 +184,16 @@ fn the_rendered_example_in_deploy_is_current() {
     // As `mesh k8s --config mesh.toml -n shop > deploy/k8s/shop.yaml` renders it.
     let config = MeshConfig::parse(&text, Path::new("mesh.toml")).expect("valid");
     let image = concat!("meshwork/mesh:", env!("CARGO_PKG_VERSION"));
-    let docs = render(&config, &text, "shop", image, &BTreeMap::new(), "cluster.local").expect("renders");
+    let docs = render(
+        &config,
+        &text,
+        "shop",
+        image,
+        &BTreeMap::new(),
+        "cluster.local",
+        &Database::Postgres,
+    )
+    .expect("renders");
     let committed = std::fs::read_to_string(root.join("deploy/k8s/shop.yaml")).expect("deploy/k8s/shop.yaml");
     assert!(
         stream(&docs) == committed,
@@ -187,14 +205,31 @@ fn the_rendered_example_in_deploy_is_current() {
 fn what_a_pod_cannot_run_is_refused_with_the_reason() {
     let (config, _) = shop();
     let text = std::fs::read_to_string(&config.source).expect("mesh.toml");
-    let err =
-        render(&config, &text, "Shop", "mesh:test", &BTreeMap::new(), "cluster.local").expect_err("bad namespace");
+    let err = render(
+        &config,
+        &text,
+        "Shop",
+        "mesh:test",
+        &BTreeMap::new(),
+        "cluster.local",
+        &Database::Postgres,
+    )
+    .expect_err("bad namespace");
     assert!(
         err.to_string().starts_with("--namespace 'Shop' is not a DNS label"),
         "{err}"
     );
     let images = BTreeMap::from([("reviews".to_string(), "reviews:1".to_string())]);
-    let err = render(&config, &text, "shop", "mesh:test", &images, "cluster.local").expect_err("unknown service");
+    let err = render(
+        &config,
+        &text,
+        "shop",
+        "mesh:test",
+        &images,
+        "cluster.local",
+        &Database::Postgres,
+    )
+    .expect_err("unknown service");
     assert_eq!(
         err.to_string(),
         "--app-image reviews=...: mesh.toml has no service 'reviews'"
@@ -213,6 +248,7 @@ fn what_a_pod_cannot_run_is_refused_with_the_reason() {
         "mesh:test",
         &BTreeMap::new(),
         "cluster.local",
+        &Database::Postgres,
     )
     .expect_err("no app");
     assert!(
@@ -220,4 +256,95 @@ fn what_a_pod_cannot_run_is_refused_with_the_reason() {
             .starts_with("services.reviews: no command and not one of the shop's built-in apps"),
         "{err}"
     );
+}
+
+/// The database in a cluster: a rendered PostgreSQL by default, every app
+/// reaching it by a URL whose password comes from a Secret (never the
+/// manifests); an existing one from a Secret; SQLite only where a service has
+/// one replica.
+#[test]
+fn the_services_share_a_database_that_outlives_pods() {
+    let (config, objects) = shop();
+    let statefulset = of_kind(&objects, "StatefulSet")
+        .next()
+        .expect("a PostgreSQL StatefulSet");
+    assert_eq!(statefulset["metadata"]["name"], "postgres");
+    assert!(
+        statefulset["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"].is_string(),
+        "its data on a volume of its own"
+    );
+    let password = &statefulset["spec"]["template"]["spec"]["containers"][0]["env"][2];
+    assert_eq!(password["valueFrom"]["secretKeyRef"]["name"], "postgres");
+    assert!(
+        of_kind(&objects, "Service").any(|s| s["metadata"]["name"] == "postgres" && s["spec"]["clusterIP"] == "None")
+    );
+    for d in of_kind(&objects, "Deployment").filter(|d| {
+        config
+            .services
+            .contains_key(d["metadata"]["name"].as_str().unwrap_or(""))
+    }) {
+        let env = items(&d["spec"]["template"]["spec"]["containers"][0]["env"]);
+        let url = env
+            .iter()
+            .find(|e| e["name"] == "MESH_DATABASE_URL")
+            .expect("a database URL");
+        assert_eq!(
+            url["value"],
+            "postgres://meshwork:$(POSTGRES_PASSWORD)@postgres.shop.svc.cluster.local:5432/meshwork"
+        );
+        let at = |name: &str| env.iter().position(|e| e["name"] == name);
+        assert!(
+            at("POSTGRES_PASSWORD") < at("MESH_DATABASE_URL"),
+            "defined before it is used"
+        );
+    }
+    assert!(
+        !stream_of(&config, &Database::Postgres).contains("password="),
+        "no password in the manifests"
+    );
+
+    let existing = stream_of(&config, &Database::Secret("shop-db".into()));
+    assert!(!existing.contains("kind: StatefulSet"));
+    assert!(
+        existing.contains("name: shop-db") && existing.contains("key: url"),
+        "{existing}"
+    );
+
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../mesh.toml");
+    let text = std::fs::read_to_string(&path).expect("mesh.toml");
+    let replicated = text.replace("[services.cart]\n", "[services.cart]\nreplicas = 2\n");
+    let replicated = MeshConfig::parse(&replicated, &path).expect("valid");
+    let err = render(
+        &replicated,
+        &text,
+        "shop",
+        "mesh:test",
+        &BTreeMap::new(),
+        "cluster.local",
+        &Database::Sqlite,
+    )
+    .expect_err("replicas cannot share SQLite");
+    assert!(
+        err.to_string()
+            .starts_with("--database sqlite: services.cart has several replicas"),
+        "{err}"
+    );
+    assert!("secret:".parse::<Database>().is_err());
+    assert_eq!("secret:db".parse::<Database>(), Ok(Database::Secret("db".into())));
+}
+
+fn stream_of(config: &MeshConfig, database: &Database) -> String {
+    let text = std::fs::read_to_string(&config.source).expect("mesh.toml");
+    stream(
+        &render(
+            config,
+            &text,
+            "shop",
+            "mesh:test",
+            &BTreeMap::new(),
+            "cluster.local",
+            database,
+        )
+        .expect("renders"),
+    )
 }
