@@ -33,6 +33,19 @@ pub struct Gateway {
     pub limits: Limits,
     #[serde(default)]
     pub auth: Auth,
+    /// `[[gateway.rate_limits]]`: calls per user, API key, client address
+    /// or in all, per method; every rule that names a call applies.
+    #[serde(default)]
+    pub rate_limits: Vec<RateLimit>,
+    /// Where the rate limits' counters live: this process (the default) or
+    /// a Redis that the gateway's replicas share.
+    #[serde(default)]
+    pub rate_limit_store: RateLimitStore,
+    /// `[[gateway.cache]]`: responses of side-effect-free methods kept for a while.
+    #[serde(default)]
+    pub cache: Vec<CacheRule>,
+    #[serde(default)]
+    pub cache_store: CacheStore,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -155,5 +168,228 @@ impl Default for Auth {
             public: Vec::new(),
             roles: BTreeMap::new(),
         }
+    }
+}
+
+/// One rate limit: `rate` calls (with `burst` at once) to `methods`, counted
+/// per `key`. The algorithm is GCRA (a leaky bucket without a timer).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// The policy's name in the `RateLimit-Policy` and `RateLimit` headers;
+    /// `limit<N>` (its place in the list) when absent.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `pkg.Service/Method` or `pkg.Service` (all of its methods).
+    pub methods: Vec<String>,
+    pub key: RateKey,
+    /// For `key = "api_key"`: the request header that carries the key.
+    #[serde(default = "default_api_key_header")]
+    pub header: String,
+    /// `N/s`, `N/m`, `N/h`, or `N/<duration>` such as `5/10s`.
+    pub rate: String,
+    /// Calls allowed at once after a quiet spell; the rate's N when absent.
+    #[serde(default)]
+    pub burst: Option<u32>,
+}
+
+fn default_api_key_header() -> String {
+    "x-api-key".into()
+}
+
+/// Whom a rate limit counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RateKey {
+    /// The verified user; a call without a token counts by its client address.
+    User,
+    /// The API key header; a call without one counts by its client address.
+    ApiKey,
+    /// The client's IP address.
+    Client,
+    /// Everyone together.
+    Global,
+}
+
+/// A parsed `rate`: `count` calls per `period`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub count: u32,
+    pub period: Duration,
+}
+
+impl RateLimit {
+    /// The `rate` parsed (the config check has refused one that does not parse).
+    pub fn parsed_rate(&self) -> Result<Rate, String> {
+        parse_rate(&self.rate)
+    }
+
+    /// `burst`, or the rate's count.
+    pub fn burst_or_default(&self) -> Result<u32, String> {
+        Ok(self.burst.unwrap_or(self.parsed_rate()?.count))
+    }
+}
+
+fn parse_rate(text: &str) -> Result<Rate, String> {
+    let wrong = || format!("'{text}' is not a rate such as \"10/s\", \"100/m\", \"1000/h\" or \"5/10s\"");
+    let (count, per) = text.split_once('/').ok_or_else(wrong)?;
+    let count: u32 = count.trim().parse().map_err(|_| wrong())?;
+    let period = match per.trim() {
+        "s" => Duration::from_secs(1),
+        "m" => Duration::from_secs(60),
+        "h" => Duration::from_secs(3600),
+        other => humantime::parse_duration(other).map_err(|_| wrong())?,
+    };
+    if count == 0 || period.is_zero() {
+        return Err(format!("'{text}' allows nothing; a rate needs at least one call per period longer than 0s"));
+    }
+    Ok(Rate { count, period })
+}
+
+/// Where rate-limit counters live.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitStore {
+    /// `redis://host:port[/db]` shared by the replicas; `"local"` for a
+    /// redis-server that `mesh up` starts (at `local_port`); absent: in memory.
+    #[serde(default)]
+    pub redis: Option<String>,
+    /// The port of the redis-server `mesh up` starts for `redis = "local"`.
+    #[serde(default = "default_local_redis_port")]
+    pub local_port: u16,
+    /// What a call gets while Redis cannot be reached.
+    #[serde(default)]
+    pub on_error: OnStoreError,
+}
+
+fn default_local_redis_port() -> u16 {
+    6379
+}
+
+impl RateLimitStore {
+    /// The Redis URL to connect to, if the counters are shared.
+    pub fn redis_url(&self) -> Option<String> {
+        match self.redis.as_deref()? {
+            "local" => Some(format!("redis://127.0.0.1:{}", self.local_port)),
+            url => Some(url.to_string()),
+        }
+    }
+}
+
+/// Fail open (the call proceeds, unlimited) or closed (503) without Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnStoreError {
+    #[default]
+    Open,
+    Closed,
+}
+
+/// Responses of `methods` kept for `ttl`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheRule {
+    /// `pkg.Service/Method` or `pkg.Service`; each must be NO_SIDE_EFFECTS and unary.
+    pub methods: Vec<String>,
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+}
+
+/// The response cache's bound.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheStore {
+    /// Bytes held at most (keys and responses); least useful entries go first.
+    pub max_bytes: u64,
+}
+
+impl Default for CacheStore {
+    fn default() -> Self {
+        CacheStore {
+            max_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+impl Gateway {
+    /// The rate limit and cache sections, checked for form (method names
+    /// and side effects are checked against the contracts elsewhere).
+    pub(crate) fn check_policy(&self) -> Result<(), (String, String)> {
+        let mut names = std::collections::BTreeSet::new();
+        for (i, limit) in self.rate_limits.iter().enumerate() {
+            let key = |field: &str| format!("gateway.rate_limits[{i}].{field}");
+            if limit.methods.is_empty() {
+                return Err((key("methods"), "names no method".into()));
+            }
+            for (j, method) in limit.methods.iter().enumerate() {
+                check_form(method).map_err(|reason| (format!("gateway.rate_limits[{i}].methods[{j}]"), reason))?;
+            }
+            limit.parsed_rate().map_err(|reason| (key("rate"), reason))?;
+            if limit.burst == Some(0) {
+                return Err((key("burst"), "must be at least 1".into()));
+            }
+            if limit.key == RateKey::ApiKey && http::HeaderName::from_bytes(limit.header.as_bytes()).is_err() {
+                return Err((key("header"), format!("'{}' is not a header name", limit.header)));
+            }
+            let name = limit.name.clone().unwrap_or_else(|| format!("limit{i}"));
+            let token = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+            if !token {
+                return Err((key("name"), format!("'{name}' must be letters, digits, '-', '_', '.' or ':'")));
+            }
+            if !names.insert(name.clone()) {
+                return Err((key("name"), format!("'{name}' names another rate limit too")));
+            }
+        }
+        if let Some(url) = &self.rate_limit_store.redis
+            && url != "local"
+            && !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://"))
+        {
+            return Err((
+                "gateway.rate_limit_store.redis".into(),
+                format!("'{url}' is not a Redis URL such as \"redis://127.0.0.1:6379\", or \"local\""),
+            ));
+        }
+        for (i, rule) in self.cache.iter().enumerate() {
+            if rule.methods.is_empty() {
+                return Err((format!("gateway.cache[{i}].methods"), "names no method".into()));
+            }
+            for (j, method) in rule.methods.iter().enumerate() {
+                check_form(method).map_err(|reason| (format!("gateway.cache[{i}].methods[{j}]"), reason))?;
+            }
+            if rule.ttl.is_zero() {
+                return Err((format!("gateway.cache[{i}].ttl"), "must be longer than 0s".into()));
+            }
+        }
+        if self.cache_store.max_bytes < 1024 {
+            return Err(("gateway.cache_store.max_bytes".into(), "must be at least 1024".into()));
+        }
+        Ok(())
+    }
+}
+
+/// `pkg.Service` or `pkg.Service/Method`.
+fn check_form(pattern: &str) -> Result<(), String> {
+    let (service, method) = match pattern.split_once('/') {
+        Some((service, method)) => (service, Some(method)),
+        None => (pattern, None),
+    };
+    if !service.contains('.') || service.starts_with('.') || method.is_some_and(|m| m.is_empty() || m.contains('/')) {
+        return Err(format!(
+            "'{pattern}' must be a fully qualified gRPC service or method, such as \"shop.catalog.v1.CatalogService/GetProduct\""
+        ));
+    }
+    Ok(())
+}
+
+/// Whether a gateway pattern (`pkg.Service` or `pkg.Service/Method`) names
+/// the method labelled `pkg.Service/Method`.
+pub fn gateway_pattern_matches(pattern: &str, label: &str) -> bool {
+    match label.strip_prefix(pattern) {
+        Some("") => pattern.contains('/'),
+        Some(rest) => !pattern.contains('/') && rest.starts_with('/'),
+        None => false,
     }
 }

@@ -342,7 +342,7 @@ fn check_gateway(gateway: &Gateway) -> Result<(), Invalid> {
     if gateway.auth.issuer.is_empty() || gateway.auth.audience.is_empty() {
         return Err(("gateway.auth".into(), "issuer and audience must not be empty".into()));
     }
-    Ok(())
+    gateway.check_policy()
 }
 
 /// How the app starts and where its contracts come from.
