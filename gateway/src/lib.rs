@@ -13,6 +13,7 @@
 mod access_log;
 mod admin;
 pub mod auth;
+mod cache;
 mod caller;
 pub mod catalog;
 mod edge;
@@ -20,6 +21,7 @@ mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 mod grpc;
+mod limit;
 mod metrics;
 pub mod rest;
 mod server;
@@ -79,6 +81,14 @@ pub async fn run(config: &Path, stop: impl std::future::Future<Output = ()>) -> 
 
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = Metrics::register(&mut registry);
+    let rate_limits = limit::RateLimits::build(&gateway, limit::LimitMetrics::register(&mut registry))
+        .map(Arc::new)
+        .map_err(|source| GatewayError::Policy {
+            file: file.clone(),
+            reason: source.to_string(),
+        })?;
+    rate_limits.start_housekeeping();
+    let cache = cache::ResponseCache::build(&gateway, cache::CacheMetrics::register(&mut registry));
     let channel = upstream::channel(gateway.sidecar.outbound);
     let shared = Arc::new(Shared {
         catalog: ArcSwap::from_pointee(catalog),
@@ -87,6 +97,8 @@ pub async fn run(config: &Path, stop: impl std::future::Future<Output = ()>) -> 
         limits: gateway.limits.clone(),
         log: AccessLog::start(metrics.log_lines_dropped.clone()),
         metrics,
+        rate_limits,
+        cache,
     });
 
     let (stopping, stopped) = watch::channel(false);

@@ -1,0 +1,51 @@
+//! The IETF draft's header fields (draft-ietf-httpapi-ratelimit-headers,
+//! the structured-field form of draft 10 and later), written by hand: they
+//! are two short Structured Field lists of a string and integers, which no
+//! crate in the workspace writes.
+//!
+//! `RateLimit-Policy: "name";q=10;w=1` says a policy's quota (`q` calls per
+//! `w` seconds, as configured); `RateLimit: "name";r=3;t=1` says what is
+//! left now (`r` calls) and in how many seconds the quota is whole again
+//! (`t`). Every rule that applied to the call is listed.
+
+use std::{fmt::Write, time::Duration};
+
+use http::{HeaderName, HeaderValue};
+
+use super::{Rule, Verdict};
+
+pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+
+pub fn policy(rules: &[&Rule]) -> Option<HeaderValue> {
+    let mut text = String::new();
+    for rule in rules {
+        if !text.is_empty() {
+            text.push_str(", ");
+        }
+        let _ = write!(text, "\"{}\";q={};w={}", rule.name, rule.count, seconds(rule.window));
+    }
+    HeaderValue::try_from(text).ok()
+}
+
+pub fn state(rules: &[&Rule], verdicts: &[Verdict]) -> Option<HeaderValue> {
+    let mut text = String::new();
+    for (rule, verdict) in rules.iter().zip(verdicts) {
+        if !text.is_empty() {
+            text.push_str(", ");
+        }
+        let _ = write!(
+            text,
+            "\"{}\";r={};t={}",
+            rule.name,
+            verdict.remaining,
+            seconds(verdict.reset)
+        );
+    }
+    HeaderValue::try_from(text).ok()
+}
+
+/// Whole seconds, rounded up (the fields take integers).
+fn seconds(duration: Duration) -> u64 {
+    duration.as_micros().div_ceil(1_000_000) as u64
+}
