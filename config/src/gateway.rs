@@ -46,6 +46,15 @@ pub struct Gateway {
     pub cache: Vec<CacheRule>,
     #[serde(default)]
     pub cache_store: CacheStore,
+    /// Gateway processes `mesh up` starts. Replica `i` listens on `listen`
+    /// and `admin` moved by `i × replica_port_step`; all share one sidecar,
+    /// and share rate-limit counters when `rate_limit_store.redis` is set.
+    #[serde(default = "one")]
+    pub replicas: u16,
+}
+
+fn one() -> u16 {
+    1
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -312,6 +321,15 @@ impl Default for CacheStore {
 }
 
 impl Gateway {
+    /// Replica `index`'s public and admin addresses.
+    pub fn replica(&self, index: u16, step: u16) -> Option<(SocketAddr, SocketAddr)> {
+        let shift = |addr: SocketAddr| -> Option<SocketAddr> {
+            let port = u32::from(addr.port()) + u32::from(index) * u32::from(step);
+            Some(SocketAddr::new(addr.ip(), u16::try_from(port).ok()?))
+        };
+        Some((shift(self.listen)?, shift(self.admin)?))
+    }
+
     /// The rate limit and cache sections, checked for form (method names
     /// and side effects are checked against the contracts elsewhere).
     pub(crate) fn check_policy(&self) -> Result<(), (String, String)> {
@@ -362,6 +380,9 @@ impl Gateway {
             if rule.ttl.is_zero() {
                 return Err((format!("gateway.cache[{i}].ttl"), "must be longer than 0s".into()));
             }
+        }
+        if self.replicas == 0 {
+            return Err(("gateway.replicas".into(), "must be at least 1".into()));
         }
         if self.cache_store.max_bytes < 1024 {
             return Err(("gateway.cache_store.max_bytes".into(), "must be at least 1024".into()));

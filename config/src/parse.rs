@@ -284,9 +284,21 @@ fn validate(config: &MeshConfig) -> Result<(), Invalid> {
         claim(format!("{prefix}.admin"), client.admin, true)?;
     }
     if let Some(gateway) = &config.gateway {
-        claim("gateway.listen".into(), gateway.listen, false)?;
-        claim("gateway.admin".into(), gateway.admin, true)?;
         check_gateway(gateway)?;
+        for replica in 0..gateway.replicas {
+            let Some((listen, admin)) = gateway.replica(replica, config.replica_port_step) else {
+                return Err((
+                    "gateway.replicas".into(),
+                    format!("replica {replica}'s ports are past 65535"),
+                ));
+            };
+            let key = |field: &str| match replica {
+                0 => format!("gateway.{field}"),
+                n => format!("gateway.{field} (replica {n})"),
+            };
+            claim(key("listen"), listen, false)?;
+            claim(key("admin"), admin, true)?;
+        }
     }
 
     for (name, service) in &config.services {

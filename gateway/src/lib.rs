@@ -51,13 +51,35 @@ const FOLLOW_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Runs the gateway of the mesh in `config` until `stop` resolves.
 pub async fn run(config: &Path, stop: impl std::future::Future<Output = ()>) -> Result<(), GatewayError> {
+    run_replica(config, 0, stop).await
+}
+
+/// Runs replica `replica` of the gateway (`[gateway] replicas`): its ports
+/// are moved by `replica × replica_port_step`.
+pub async fn run_replica(
+    config: &Path,
+    replica: u16,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), GatewayError> {
     let mesh = Mesh::load(config)?;
     let file = mesh.config.source.clone();
-    let gateway = mesh
+    let mut gateway = mesh
         .config
         .gateway
         .clone()
         .ok_or_else(|| GatewayError::NoGateway { file: file.clone() })?;
+    if replica > 0 {
+        let moved = gateway
+            .replica(replica, mesh.config.replica_port_step)
+            .filter(|_| replica < gateway.replicas);
+        let Some((listen, admin)) = moved else {
+            return Err(GatewayError::Policy {
+                file,
+                reason: format!("gateway.replicas: there is no replica {replica}"),
+            });
+        };
+        (gateway.listen, gateway.admin) = (listen, admin);
+    }
     let catalog = Catalog::build(&mesh).map_err(|source| GatewayError::Catalog {
         file: file.clone(),
         source,
