@@ -7,6 +7,7 @@ mod dashboard;
 mod end_user;
 mod errors;
 mod gateway;
+mod gateway_policy;
 mod mesh_cli;
 mod metrics;
 mod mtls;

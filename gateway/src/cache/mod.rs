@@ -91,9 +91,10 @@ impl Entry {
         }
     }
 
-    /// Seconds it stays fresh from now (for `Cache-Control: max-age`).
+    /// Seconds it stays fresh from now (for `Cache-Control: max-age`),
+    /// rounded up: a fresh entry says its whole TTL.
     pub fn max_age(&self) -> u64 {
-        self.ttl.saturating_sub(self.stored.elapsed()).as_secs()
+        self.ttl.saturating_sub(self.stored.elapsed()).as_millis().div_ceil(1000) as u64
     }
 
     /// Its age in whole seconds (`Age`).
