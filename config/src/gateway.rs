@@ -250,7 +250,9 @@ fn parse_rate(text: &str) -> Result<Rate, String> {
         other => humantime::parse_duration(other).map_err(|_| wrong())?,
     };
     if count == 0 || period.is_zero() {
-        return Err(format!("'{text}' allows nothing; a rate needs at least one call per period longer than 0s"));
+        return Err(format!(
+            "'{text}' allows nothing; a rate needs at least one call per period longer than 0s"
+        ));
     }
     Ok(Rate { count, period })
 }
@@ -350,12 +352,12 @@ impl Gateway {
                 return Err((key("header"), format!("'{}' is not a header name", limit.header)));
             }
             let name = limit.name.clone().unwrap_or_else(|| format!("limit{i}"));
-            let token = !name.is_empty()
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+            let token = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
             if !token {
-                return Err((key("name"), format!("'{name}' must be letters, digits, '-', '_', '.' or ':'")));
+                return Err((
+                    key("name"),
+                    format!("'{name}' must be letters, digits, '-', '_', '.' or ':'"),
+                ));
             }
             if !names.insert(name.clone()) {
                 return Err((key("name"), format!("'{name}' names another rate limit too")));

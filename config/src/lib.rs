@@ -12,8 +12,8 @@ mod stamp;
 
 pub use error::ConfigError;
 pub use gateway::{
-    Auth, CacheRule, CacheStore, Cors, GATEWAY_WORKLOAD, Gateway, GatewaySidecar, GatewayTls, Limits, OnStoreError, Rate,
-    RateKey, RateLimit, RateLimitStore, gateway_pattern_matches,
+    Auth, CacheRule, CacheStore, Cors, GATEWAY_WORKLOAD, Gateway, GatewaySidecar, GatewayTls, Limits, OnStoreError,
+    Rate, RateKey, RateLimit, RateLimitStore, gateway_pattern_matches,
 };
 pub use model::{
     AllowRule, Client, ContractSources, END_USER_HEADER, MeshConfig, Replica, Restart, Service, SidecarSpec, app_env,

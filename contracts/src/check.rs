@@ -245,11 +245,17 @@ mod tests {
         let error = checked_with_gateway(&cache(r#""shop.catalog.v1.CatalogService""#))
             .expect_err("a service with writes")
             .to_string();
-        assert!(error.contains("cannot be cached") || error.contains("streams"), "{error}");
+        assert!(
+            error.contains("cannot be cached") || error.contains("streams"),
+            "{error}"
+        );
         let error = checked_with_gateway(&cache(r#""shop.catalog.v1.CatalogService/WatchProducts""#))
             .expect_err("a stream")
             .to_string();
-        assert!(error.ends_with("WatchProducts streams; only unary methods are cached"), "{error}");
+        assert!(
+            error.ends_with("WatchProducts streams; only unary methods are cached"),
+            "{error}"
+        );
         let limit = gateway(
             "[[gateway.rate_limits]]\nmethods = [\"shop.catalog.v1.CatalogService/GetProdct\"]\nkey = \"user\"\nrate = \"1/s\"",
         );

@@ -130,6 +130,16 @@ async fn forward(
     if let Ok(value) = HeaderValue::from_str(&format!("{}m", timeout.as_millis())) {
         parts.headers.insert("grpc-timeout", value);
     }
+    let (parts, body) = match shared.cache.ttl_for(method) {
+        Some(ttl) => match crate::cache::grpc::serve(&shared, method, parts, body, ttl, principal.as_ref()).await {
+            crate::cache::grpc::Outcome::Answered(mut response) => {
+                limit.write_headers(response.headers_mut());
+                return finish.now(response);
+            }
+            crate::cache::grpc::Outcome::Forward(parts, body) => (parts, body),
+        },
+        None => (parts, body),
+    };
     let mut channel = shared.channel.clone();
     let response = match channel.ready().await {
         Ok(channel) => channel.call(Request::from_parts(parts, body)).await,

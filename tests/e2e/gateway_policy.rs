@@ -47,7 +47,11 @@ impl Redis {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while !self.pong() {
-            assert!(Instant::now() < deadline, "redis-server on {} never answered PING", self.port);
+            assert!(
+                Instant::now() < deadline,
+                "redis-server on {} never answered PING",
+                self.port
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -167,7 +171,10 @@ fn start_shop(base: u16, policy: &str) -> (tempfile::TempDir, MeshProcess) {
     let config = shop_config(dir.path(), base);
     let text = std::fs::read_to_string(&config).expect("read");
     // Replica 1 of the gateway listens 5 ports above replica 0.
-    let text = format!("replica_port_step = 5\n{}", text.replace("[gateway.auth]", &format!("{policy}\n[gateway.auth]")));
+    let text = format!(
+        "replica_port_step = 5\n{}",
+        text.replace("[gateway.auth]", &format!("{policy}\n[gateway.auth]"))
+    );
     std::fs::write(&config, text).expect("write");
     let mut mesh = MeshProcess::start(&["up", "--config", config.to_str().expect("utf-8")]);
     mesh.wait_for("mesh: up", Duration::from_secs(180));
@@ -216,7 +223,9 @@ rate = "5/m"
     let mut allowed = 0;
     for i in 0..10u64 {
         let reply = get(replicas[i as usize % 2], "/v1/products/book-ddia");
-        let policy = reply.header("ratelimit-policy").expect("RateLimit-Policy on a limited response");
+        let policy = reply
+            .header("ratelimit-policy")
+            .expect("RateLimit-Policy on a limited response");
         assert_eq!(policy, "\"products\";q=5;w=60");
         let state = reply.header("ratelimit").expect("RateLimit on a limited response");
         let (r, t) = (
@@ -231,11 +240,18 @@ rate = "5/m"
             // across both replicas, and t is when the budget is whole again.
             assert_eq!(r, 4 - i, "call {i}: {state}");
             let due = 12 * (i + 1);
-            assert!(t <= due && t + elapsed + 1 >= due, "call {i}: t={t}, expected about {due}");
+            assert!(
+                t <= due && t + elapsed + 1 >= due,
+                "call {i}: t={t}, expected about {due}"
+            );
         } else {
             assert_eq!(reply.status, 429, "call {i}: {}", reply.json());
             assert_eq!(r, 0, "{state}");
-            let retry: u64 = reply.header("retry-after").expect("Retry-After").parse().expect("seconds");
+            let retry: u64 = reply
+                .header("retry-after")
+                .expect("Retry-After")
+                .parse()
+                .expect("seconds");
             assert!((1..=12).contains(&retry), "Retry-After {retry}");
             assert_eq!(reply.json()["code"], 8, "RESOURCE_EXHAUSTED: {}", reply.json());
         }
@@ -257,8 +273,16 @@ rate = "5/m"
             .expect_err("over the limit")
     });
     assert_eq!(refused.code(), tonic::Code::ResourceExhausted, "{refused:?}");
-    assert!(refused.metadata().get("retry-after").is_some(), "{:?}", refused.metadata());
-    assert!(refused.metadata().get("ratelimit").is_some(), "{:?}", refused.metadata());
+    assert!(
+        refused.metadata().get("retry-after").is_some(),
+        "{:?}",
+        refused.metadata()
+    );
+    assert!(
+        refused.metadata().get("ratelimit").is_some(),
+        "{:?}",
+        refused.metadata()
+    );
     let refusals: f64 = admins
         .iter()
         .map(|a| metric(*a, "gateway_rate_limit_decisions_total", &["outcome=\"refused\""]))
@@ -280,7 +304,13 @@ rate = "5/m"
     assert!(errors >= 2.0, "store errors counted: {errors}");
     let open: f64 = admins
         .iter()
-        .map(|a| metric(*a, "gateway_rate_limit_decisions_total", &["outcome=\"store_error_open\""]))
+        .map(|a| {
+            metric(
+                *a,
+                "gateway_rate_limit_decisions_total",
+                &["outcome=\"store_error_open\""],
+            )
+        })
         .sum();
     assert!(open >= 2.0, "{open}");
 
@@ -296,7 +326,10 @@ rate = "5/m"
                 assert!(sf_param(state, "products", "r").is_some_and(|r| r <= 4), "{state}");
                 break;
             }
-            assert!(Instant::now() < deadline, "replica {replica} never reconnected to redis");
+            assert!(
+                Instant::now() < deadline,
+                "replica {replica} never reconnected to redis"
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
     }
@@ -332,7 +365,10 @@ ttl = "60s"
         metric(
             catalog_admin,
             "meshwork_requests_total",
-            &["direction=\"inbound\"", &format!("method=\"shop.catalog.v1.CatalogService/{method}\"")],
+            &[
+                "direction=\"inbound\"",
+                &format!("method=\"shop.catalog.v1.CatalogService/{method}\""),
+            ],
         )
     };
 
@@ -346,7 +382,9 @@ ttl = "60s"
     let second = get(gw, "/v1/products/book-ddia");
     assert_eq!(second.status, 200);
     assert!(
-        second.header("cache-status").is_some_and(|s| s.starts_with("meshwork; hit; ttl=")),
+        second
+            .header("cache-status")
+            .is_some_and(|s| s.starts_with("meshwork; hit; ttl=")),
         "{:?}",
         second.headers
     );
@@ -359,10 +397,65 @@ ttl = "60s"
     assert_eq!(revalidated.status, 304);
     assert!(revalidated.body.is_empty());
     assert_eq!(revalidated.header("etag"), Some(etag.as_str()));
-    let fresh = call(gw, "GET", "/v1/products/book-ddia", &[("cache-control", "no-cache")], "");
+    let fresh = call(
+        gw,
+        "GET",
+        "/v1/products/book-ddia",
+        &[("cache-control", "no-cache")],
+        "",
+    );
     assert_eq!(fresh.status, 200);
     assert_eq!(fresh.header("cache-status"), Some("meshwork; fwd=request; stored"));
     assert_eq!(upstream("GetProduct") - before, 2.0);
+
+    // Native gRPC asking the same thing is served the REST call's entry,
+    // and a REST call is served a gRPC call's: one key, the canonical request.
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let grpc_get = |id: &str| {
+        runtime.block_on(async {
+            let mut client = CatalogServiceClient::connect(format!("http://{gw}"))
+                .await
+                .expect("connect");
+            let answer = client
+                .get_product(GetProductRequest { product_id: id.into() })
+                .await
+                .expect("GetProduct over gRPC");
+            let status = answer
+                .metadata()
+                .get("cache-status")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
+            (answer.into_inner(), status)
+        })
+    };
+    let before = upstream("GetProduct");
+    let (product, status) = grpc_get("book-ddia");
+    assert_eq!(product.id, "book-ddia");
+    assert!(status.starts_with("meshwork; hit"), "{status}");
+    assert_eq!(upstream("GetProduct") - before, 0.0);
+    let page = get(gw, "/v1/products?pageSize=5").json();
+    let other = page["products"]
+        .as_array()
+        .expect("products")
+        .iter()
+        .filter_map(|p| p["id"].as_str())
+        .find(|id| *id != "book-ddia")
+        .expect("another product")
+        .to_string();
+    let (product, status) = grpc_get(&other);
+    assert_eq!(
+        (product.id.as_str(), status.as_str()),
+        (other.as_str(), "meshwork; fwd=miss; stored")
+    );
+    let rest = get(gw, &format!("/v1/products/{other}"));
+    assert!(
+        rest.header("cache-status")
+            .is_some_and(|s| s.starts_with("meshwork; hit")),
+        "{:?}",
+        rest.headers
+    );
+    assert_eq!(upstream("GetProduct") - before, 1.0);
 
     // Errors are never stored: each 404 goes upstream.
     let before = upstream("GetProduct");
@@ -391,7 +484,11 @@ ttl = "60s"
         .map(|t| t.join().expect("a caller"))
         .collect();
     assert!(bodies.iter().all(|b| b == &bodies[0]));
-    assert_eq!(upstream("ListProducts") - before, 1.0, "one upstream call for 20 concurrent misses");
+    assert_eq!(
+        upstream("ListProducts") - before,
+        1.0,
+        "one upstream call for 20 concurrent misses"
+    );
     let misses = metric(admin, "gateway_cache_misses_total", &[]);
     let coalesced = metric(admin, "gateway_cache_coalesced_total", &[]);
     let hits = metric(admin, "gateway_cache_hits_total", &[]);
@@ -420,7 +517,10 @@ ttl = "60s"
             &format!(r#"{{"email":"{email}","password":"long enough"}}"#),
         );
         assert_eq!(login.status, 200, "{}", login.json());
-        tokens.push(format!("Bearer {}", login.json()["accessToken"].as_str().expect("token")));
+        tokens.push(format!(
+            "Bearer {}",
+            login.json()["accessToken"].as_str().expect("token")
+        ));
     }
     let ann_cart = format!("/v1/users/{}/cart", ids[0]);
     let as_ann = [("authorization", tokens[0].as_str())];

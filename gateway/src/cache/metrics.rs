@@ -17,7 +17,11 @@ pub struct CacheMetrics {
 impl CacheMetrics {
     pub fn register(registry: &mut Registry) -> Self {
         let metrics = CacheMetrics::default();
-        registry.register("gateway_cache_hits", "Answers served from the cache", metrics.hits.clone());
+        registry.register(
+            "gateway_cache_hits",
+            "Answers served from the cache",
+            metrics.hits.clone(),
+        );
         registry.register(
             "gateway_cache_misses",
             "Cacheable calls that went upstream (and were stored)",

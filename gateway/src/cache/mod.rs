@@ -21,6 +21,7 @@
 //! Memory is bounded by bytes (`[gateway.cache_store] max_bytes`, 64 MiB
 //! by default), weighed as the request, the key and twice the response.
 
+pub mod grpc;
 mod metrics;
 
 use std::{
@@ -94,7 +95,10 @@ impl Entry {
     /// Seconds it stays fresh from now (for `Cache-Control: max-age`),
     /// rounded up: a fresh entry says its whole TTL.
     pub fn max_age(&self) -> u64 {
-        self.ttl.saturating_sub(self.stored.elapsed()).as_millis().div_ceil(1000) as u64
+        self.ttl
+            .saturating_sub(self.stored.elapsed())
+            .as_millis()
+            .div_ceil(1000) as u64
     }
 
     /// Its age in whole seconds (`Age`).
@@ -168,9 +172,12 @@ fn weight(key: &Key, entry: &Arc<Entry>) -> u32 {
 
 impl ResponseCache {
     pub fn build(gateway: &Gateway, metrics: CacheMetrics) -> Self {
-        let rules: Vec<(Vec<String>, Duration)> =
-            gateway.cache.iter().map(|r| (r.methods.clone(), r.ttl)).collect();
-        let longest = rules.iter().map(|(_, ttl)| *ttl).max().unwrap_or(Duration::from_secs(1));
+        let rules: Vec<(Vec<String>, Duration)> = gateway.cache.iter().map(|r| (r.methods.clone(), r.ttl)).collect();
+        let longest = rules
+            .iter()
+            .map(|(_, ttl)| *ttl)
+            .max()
+            .unwrap_or(Duration::from_secs(1));
         let listener = {
             let metrics = metrics.clone();
             move |key: Arc<Key>, entry: Arc<Entry>, cause: RemovalCause| {
@@ -238,7 +245,13 @@ impl ResponseCache {
     /// The answer for `key`: stored, or had from `call` (once for all the
     /// concurrent callers of one key) and stored unless it failed.
     /// `fresh` (the client's `no-cache`) skips the stored one.
-    pub async fn get_or_call<F>(&self, key: Key, ttl: Duration, fresh: bool, call: F) -> Result<(Arc<Entry>, Lookup), Status>
+    pub async fn get_or_call<F>(
+        &self,
+        key: Key,
+        ttl: Duration,
+        fresh: bool,
+        call: F,
+    ) -> Result<(Arc<Entry>, Lookup), Status>
     where
         F: Future<Output = Result<DynamicMessage, Status>>,
     {

@@ -103,8 +103,8 @@ impl RateLimits {
             };
             let rate = limit.parsed_rate().map_err(|r| invalid("rate", r))?;
             let burst = limit.burst_or_default().map_err(|r| invalid("burst", r))?.max(1);
-            let header = http::HeaderName::from_bytes(limit.header.as_bytes())
-                .map_err(|e| invalid("header", e.to_string()))?;
+            let header =
+                http::HeaderName::from_bytes(limit.header.as_bytes()).map_err(|e| invalid("header", e.to_string()))?;
             rules.push(Rule {
                 name: limit.name.clone().unwrap_or_else(|| format!("limit{i}")).into(),
                 methods: limit.methods.clone(),
@@ -117,12 +117,12 @@ impl RateLimits {
             });
         }
         let store = match gateway.rate_limit_store.redis_url() {
-            Some(url) if !rules.is_empty() => {
-                Store::Redis(redis::RedisStore::connect(&url, metrics.clone()).map_err(|e| LimitError {
+            Some(url) if !rules.is_empty() => Store::Redis(redis::RedisStore::connect(&url, metrics.clone()).map_err(
+                |e| LimitError {
                     key: "gateway.rate_limit_store.redis".into(),
                     reason: e.to_string(),
-                })?)
-            }
+                },
+            )?),
             _ => Store::Memory(memory::MemoryStore::new(rules.iter().map(|r| (r.interval, r.burst)))),
         };
         Ok(RateLimits {
@@ -159,11 +159,13 @@ impl RateLimits {
             .map(|&i| counting_key(&self.rules[i], principal, client, request_headers))
             .collect();
         let verdicts = match &self.store {
-            Store::Memory(store) => Some(applying
-                .iter()
-                .zip(&keys)
-                .map(|(&i, key)| store.check(i, key))
-                .collect::<Vec<_>>()),
+            Store::Memory(store) => Some(
+                applying
+                    .iter()
+                    .zip(&keys)
+                    .map(|(&i, key)| store.check(i, key))
+                    .collect::<Vec<_>>(),
+            ),
             Store::Redis(store) => {
                 let asks: Vec<(&str, &Rule, &str)> = applying
                     .iter()
@@ -281,7 +283,10 @@ impl Decision {
         }
         match &self.refusal {
             Some(Refusal::Limited { retry_after, .. }) => {
-                headers.insert(http::header::RETRY_AFTER, HeaderValue::from(retry_seconds(*retry_after)));
+                headers.insert(
+                    http::header::RETRY_AFTER,
+                    HeaderValue::from(retry_seconds(*retry_after)),
+                );
             }
             Some(Refusal::StoreDown) => {
                 headers.insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));

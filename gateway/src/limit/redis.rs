@@ -145,7 +145,11 @@ impl RedisStore {
                 )
             }
             Ok(values) => {
-                self.failed(&format!("the script answered {} values for {} rules", values.len(), asks.len()));
+                self.failed(&format!(
+                    "the script answered {} values for {} rules",
+                    values.len(),
+                    asks.len()
+                ));
                 None
             }
             Err(error) => {

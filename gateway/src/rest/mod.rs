@@ -188,12 +188,19 @@ async fn cached_call(
     };
     let fields = response.headers_mut();
     fields.insert(header::ETAG, entry.etag.clone());
-    let scope = if ResponseCache::private(method) { "private" } else { "public" };
+    let scope = if ResponseCache::private(method) {
+        "private"
+    } else {
+        "public"
+    };
     if let Ok(value) = HeaderValue::try_from(format!("{scope}, max-age={}", entry.max_age())) {
         fields.insert(header::CACHE_CONTROL, value);
     }
     fields.insert(header::AGE, HeaderValue::from(entry.age()));
-    fields.insert(header::HeaderName::from_static("cache-status"), lookup.cache_status(&entry));
+    fields.insert(
+        header::HeaderName::from_static("cache-status"),
+        lookup.cache_status(&entry),
+    );
     Ok(response)
 }
 
