@@ -207,7 +207,7 @@ methods = ["shop.catalog.v1.CatalogService/GetProduct"]
 key = "global"
 rate = "5/m"
 "#;
-    let (_dir, _mesh) = start_shop(LIMITS_BASE, policy);
+    let (dir, mesh) = start_shop(LIMITS_BASE, policy);
     let replicas = [
         SocketAddr::from(([127, 0, 0, 1], LIMITS_BASE + 80)),
         SocketAddr::from(([127, 0, 0, 1], LIMITS_BASE + 85)),
@@ -333,6 +333,34 @@ rate = "5/m"
             std::thread::sleep(Duration::from_millis(200));
         }
     }
+    drop(mesh);
+    drop(dir);
+    redis.kill();
+
+    // `mesh up` runs the Redis itself when the file asks: the replicas
+    // share it from the start.
+    let local = policy.replace(
+        "redis = \"redis://127.0.0.1:36379\"",
+        "redis = \"local\"\nlocal_port = 36379",
+    ) + "\n[[gateway.rate_limits]]\nname = \"lists\"\nmethods = [\"shop.catalog.v1.CatalogService/ListProducts\"]\nkey = \"global\"\nrate = \"1000/s\"\n";
+    let (_dir, mesh) = start_shop(LIMITS_BASE, &local);
+    assert!(mesh.output().contains("redis |"), "{}", mesh.output());
+    // Both replicas have reached the Redis once a limited answer says so.
+    for replica in replicas {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while get(replica, "/v1/products?pageSize=1").header("ratelimit").is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "replica {replica} never reached the local redis"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let statuses: Vec<u16> = (0..10)
+        .map(|i| get(replicas[i % 2], "/v1/products/book-ddia").status)
+        .collect();
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 5, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 5, "{statuses:?}");
 }
 
 #[test]
