@@ -416,3 +416,152 @@ pub fn gateway_pattern_matches(pattern: &str, label: &str) -> bool {
         None => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::MeshConfig;
+
+    fn with_gateway(extra: &str) -> Result<MeshConfig, crate::ConfigError> {
+        let text = format!(
+            r#"
+trust_domain = "t.local"
+[services.catalog]
+app = "127.0.0.1:1"
+inbound = "127.0.0.1:2"
+outbound = "127.0.0.1:3"
+admin = "127.0.0.1:4"
+grpc_services = ["shop.catalog.v1.CatalogService"]
+[gateway]
+listen = "127.0.0.1:21"
+admin = "127.0.0.1:22"
+sidecar = {{ outbound = "127.0.0.1:23", admin = "127.0.0.1:24" }}
+{extra}
+"#
+        );
+        MeshConfig::parse(&text, Path::new("/m/mesh.toml"))
+    }
+
+    fn refused(extra: &str) -> String {
+        with_gateway(extra).expect_err("refused").to_string()
+    }
+
+    #[test]
+    fn rates_parse_in_their_forms() {
+        let rate = |text| parse_rate(text);
+        assert_eq!(
+            rate("10/s"),
+            Ok(Rate {
+                count: 10,
+                period: Duration::from_secs(1)
+            })
+        );
+        assert_eq!(
+            rate("100/m"),
+            Ok(Rate {
+                count: 100,
+                period: Duration::from_secs(60)
+            })
+        );
+        assert_eq!(
+            rate("5/10s"),
+            Ok(Rate {
+                count: 5,
+                period: Duration::from_secs(10)
+            })
+        );
+        assert!(rate("ten/s").is_err());
+        assert!(rate("0/s").is_err());
+        assert!(rate("10").is_err());
+    }
+
+    #[test]
+    fn policy_sections_parse_with_their_defaults() {
+        let config = with_gateway(
+            r#"replicas = 2
+[gateway.rate_limit_store]
+redis = "local"
+[[gateway.rate_limits]]
+methods = ["shop.catalog.v1.CatalogService"]
+key = "api_key"
+rate = "10/s"
+burst = 20
+[[gateway.cache]]
+methods = ["shop.catalog.v1.CatalogService/GetProduct"]
+ttl = "30s"
+"#,
+        )
+        .expect("valid");
+        let gateway = config.gateway.expect("gateway");
+        assert_eq!(gateway.replicas, 2);
+        assert_eq!(
+            gateway.rate_limit_store.redis_url().as_deref(),
+            Some("redis://127.0.0.1:6379")
+        );
+        assert_eq!(gateway.rate_limit_store.on_error, OnStoreError::Open);
+        let limit = &gateway.rate_limits[0];
+        assert_eq!(
+            (limit.key, limit.header.as_str(), limit.burst),
+            (RateKey::ApiKey, "x-api-key", Some(20))
+        );
+        assert_eq!(gateway.cache[0].ttl, Duration::from_secs(30));
+        assert_eq!(gateway.cache_store.max_bytes, 64 * 1024 * 1024);
+        assert_eq!(
+            gateway.replica(1, 1000),
+            Some((
+                "127.0.0.1:1021".parse().expect("addr"),
+                "127.0.0.1:1022".parse().expect("addr")
+            ))
+        );
+    }
+
+    #[test]
+    fn bad_policy_is_refused_with_file_key_and_reason() {
+        let limit = |body: &str| format!("[[gateway.rate_limits]]\n{body}");
+        let message = refused(&limit("methods = [\"a.B/C\"]\nkey = \"user\"\nrate = \"lots\""));
+        assert!(
+            message.starts_with("/m/mesh.toml: gateway.rate_limits[0].rate: 'lots' is not a rate"),
+            "{message}"
+        );
+        let message = refused(&limit("methods = [\"GetProduct\"]\nkey = \"user\"\nrate = \"1/s\""));
+        assert!(message.contains("gateway.rate_limits[0].methods[0]"), "{message}");
+        let message = refused(&limit(
+            "methods = [\"a.B/C\"]\nkey = \"user\"\nrate = \"1/s\"\nburst = 0",
+        ));
+        assert!(
+            message.contains("gateway.rate_limits[0].burst: must be at least 1"),
+            "{message}"
+        );
+        let message = refused(&limit("methods = [\"a.B/C\"]\nkey = \"someone\"\nrate = \"1/s\""));
+        assert!(message.contains("unknown variant `someone`"), "{message}");
+        let message = refused("[gateway.rate_limit_store]\nredis = \"127.0.0.1:6379\"");
+        assert!(
+            message.contains("gateway.rate_limit_store.redis: '127.0.0.1:6379' is not a Redis URL"),
+            "{message}"
+        );
+        let message = refused("[[gateway.cache]]\nmethods = [\"a.B/C\"]\nttl = \"0s\"");
+        assert!(
+            message.contains("gateway.cache[0].ttl: must be longer than 0s"),
+            "{message}"
+        );
+        let twice = "[[gateway.rate_limits]]\nname = \"x\"\nmethods = [\"a.B\"]\nkey = \"global\"\nrate = \"1/s\"\n";
+        let message = refused(&format!("{twice}{twice}"));
+        assert!(
+            message.contains("gateway.rate_limits[1].name: 'x' names another rate limit too"),
+            "{message}"
+        );
+        let message = refused("replicas = 0");
+        assert!(message.contains("gateway.replicas: must be at least 1"), "{message}");
+    }
+
+    #[test]
+    fn patterns_name_a_service_or_one_method() {
+        let label = "shop.catalog.v1.CatalogService/GetProduct";
+        assert!(gateway_pattern_matches("shop.catalog.v1.CatalogService", label));
+        assert!(gateway_pattern_matches(label, label));
+        assert!(!gateway_pattern_matches("shop.catalog.v1.Catalog", label));
+        assert!(!gateway_pattern_matches("shop.catalog.v1.CatalogService/Get", label));
+    }
+}

@@ -334,3 +334,39 @@ pub fn not_modified(headers: &http::HeaderMap, etag: &HeaderValue) -> bool {
         .map(|tag| tag.trim().trim_start_matches("W/"))
         .any(|tag| tag == "*" || tag == etag)
 }
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderMap;
+
+    use super::*;
+
+    #[test]
+    fn client_directives_and_validators() {
+        let mut headers = HeaderMap::new();
+        assert!(!wants_fresh(&headers));
+        headers.insert(
+            http::header::CACHE_CONTROL,
+            HeaderValue::from_static("max-age=0, no-cache"),
+        );
+        assert!(wants_fresh(&headers));
+        let etag = HeaderValue::from_static("\"abc\"");
+        headers.insert(
+            http::header::IF_NONE_MATCH,
+            HeaderValue::from_static("\"x\", W/\"abc\""),
+        );
+        assert!(not_modified(&headers, &etag));
+        headers.insert(http::header::IF_NONE_MATCH, HeaderValue::from_static("\"x\""));
+        assert!(!not_modified(&headers, &etag));
+        headers.insert(http::header::IF_NONE_MATCH, HeaderValue::from_static("*"));
+        assert!(not_modified(&headers, &etag));
+    }
+
+    #[test]
+    fn services_of_labels() {
+        assert_eq!(
+            service_of("shop.cart.v1.CartService/GetCart"),
+            "shop.cart.v1.CartService"
+        );
+    }
+}

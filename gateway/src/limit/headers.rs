@@ -49,3 +49,48 @@ pub fn state(rules: &[&Rule], verdicts: &[Verdict]) -> Option<HeaderValue> {
 fn seconds(duration: Duration) -> u64 {
     duration.as_micros().div_ceil(1_000_000) as u64
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(name: &str, count: u32, window: u64) -> Rule {
+        Rule {
+            name: name.into(),
+            methods: Vec::new(),
+            key: meshwork_config::RateKey::Global,
+            header: HeaderName::from_static("x-api-key"),
+            count,
+            window: Duration::from_secs(window),
+            burst: count,
+            interval: Duration::from_secs(window) / count,
+        }
+    }
+
+    #[test]
+    fn fields_in_the_drafts_structured_syntax() {
+        let (a, b) = (rule("per-user", 10, 1), rule("daily", 1000, 86400));
+        let verdicts = [
+            Verdict {
+                allowed: true,
+                remaining: 3,
+                reset: Duration::from_millis(700),
+                retry_after: Duration::ZERO,
+            },
+            Verdict {
+                allowed: true,
+                remaining: 999,
+                reset: Duration::from_secs(86),
+                retry_after: Duration::ZERO,
+            },
+        ];
+        assert_eq!(
+            policy(&[&a, &b]).expect("a value"),
+            "\"per-user\";q=10;w=1, \"daily\";q=1000;w=86400"
+        );
+        assert_eq!(
+            state(&[&a, &b], &verdicts).expect("a value"),
+            "\"per-user\";r=3;t=1, \"daily\";r=999;t=86"
+        );
+    }
+}

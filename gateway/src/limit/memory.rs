@@ -77,3 +77,22 @@ impl MemoryStore {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_then_refusals_with_the_wait_until_the_next_call() {
+        // 2 per second, burst 3.
+        let store = MemoryStore::new([(Duration::from_millis(500), 3)].into_iter());
+        let key = "user:ann".to_string();
+        let remaining: Vec<u32> = (0..3).map(|_| store.check(0, &key)).map(|v| v.remaining).collect();
+        assert_eq!(remaining, [2, 1, 0]);
+        let refused = store.check(0, &key);
+        assert!(!refused.allowed);
+        assert!(refused.retry_after > Duration::from_millis(400) && refused.retry_after <= Duration::from_millis(500));
+        // Another key has its own budget.
+        assert!(store.check(0, &"user:bob".to_string()).allowed);
+    }
+}
