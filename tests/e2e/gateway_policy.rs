@@ -14,6 +14,7 @@ use std::{
 };
 
 use meshwork_proto::catalog::{GetProductRequest, catalog_service_client::CatalogServiceClient};
+use prost::Message;
 
 use crate::support::mesh_process::{MeshProcess, shop_config};
 
@@ -483,6 +484,31 @@ ttl = "60s"
         "{:?}",
         rest.headers
     );
+    assert_eq!(upstream("GetProduct") - before, 1.0);
+
+    // gRPC-Web (tonic-web around the same path) is served the same entry.
+    let request = GetProductRequest {
+        product_id: "book-ddia".into(),
+    }
+    .encode_to_vec();
+    let mut frame = vec![0u8];
+    frame.extend_from_slice(&(request.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&request);
+    let mut stream = TcpStream::connect(gw).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+    write!(
+        stream,
+        "POST /shop.catalog.v1.CatalogService/GetProduct HTTP/1.1\r\nhost: shop\r\nconnection: close\r\ncontent-type: application/grpc-web+proto\r\ncontent-length: {}\r\n\r\n",
+        frame.len()
+    )
+    .expect("head");
+    stream.write_all(&frame).expect("body");
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).to_ascii_lowercase();
+    assert!(text.contains("cache-status: meshwork; hit"), "{text}");
+    assert!(text.contains("grpc-status:0"), "{text}");
+    assert!(text.contains("book-ddia"), "{text}");
     assert_eq!(upstream("GetProduct") - before, 1.0);
 
     // Errors are never stored: each 404 goes upstream.

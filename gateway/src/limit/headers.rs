@@ -18,6 +18,11 @@ pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-poli
 pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 
 pub fn policy(rules: &[&Rule]) -> Option<HeaderValue> {
+    if let [rule] = rules
+        && let Some(made) = &rule.policy
+    {
+        return Some(made.clone());
+    }
     let mut text = String::new();
     for rule in rules {
         if !text.is_empty() {
@@ -64,6 +69,7 @@ mod tests {
             window: Duration::from_secs(window),
             burst: count,
             interval: Duration::from_secs(window) / count,
+            policy: None,
         }
     }
 

@@ -40,6 +40,8 @@ struct Rule {
     burst: u32,
     /// Time between two calls at the steady rate (GCRA's emission interval).
     interval: Duration,
+    /// Its `RateLimit-Policy` member, made once: most calls meet one rule.
+    policy: Option<HeaderValue>,
 }
 
 /// What one rule said about one call.
@@ -105,7 +107,7 @@ impl RateLimits {
             let burst = limit.burst_or_default().map_err(|r| invalid("burst", r))?.max(1);
             let header =
                 http::HeaderName::from_bytes(limit.header.as_bytes()).map_err(|e| invalid("header", e.to_string()))?;
-            rules.push(Rule {
+            let mut rule = Rule {
                 name: limit.name.clone().unwrap_or_else(|| format!("limit{i}")).into(),
                 methods: limit.methods.clone(),
                 key: limit.key,
@@ -114,7 +116,10 @@ impl RateLimits {
                 window: rate.period,
                 burst,
                 interval: (rate.period / rate.count).max(Duration::from_micros(1)),
-            });
+                policy: None,
+            };
+            rule.policy = headers::policy(&[&rule]);
+            rules.push(rule);
         }
         let store = match gateway.rate_limit_store.redis_url() {
             Some(url) if !rules.is_empty() => Store::Redis(redis::RedisStore::connect(&url, metrics.clone()).map_err(
