@@ -154,8 +154,10 @@ pub struct ResponseCache {
     rules: Vec<(Vec<String>, Duration)>,
     entries: moka::future::Cache<Key, Arc<Entry>>,
     /// The generation of each (user, service) and (shared, service) a write
-    /// has moved on; absent means 0. Kept for the longest TTL after the
-    /// write: by then every entry of an older generation has expired.
+    /// has moved on; absent means 0. Kept for the longest TTL plus the
+    /// longest call after the write: an entry of an older generation may be
+    /// stored by a call that started before the write, and by then it has
+    /// expired too, so forgetting the generation cannot bring it back.
     generations: moka::sync::Cache<(Option<Arc<str>>, Arc<str>), u64>,
     next_generation: AtomicU64,
     metrics: CacheMetrics,
@@ -177,7 +179,8 @@ impl ResponseCache {
             .iter()
             .map(|(_, ttl)| *ttl)
             .max()
-            .unwrap_or(Duration::from_secs(1));
+            .unwrap_or(Duration::from_secs(1))
+            + gateway.limits.request_timeout;
         let listener = {
             let metrics = metrics.clone();
             move |key: Arc<Key>, entry: Arc<Entry>, cause: RemovalCause| {
