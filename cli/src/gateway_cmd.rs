@@ -11,12 +11,16 @@ pub struct GatewayArgs {
     /// The mesh description.
     #[arg(long, default_value = "mesh.toml")]
     config: PathBuf,
+    /// Which of `[gateway] replicas` this is (its ports move by
+    /// `replica × replica_port_step`).
+    #[arg(long, default_value_t = 0)]
+    replica: u16,
 }
 
 pub async fn run(args: GatewayArgs) -> Result<()> {
     let stop = crate::signals::terminated();
     // Spans are flushed when the guard drops, after the gateway has stopped.
     let _telemetry = meshwork_telemetry::init("gateway");
-    meshwork_gateway::run(&args.config, stop).await?;
+    meshwork_gateway::run_replica(&args.config, args.replica, stop).await?;
     Ok(())
 }

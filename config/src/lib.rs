@@ -13,7 +13,10 @@ mod stamp;
 
 pub use discovery::{Discovery, DnsEndpoints};
 pub use error::ConfigError;
-pub use gateway::{Auth, Cors, GATEWAY_WORKLOAD, Gateway, GatewaySidecar, GatewayTls, Limits, Mcp};
+pub use gateway::{
+    Auth, CacheRule, CacheStore, Cors, GATEWAY_WORKLOAD, Gateway, GatewaySidecar, GatewayTls, Limits, Mcp,
+    OnStoreError, Rate, RateKey, RateLimit, RateLimitStore, gateway_pattern_matches,
+};
 pub use model::{
     AllowRule, Client, ContractSources, DatabaseUrl, END_USER_HEADER, MeshConfig, Replica, Restart, Service,
     SidecarSpec, app_env, spiffe_id,

@@ -288,9 +288,22 @@ fn validate(config: &MeshConfig) -> Result<(), Invalid> {
         claim(format!("{prefix}.admin"), client.admin, false)?;
     }
     if let Some(gateway) = &config.gateway {
-        claim("gateway.listen".into(), gateway.listen, false)?;
-        claim("gateway.admin".into(), gateway.admin, false)?;
         check_gateway(gateway)?;
+        for replica in 0..gateway.replicas {
+            let Some((listen, admin)) = gateway.replica(replica, config.replica_port_step) else {
+                return Err((
+                    "gateway.replicas".into(),
+                    format!("replica {replica}'s ports are past 65535"),
+                ));
+            };
+            let key = |field: &str| match replica {
+                0 => format!("gateway.{field}"),
+                n => format!("gateway.{field} (replica {n})"),
+            };
+            claim(key("listen"), listen, false)?;
+            // Not loopback-only: in a pod the kubelet probes it.
+            claim(key("admin"), admin, false)?;
+        }
     }
 
     for (name, service) in &config.services {
@@ -347,7 +360,7 @@ fn check_gateway(gateway: &Gateway) -> Result<(), Invalid> {
     if gateway.auth.issuer.is_empty() || gateway.auth.audience.is_empty() {
         return Err(("gateway.auth".into(), "issuer and audience must not be empty".into()));
     }
-    Ok(())
+    gateway.check_policy()
 }
 
 /// How the app starts and where its contracts come from.

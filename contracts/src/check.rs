@@ -48,13 +48,55 @@ pub fn check(config: &MeshConfig, registry: &Registry) -> Result<(), ConfigError
             .iter()
             .enumerate()
             .map(|(i, m)| (format!("gateway.auth.public[{i}]"), m))
-            .chain(auth.roles.keys().map(|m| (format!("gateway.auth.roles.\"{m}\""), m)));
+            .chain(auth.roles.keys().map(|m| (format!("gateway.auth.roles.\"{m}\""), m)))
+            .chain(gateway.rate_limits.iter().enumerate().flat_map(|(i, limit)| {
+                limit
+                    .methods
+                    .iter()
+                    .enumerate()
+                    .map(move |(j, m)| (format!("gateway.rate_limits[{i}].methods[{j}]"), m))
+            }));
         for (key, method) in keys {
             check_gateway_method(method, registry).map_err(|reason| ConfigError::Invalid {
                 file: config.source.clone(),
                 key,
                 reason,
             })?;
+        }
+    }
+    if let Some(gateway) = &config.gateway {
+        for (i, rule) in gateway.cache.iter().enumerate() {
+            for (j, method) in rule.methods.iter().enumerate() {
+                check_gateway_method(method, registry)
+                    .and_then(|()| check_cacheable(method, registry))
+                    .map_err(|reason| ConfigError::Invalid {
+                        file: config.source.clone(),
+                        key: format!("gateway.cache[{i}].methods[{j}]"),
+                        reason,
+                    })?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A cached answer stands in for a call, so only a method whose contract
+/// says it changes nothing (`idempotency_level = NO_SIDE_EFFECTS`) and
+/// answers with one message may be cached. A service whose contract is
+/// not known yet is checked again when the gateway builds its table.
+fn check_cacheable(pattern: &str, registry: &Registry) -> Result<(), String> {
+    let grpc_service = pattern.split_once('/').map_or(pattern, |(service, _)| service);
+    for (name, path, contract) in registry.methods_of(grpc_service) {
+        if !meshwork_config::gateway_pattern_matches(pattern, path.trim_start_matches('/')) {
+            continue;
+        }
+        if contract.idempotency != crate::Idempotency::NoSideEffects {
+            return Err(format!(
+                "{grpc_service}/{name} may change something (its contract does not say idempotency_level = NO_SIDE_EFFECTS), so its answers cannot be cached"
+            ));
+        }
+        if contract.server_streaming || contract.client_streaming {
+            return Err(format!("{grpc_service}/{name} streams; only unary methods are cached"));
         }
     }
     Ok(())
@@ -176,6 +218,52 @@ mod tests {
         assert!(error.contains("must name a fully qualified gRPC service"), "{error}");
         let fine = gateway.replace("ListProdcts", "ListProducts");
         checked_with_gateway(&fine).expect("a real method");
+    }
+
+    #[test]
+    fn cache_rules_take_only_side_effect_free_unary_methods_and_limits_real_ones() {
+        let gateway = |extra: &str| {
+            format!(
+                r#"
+            [gateway]
+            listen = "127.0.0.1:21"
+            admin = "127.0.0.1:22"
+            sidecar = {{ outbound = "127.0.0.1:23", admin = "127.0.0.1:24" }}
+            {extra}
+            "#
+            )
+        };
+        let cache = |methods: &str| gateway(&format!("[[gateway.cache]]\nmethods = [{methods}]\nttl = \"5s\""));
+        checked_with_gateway(&cache(r#""shop.catalog.v1.CatalogService/GetProduct""#)).expect("cacheable");
+        let error = checked_with_gateway(&cache(r#""shop.catalog.v1.CatalogService/UpdateProduct""#))
+            .expect_err("a write")
+            .to_string();
+        assert!(
+            error.starts_with("/m/mesh.toml: gateway.cache[0].methods[0]: shop.catalog.v1.CatalogService/UpdateProduct may change something"),
+            "{error}"
+        );
+        let error = checked_with_gateway(&cache(r#""shop.catalog.v1.CatalogService""#))
+            .expect_err("a service with writes")
+            .to_string();
+        assert!(
+            error.contains("cannot be cached") || error.contains("streams"),
+            "{error}"
+        );
+        let error = checked_with_gateway(&cache(r#""shop.catalog.v1.CatalogService/WatchProducts""#))
+            .expect_err("a stream")
+            .to_string();
+        assert!(
+            error.ends_with("WatchProducts streams; only unary methods are cached"),
+            "{error}"
+        );
+        let limit = gateway(
+            "[[gateway.rate_limits]]\nmethods = [\"shop.catalog.v1.CatalogService/GetProdct\"]\nkey = \"user\"\nrate = \"1/s\"",
+        );
+        let error = checked_with_gateway(&limit).expect_err("a typo").to_string();
+        assert!(
+            error.contains("gateway.rate_limits[0].methods[0]: no method 'GetProdct'"),
+            "{error}"
+        );
     }
 
     fn checked_with_gateway(gateway: &str) -> Result<(), ConfigError> {

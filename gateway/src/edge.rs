@@ -24,8 +24,10 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use crate::{
     access_log::{AccessLog, Line},
     auth::Authenticator,
+    cache::ResponseCache,
     catalog::{Catalog, Published},
     grpc,
+    limit::RateLimits,
     metrics::{HttpStatus, Metrics, RequestLabels},
     rest, storefront,
 };
@@ -44,6 +46,10 @@ pub struct Shared {
     pub preferences: crate::upstream::Preferences,
     /// `/mcp`, unless `[gateway.mcp] enabled = false`.
     pub mcp: Option<crate::mcp::Endpoint>,
+    /// `[[gateway.rate_limits]]`, asked by every front end after the caller is known.
+    pub rate_limits: Arc<RateLimits>,
+    /// `[[gateway.cache]]`.
+    pub cache: ResponseCache,
 }
 
 /// What a REST request came to, for its metrics and log line.
@@ -60,7 +66,7 @@ pub struct Outcome {
 pub async fn handle(
     shared: Arc<Shared>,
     request: Request<Incoming>,
-    _peer: SocketAddr,
+    peer: SocketAddr,
 ) -> Result<Response<Body>, Infallible> {
     // Outside context is a parent for our span, no more: baggage from
     // outside never counts (the upstream module drops it).
@@ -75,22 +81,29 @@ pub async fn handle(
     );
     let _ = span.set_parent(parent);
     let trace = span.context();
-    let response = dispatch(shared, request, trace).instrument(span.clone()).await;
+    let response = dispatch(shared, request, trace, peer).instrument(span.clone()).await;
     span.record("http.response.status_code", response.status().as_u16());
     Ok(response)
 }
 
-async fn dispatch(shared: Arc<Shared>, request: Request<Incoming>, trace: opentelemetry::Context) -> Response<Body> {
+async fn dispatch(
+    shared: Arc<Shared>,
+    request: Request<Incoming>,
+    trace: opentelemetry::Context,
+    peer: SocketAddr,
+) -> Response<Body> {
+    // The client's address counts for rate limits keyed by client.
+    let client = peer.ip();
     match Kind::of(&request) {
-        Kind::GrpcWeb => grpc::serve_web(shared, request, trace).await,
-        Kind::Grpc => grpc::serve(shared, request, trace).await,
+        Kind::GrpcWeb => grpc::serve_web(shared, request, trace, client).await,
+        Kind::Grpc => grpc::serve(shared, request, trace, client).await,
         Kind::Storefront => storefront::serve(&request),
-        Kind::Mcp => crate::mcp::serve(shared, request, trace).await,
+        Kind::Mcp => crate::mcp::serve(shared, request, trace, client).await,
         Kind::Rest => {
             let started = Instant::now();
             let (method, path) = (request.method().to_string(), request.uri().path().to_string());
             let mut outcome = Outcome::default();
-            let response = rest::serve(&shared, request, &trace, &mut outcome).await;
+            let response = rest::serve(&shared, request, &trace, &mut outcome, client).await;
             record_rest(&shared, &outcome, &response, started, method, path, &trace);
             response
         }

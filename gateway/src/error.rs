@@ -15,6 +15,9 @@ pub enum GatewayError {
         #[source]
         source: crate::catalog::CatalogError,
     },
+    /// A rate limit or its store that cannot be used.
+    #[error("{}: {reason}", file.display())]
+    Policy { file: PathBuf, reason: String },
     #[error("{}: {reason}", file.display())]
     Tls { file: PathBuf, reason: String },
     #[error("{}: {reason}", file.display())]

@@ -5,7 +5,7 @@
 //! context are set. gRPC-Web is translated by tonic-web around the same
 //! path, so both share every rule.
 
-use std::{sync::Arc, time::Instant};
+use std::{net::IpAddr, sync::Arc, time::Instant};
 
 use http::{HeaderValue, Request, Response, header};
 use meshwork_telemetry::body::{End, ObservedBody, OnEnd};
@@ -22,23 +22,33 @@ use crate::{
 };
 
 /// Native gRPC (`application/grpc`, HTTP/2).
-pub async fn serve<B>(shared: Arc<Shared>, request: Request<B>, trace: opentelemetry::Context) -> Response<Body>
+pub async fn serve<B>(
+    shared: Arc<Shared>,
+    request: Request<B>,
+    trace: opentelemetry::Context,
+    client: IpAddr,
+) -> Response<Body>
 where
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<tonic::codegen::StdError>,
 {
-    forward(shared, request.map(Body::new), trace, "grpc").await
+    forward(shared, request.map(Body::new), trace, "grpc", client).await
 }
 
 /// gRPC-Web, binary or text, over HTTP/1.1 or HTTP/2.
-pub async fn serve_web<B>(shared: Arc<Shared>, request: Request<B>, trace: opentelemetry::Context) -> Response<Body>
+pub async fn serve_web<B>(
+    shared: Arc<Shared>,
+    request: Request<B>,
+    trace: opentelemetry::Context,
+    client: IpAddr,
+) -> Response<Body>
 where
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + std::fmt::Display,
 {
     let inner = tower::service_fn(move |request: Request<Body>| {
         let (shared, trace) = (shared.clone(), trace.clone());
-        async move { Ok::<_, std::convert::Infallible>(forward(shared, request, trace, "grpc-web").await) }
+        async move { Ok::<_, std::convert::Infallible>(forward(shared, request, trace, "grpc-web", client).await) }
     });
     let mut web = tonic_web::GrpcWebLayer::new().layer(inner);
     // tonic-web decodes a gRPC-Web-text body (base64) but passes on the
@@ -56,6 +66,7 @@ async fn forward(
     request: Request<Body>,
     trace: opentelemetry::Context,
     protocol: &'static str,
+    client: IpAddr,
 ) -> Response<Body> {
     let started = Instant::now();
     let (mut parts, body) = request.into_parts();
@@ -87,6 +98,15 @@ async fn forward(
         }
     };
     finish.user = principal.as_ref().map(|p| p.user_id.clone());
+    let limit = shared
+        .rate_limits
+        .check(method, principal.as_ref(), client, &parts.headers)
+        .await;
+    if let Some(status) = limit.refusal() {
+        let mut response: Response<Body> = grpc_error(&status);
+        limit.write_headers(response.headers_mut());
+        return finish.now(response);
+    }
     // The token proved who calls; inside the mesh the caller is the
     // gateway's identity and the user is the header set below.
     parts.headers.remove(header::AUTHORIZATION);
@@ -114,13 +134,27 @@ async fn forward(
     if let Ok(value) = HeaderValue::from_str(&format!("{}m", timeout.as_millis())) {
         parts.headers.insert("grpc-timeout", value);
     }
+    let (parts, body) = match shared.cache.ttl_for(method) {
+        Some(ttl) => match crate::cache::grpc::serve(&shared, method, parts, body, ttl, principal.as_ref()).await {
+            crate::cache::grpc::Outcome::Answered(mut response) => {
+                limit.write_headers(response.headers_mut());
+                return finish.now(response);
+            }
+            crate::cache::grpc::Outcome::Forward(parts, body) => (parts, body),
+        },
+        None => (parts, body),
+    };
     let mut channel = shared.channel.clone();
     let response = match channel.ready().await {
         Ok(channel) => channel.call(Request::from_parts(parts, body)).await,
         Err(e) => Err(e),
     };
     match response {
-        Ok(response) => {
+        Ok(mut response) => {
+            // The method has its request: whatever it wrote is seen by the
+            // caller's next cached read.
+            shared.cache.wrote(method, principal.as_ref());
+            limit.write_headers(response.headers_mut());
             let status = meshwork_telemetry::grpc_status::from_response_head(response.status(), response.headers());
             response.map(|body| Body::new(ObservedBody::new(body, status, finish)))
         }

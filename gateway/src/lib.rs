@@ -13,6 +13,7 @@
 mod access_log;
 mod admin;
 pub mod auth;
+mod cache;
 mod caller;
 pub mod catalog;
 mod edge;
@@ -20,6 +21,7 @@ mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 mod grpc;
+mod limit;
 pub mod mcp;
 mod metrics;
 pub mod rest;
@@ -50,13 +52,35 @@ const FOLLOW_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Runs the gateway of the mesh in `config` until `stop` resolves.
 pub async fn run(config: &Path, stop: impl std::future::Future<Output = ()>) -> Result<(), GatewayError> {
+    run_replica(config, 0, stop).await
+}
+
+/// Runs replica `replica` of the gateway (`[gateway] replicas`): its ports
+/// are moved by `replica × replica_port_step`.
+pub async fn run_replica(
+    config: &Path,
+    replica: u16,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), GatewayError> {
     let mesh = Mesh::load(config)?;
     let file = mesh.config.source.clone();
-    let gateway = mesh
+    let mut gateway = mesh
         .config
         .gateway
         .clone()
         .ok_or_else(|| GatewayError::NoGateway { file: file.clone() })?;
+    if replica > 0 {
+        let moved = gateway
+            .replica(replica, mesh.config.replica_port_step)
+            .filter(|_| replica < gateway.replicas);
+        let Some((listen, admin)) = moved else {
+            return Err(GatewayError::Policy {
+                file,
+                reason: format!("gateway.replicas: there is no replica {replica}"),
+            });
+        };
+        (gateway.listen, gateway.admin) = (listen, admin);
+    }
     let catalog = Catalog::build(&mesh).map_err(|source| GatewayError::Catalog {
         file: file.clone(),
         source,
@@ -84,6 +108,14 @@ pub async fn run(config: &Path, stop: impl std::future::Future<Output = ()>) -> 
 
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = Metrics::register(&mut registry);
+    let rate_limits = limit::RateLimits::build(&gateway, limit::LimitMetrics::register(&mut registry))
+        .map(Arc::new)
+        .map_err(|source| GatewayError::Policy {
+            file: file.clone(),
+            reason: source.to_string(),
+        })?;
+    rate_limits.start_housekeeping();
+    let cache = cache::ResponseCache::build(&gateway, cache::CacheMetrics::register(&mut registry));
     let channel = upstream::channel(gateway.sidecar.outbound);
     let shared = Arc::new(Shared {
         catalog: ArcSwap::from_pointee(catalog),
@@ -94,6 +126,8 @@ pub async fn run(config: &Path, stop: impl std::future::Future<Output = ()>) -> 
         log: AccessLog::start(metrics.log_lines_dropped.clone()),
         metrics,
         mcp: gateway.mcp.enabled.then(|| mcp::Endpoint::new(&gateway)),
+        rate_limits,
+        cache,
     });
 
     let (stopping, stopped) = watch::channel(false);

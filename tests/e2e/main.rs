@@ -8,6 +8,7 @@ mod end_user;
 mod errors;
 mod gateway;
 mod gateway_auth;
+mod gateway_policy;
 mod k8s_manifests;
 mod mcp;
 mod mesh_cli;

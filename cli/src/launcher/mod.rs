@@ -96,7 +96,7 @@ pub async fn up(args: UpArgs) -> Result<()> {
     programs.env = dashboard::collect_traces(&board).await?;
     let sidecars = sidecar_processes(&config, &config_path, &programs);
     let mut apps = app_processes(&config, &data_dir, &programs);
-    apps.extend(gateway_process(&config, &config_path, &programs));
+    apps.extend(gateway_processes(&config, &config_path, &programs));
     let label_width = sidecars.iter().chain(&apps).map(|p| p.label.len()).max().unwrap_or(0);
     let mut supervisor = Supervisor::new(label_width);
     board.set_config(&config);
@@ -181,7 +181,7 @@ pub async fn up(args: UpArgs) -> Result<()> {
         app_processes(&config, &data_dir, &programs),
         sidecar_processes(&config, &config_path, &programs),
     );
-    apps.extend(gateway_process(&config, &config_path, &programs));
+    apps.extend(gateway_processes(&config, &config_path, &programs));
     stop_everything(&mut supervisor, &apps, &sidecars).await;
     Ok(())
 }
@@ -408,18 +408,59 @@ fn app_processes(config: &MeshConfig, data_dir: &Path, programs: &Programs) -> V
         .collect()
 }
 
-/// The gateway (`mesh gateway`), started with the apps, once its sidecar is live.
-fn gateway_process(config: &MeshConfig, config_path: &Path, programs: &Programs) -> Option<Process> {
-    config.gateway.as_ref()?;
+/// The gateway's replicas (`mesh gateway`), started with the apps once
+/// their sidecar is live, and the local Redis they share their rate-limit
+/// counters in when the file asks for one (`rate_limit_store.redis =
+/// "local"`). The replicas connect to Redis by themselves, whenever it is up.
+fn gateway_processes(config: &MeshConfig, config_path: &Path, programs: &Programs) -> Vec<Process> {
+    let Some(gateway) = config.gateway.as_ref() else {
+        return Vec::new();
+    };
     let mut env = programs.env.clone();
     env.push(("OTEL_SERVICE_NAME".to_string(), GATEWAY_WORKLOAD.to_string()));
-    Some(Process {
-        label: GATEWAY_WORKLOAD.to_string(),
-        program: programs.mesh.clone(),
-        args: vec!["gateway".into(), "--config".into(), config_path.display().to_string()],
-        env,
-        workdir: None,
-    })
+    let mut processes: Vec<Process> = (0..gateway.replicas)
+        .map(|replica| Process {
+            label: match replica {
+                0 => GATEWAY_WORKLOAD.to_string(),
+                n => format!("{GATEWAY_WORKLOAD}-{n}"),
+            },
+            program: programs.mesh.clone(),
+            args: vec![
+                "gateway".into(),
+                "--config".into(),
+                config_path.display().to_string(),
+                "--replica".into(),
+                replica.to_string(),
+            ],
+            env: env.clone(),
+            workdir: None,
+        })
+        .collect();
+    if gateway.rate_limit_store.redis.as_deref() == Some("local") {
+        processes.insert(
+            0,
+            Process {
+                label: "redis".into(),
+                program: PathBuf::from("redis-server"),
+                // Counters only: nothing to keep across a restart.
+                args: [
+                    "--bind",
+                    "127.0.0.1",
+                    "--port",
+                    &gateway.rate_limit_store.local_port.to_string(),
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ]
+                .map(String::from)
+                .to_vec(),
+                env: Vec::new(),
+                workdir: None,
+            },
+        );
+    }
+    processes
 }
 
 /// A program named by a relative path (`./reviews.py`) is found from the
@@ -461,7 +502,9 @@ async fn start_and_wait(
     let all_admins: Vec<SocketAddr> = sidecar_admins
         .iter()
         .copied()
-        .chain(config.gateway.as_ref().map(|g| g.admin))
+        .chain(config.gateway.iter().flat_map(|g| {
+            (0..g.replicas).filter_map(|i| g.replica(i, config.replica_port_step).map(|(_, admin)| admin))
+        }))
         .collect();
     let probe = AdminProbe::new();
     let deadline = tokio::time::Instant::now() + ready_timeout;

@@ -86,8 +86,14 @@ async fn attempt(
     upstream::into_mesh(&mut headers, caller.principal.as_ref(), &trace);
     let mut request = tonic::Request::from_parts(MetadataMap::from_headers(headers), Default::default(), message);
     request.set_timeout(caller.deadline);
-    // RATE LIMIT: the gateway's limiter (gateway/src/limit/, protocol-neutral
-    // `check(...)`) is to be called here, before the call leaves the edge.
+    // The same limits as REST and gRPC calls of the method: a refusal is
+    // the tool's error (RESOURCE_EXHAUSTED), which an agent can read.
+    let limit = (caller.shared.rate_limits)
+        .check(method, caller.principal.as_ref(), caller.client, &caller.headers)
+        .await;
+    if let Some(status) = limit.refusal() {
+        return Err(status);
+    }
 
     let calling = async {
         if method.server_streaming {

@@ -32,6 +32,10 @@ pub struct Caller {
     pub trace: opentelemetry::Context,
     /// The call's deadline: the gateway's, or a shorter `grpc-timeout`.
     pub deadline: Duration,
+    /// Who counts for rate limits keyed by client or API key: the agent's
+    /// address and its HTTP request's headers (none over stdio).
+    pub client: std::net::IpAddr,
+    pub headers: http::HeaderMap,
 }
 
 #[derive(Clone)]

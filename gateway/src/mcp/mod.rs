@@ -217,7 +217,12 @@ impl Endpoint {
 }
 
 /// Serves `/mcp` and the protected resource metadata.
-pub async fn serve(shared: Arc<Shared>, request: Request<Incoming>, trace: opentelemetry::Context) -> Response<Body> {
+pub async fn serve(
+    shared: Arc<Shared>,
+    request: Request<Incoming>,
+    trace: opentelemetry::Context,
+    client: std::net::IpAddr,
+) -> Response<Body> {
     let Some(endpoint) = shared.mcp.as_ref() else {
         return plain(
             StatusCode::NOT_FOUND,
@@ -280,14 +285,16 @@ pub async fn serve(shared: Arc<Shared>, request: Request<Incoming>, trace: opent
         Some(session) => crate::upstream::with_session(&trace, session),
         None => trace,
     };
+    // The token has done its work: it goes no further, not even to rmcp.
+    parts.headers.remove(header::AUTHORIZATION);
     parts.extensions.insert(Caller {
         shared: shared.clone(),
         principal,
         trace,
         deadline,
+        client,
+        headers: parts.headers.clone(),
     });
-    // The token has done its work: it goes no further, not even to rmcp.
-    parts.headers.remove(header::AUTHORIZATION);
     let response = endpoint
         .service
         .handle(Request::from_parts(parts, Full::new(body)))

@@ -64,6 +64,16 @@ pub async fn serve(config: &Path, via: &str) -> Result<(), GatewayError> {
         }
         _ => None,
     };
+    // The same rate limits and cache as the gateway's (counters of this
+    // process, or the gateway's Redis when the file shares them).
+    let rate_limits = crate::limit::RateLimits::build(&gateway, crate::limit::LimitMetrics::register(&mut registry))
+        .map(Arc::new)
+        .map_err(|source| GatewayError::Policy {
+            file: file.clone(),
+            reason: source.to_string(),
+        })?;
+    rate_limits.start_housekeeping();
+    let cache = crate::cache::ResponseCache::build(&gateway, crate::cache::CacheMetrics::register(&mut registry));
     let config = Arc::new(gateway.mcp.clone());
     let tools = Tools::build(&catalog, &config, "Streams: the result collects the messages.");
     let shared = Arc::new(Shared {
@@ -75,6 +85,8 @@ pub async fn serve(config: &Path, via: &str) -> Result<(), GatewayError> {
         log: AccessLog::start(metrics.log_lines_dropped.clone()),
         metrics,
         mcp: None,
+        rate_limits,
+        cache,
     });
     let handler = Handler {
         tools: Arc::new(ArcSwap::from_pointee(tools)),
@@ -84,6 +96,8 @@ pub async fn serve(config: &Path, via: &str) -> Result<(), GatewayError> {
             principal,
             trace: opentelemetry::Context::new(),
             deadline: gateway.limits.request_timeout,
+            client: std::net::IpAddr::from([127, 0, 0, 1]),
+            headers: HeaderMap::new(),
         }),
     };
     let running = handler

@@ -7,6 +7,8 @@ pub mod request;
 pub mod response;
 pub mod template;
 
+use std::net::IpAddr;
+
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
@@ -15,6 +17,8 @@ use meshwork_contracts::dynamic::DynamicCodec;
 use tonic::{Status, body::Body, metadata::MetadataMap};
 
 use crate::{
+    auth::Principal,
+    cache::{self, ResponseCache},
     caller::{self, Refusal},
     catalog::{Lookup, Route},
     edge::{Outcome, Shared},
@@ -27,6 +31,7 @@ pub async fn serve(
     request: Request<Incoming>,
     trace: &opentelemetry::Context,
     outcome: &mut Outcome,
+    client: IpAddr,
 ) -> Response<Body> {
     let catalog = shared.catalog.load_full();
     let (parts, body) = request.into_parts();
@@ -57,6 +62,34 @@ pub async fn serve(
         }
     };
     outcome.user = principal.as_ref().map(|p| p.user_id.clone());
+    let limit = shared
+        .rate_limits
+        .check(&route.method, principal.as_ref(), client, &parts.headers)
+        .await;
+    let mut response = match limit.refusal() {
+        Some(status) => {
+            outcome.grpc = Some(status.code());
+            error(&status)
+        }
+        None => call(shared, route, &values, &parts, body, principal.as_ref(), trace, outcome).await,
+    };
+    limit.write_headers(response.headers_mut());
+    response
+}
+
+/// The call itself, once the caller may make it: the request message,
+/// the cache or the method, and the answer in JSON.
+#[allow(clippy::too_many_arguments)]
+async fn call(
+    shared: &Shared,
+    route: &Route,
+    values: &[(&str, String)],
+    parts: &http::request::Parts,
+    body: Incoming,
+    principal: Option<&Principal>,
+    trace: &opentelemetry::Context,
+    outcome: &mut Outcome,
+) -> Response<Body> {
     let me = principal.as_ref().map(|p| p.user_id.as_str());
     if me.is_none() && values.iter().any(|(_, v)| v == "me") {
         return error(&Status::unauthenticated("'me' in the path needs a bearer token"));
@@ -65,20 +98,32 @@ pub async fn serve(
         Ok(body) => body,
         Err(response) => return response,
     };
-    let message = match request::build(route, &values, parts.uri.query(), &body, me) {
+    let message = match request::build(route, values, parts.uri.query(), &body, me) {
         Ok(message) => message,
         Err(reason) => return error(&Status::invalid_argument(reason)),
     };
+    let cached = shared
+        .cache
+        .ttl_for(&route.method)
+        .map(|ttl| (ttl, shared.cache.key(&route.method, &message, principal)));
 
     let mut headers = HeaderMap::new();
     let trace = &shared
         .preferences
-        .with_user_context(trace, principal.as_ref(), &route.method.path)
+        .with_user_context(trace, principal, &route.method.path)
         .await;
-    upstream::into_mesh(&mut headers, principal.as_ref(), trace);
+    upstream::into_mesh(&mut headers, principal, trace);
     let mut call = tonic::Request::from_parts(MetadataMap::from_headers(headers), Default::default(), message);
     call.set_timeout(upstream::deadline(&parts.headers, shared.limits.request_timeout));
-    match call_method(shared, route, call, &parts.headers).await {
+    let answer = match cached {
+        Some((ttl, key)) => cached_call(shared, route, call, ttl, key, &parts.headers).await,
+        None => {
+            let answer = call_method(shared, route, call, &parts.headers).await;
+            shared.cache.wrote(&route.method, principal);
+            answer
+        }
+    };
+    match answer {
         Ok(response) => response,
         Err(status) => {
             outcome.grpc = Some(status.code());
@@ -111,6 +156,56 @@ async fn call_method(
         let answer = grpc.unary(call, method.grpc_path.clone(), codec).await?;
         response::unary(answer.get_ref(), route.response_body.as_ref())
     }
+}
+
+/// A cacheable unary call: the stored answer, or the method's (one call
+/// for concurrent misses), with the edge's HTTP caching fields: `ETag`
+/// (and 304 for a matching `If-None-Match`), `Cache-Control` from the TTL,
+/// `Age` and `Cache-Status` (RFC 9211).
+async fn cached_call(
+    shared: &Shared,
+    route: &Route,
+    call: tonic::Request<prost_reflect::DynamicMessage>,
+    ttl: std::time::Duration,
+    key: cache::Key,
+    headers: &HeaderMap,
+) -> Result<Response<Body>, Status> {
+    let method = &route.method;
+    let upstream = async {
+        let mut grpc = tonic::client::Grpc::new(shared.channel.clone());
+        grpc.ready()
+            .await
+            .map_err(|e| Status::unavailable(format!("the gateway's sidecar is not reachable: {e}")))?;
+        let codec = DynamicCodec(method.descriptor.output());
+        Ok(grpc.unary(call, method.grpc_path.clone(), codec).await?.into_inner())
+    };
+    let (entry, lookup) = shared
+        .cache
+        .get_or_call(key, ttl, cache::wants_fresh(headers), upstream)
+        .await?;
+    let mut response = if cache::not_modified(headers, &entry.etag) {
+        let mut response = Response::new(Body::empty());
+        *response.status_mut() = StatusCode::NOT_MODIFIED;
+        response
+    } else {
+        response::unary(&entry.message, route.response_body.as_ref())?
+    };
+    let fields = response.headers_mut();
+    fields.insert(header::ETAG, entry.etag.clone());
+    let scope = if ResponseCache::private(method) {
+        "private"
+    } else {
+        "public"
+    };
+    if let Ok(value) = HeaderValue::try_from(format!("{scope}, max-age={}", entry.max_age())) {
+        fields.insert(header::CACHE_CONTROL, value);
+    }
+    fields.insert(header::AGE, HeaderValue::from(entry.age()));
+    fields.insert(
+        header::HeaderName::from_static("cache-status"),
+        lookup.cache_status(&entry),
+    );
+    Ok(response)
 }
 
 /// The body, whole: JSON only, at most `limit` bytes (413 above it, told
