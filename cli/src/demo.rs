@@ -1,6 +1,10 @@
 //! The shop, walked through once from outside: a client with its own mesh
 //! identity (`demo` in mesh.toml) calls through its own sidecar, like any
-//! workload. Each step prints what it did and what came back.
+//! workload; then, when the mesh has a gateway, once more over HTTP and
+//! JSON through it, as a browser would (gateway.rs). Each step prints what
+//! it did and what came back.
+
+mod gateway;
 
 use std::{path::PathBuf, time::SystemTime};
 
@@ -199,6 +203,11 @@ pub async fn walkthrough(config: &MeshConfig) -> Result<()> {
     }
     if config.services.contains_key(REVIEWS) {
         review(config, channel, &first.id, &user.display_name, stamp).await?;
+    }
+    if let Some(edge) = &config.gateway {
+        gateway::walk(edge, stamp)
+            .await
+            .context("the walk through the gateway")?;
     }
     println!("demo: done: checkout completed through the mesh");
     Ok(())

@@ -121,6 +121,10 @@ pub async fn up(args: UpArgs) -> Result<()> {
     }
     print_table(&config, &pids);
     println!("mesh: dashboard at http://{dashboard_addr}/");
+    if let Some(gateway) = &config.gateway {
+        let scheme = if gateway.tls.is_some() { "https" } else { "http" };
+        println!("mesh: storefront at {scheme}://{}/", gateway.listen);
+    }
 
     if args.demo {
         let walked = tokio::select! {
