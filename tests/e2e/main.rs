@@ -13,5 +13,6 @@ mod shop_books;
 mod shop_resilience;
 mod shop_restarts;
 mod sidecar_pair;
+mod storefront;
 mod support;
 mod tracing;
