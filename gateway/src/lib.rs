@@ -13,6 +13,8 @@
 mod access_log;
 mod admin;
 pub mod auth;
+#[doc(hidden)]
+pub mod fuzzing;
 mod caller;
 pub mod catalog;
 mod edge;

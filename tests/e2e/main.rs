@@ -4,6 +4,7 @@ mod balancing;
 mod bench;
 mod contracts;
 mod dashboard;
+mod end_user;
 mod errors;
 mod mesh_cli;
 mod metrics;

@@ -1,5 +1,6 @@
 //! The gRPC face of the cart: validates requests, calls the store and (through the
-//! sidecar) the catalog, and runs checkouts one at a time per user.
+//! sidecar) the catalog, and runs checkouts one at a time per user. A call on
+//! behalf of an end user reaches only that user's own cart.
 
 use std::{net::SocketAddr, path::Path, sync::Arc};
 
@@ -7,6 +8,7 @@ use meshwork_proto::cart::{
     AddItemRequest, Cart as CartMessage, CartItem, CheckoutRequest, CheckoutResponse, GetCartRequest,
     RemoveItemRequest, cart_service_server::CartService,
 };
+use meshwork_service_kit::end_user::{require_user, require_user_in};
 use tonic::{Request, Response, Status};
 
 use crate::{
@@ -54,6 +56,7 @@ fn to_proto(cart: CartRow) -> CartMessage {
 impl CartService for Cart {
     async fn add_item(&self, request: Request<AddItemRequest>) -> Result<Response<CartMessage>, Status> {
         let (metadata, _, req) = request.into_parts();
+        require_user_in(&metadata, &req.user_id, "add to the cart")?;
         validate::quantity(req.quantity)?;
         validate::required("user_id", &req.user_id)?;
         validate::required("product_id", &req.product_id)?;
@@ -64,6 +67,7 @@ impl CartService for Cart {
     }
 
     async fn remove_item(&self, request: Request<RemoveItemRequest>) -> Result<Response<CartMessage>, Status> {
+        require_user(&request, &request.get_ref().user_id, "remove from the cart")?;
         let req = request.into_inner();
         validate::required("user_id", &req.user_id)?;
         validate::required("product_id", &req.product_id)?;
@@ -73,6 +77,7 @@ impl CartService for Cart {
     }
 
     async fn get_cart(&self, request: Request<GetCartRequest>) -> Result<Response<CartMessage>, Status> {
+        require_user(&request, &request.get_ref().user_id, "read the cart")?;
         let user_id = request.into_inner().user_id;
         validate::required("user_id", &user_id)?;
         Ok(Response::new(to_proto(self.store.get(user_id).await?)))
@@ -80,6 +85,7 @@ impl CartService for Cart {
 
     async fn checkout(&self, request: Request<CheckoutRequest>) -> Result<Response<CheckoutResponse>, Status> {
         let (metadata, _, req) = request.into_parts();
+        require_user_in(&metadata, &req.user_id, "check out the cart")?;
         validate::required("user_id", &req.user_id)?;
         let _one_at_a_time = self.checkouts.lock(&req.user_id).await;
         let order = checkout::checkout(&self.store, &self.peers, &metadata, req.user_id).await?;

@@ -8,6 +8,7 @@
 mod args;
 mod channel;
 pub mod db;
+pub mod end_user;
 mod money;
 pub mod propagate;
 mod server;

@@ -1,5 +1,5 @@
 //! The gRPC face of payments: validates requests, calls the store, and maps orders to
-//! messages.
+//! messages. A call on behalf of an end user reaches only that user's own orders.
 
 use std::{net::SocketAddr, path::Path};
 
@@ -11,7 +11,11 @@ use meshwork_proto::{
         OrderStatus, RefundRequest, payment_service_server::PaymentService,
     },
 };
-use meshwork_service_kit::{propagate::outbound, time::timestamp};
+use meshwork_service_kit::{
+    end_user::{require_user, require_user_in},
+    propagate::outbound,
+    time::timestamp,
+};
 use tonic::{Code, Request, Response, Status, transport::Channel};
 
 use crate::{
@@ -107,12 +111,15 @@ impl PaymentService for Payments {
     }
 
     async fn get_order(&self, request: Request<GetOrderRequest>) -> Result<Response<Order>, Status> {
-        let id = request.into_inner().order_id;
-        validate::required("order_id", &id)?;
-        Ok(Response::new(to_proto(self.store.get(id).await?)))
+        let (metadata, _, req) = request.into_parts();
+        validate::required("order_id", &req.order_id)?;
+        let order = self.store.get(req.order_id).await?;
+        require_user_in(&metadata, &order.user_id, "read the orders")?;
+        Ok(Response::new(to_proto(order)))
     }
 
     async fn list_orders(&self, request: Request<ListOrdersRequest>) -> Result<Response<ListOrdersResponse>, Status> {
+        require_user(&request, &request.get_ref().user_id, "read the orders")?;
         let user_id = request.into_inner().user_id;
         validate::required("user_id", &user_id)?;
         let orders = self.store.list(user_id).await?;
@@ -129,6 +136,7 @@ impl PaymentService for Payments {
         // the refund can be retried; the other way round, a failure would leave
         // a refunded order whose units never came back.
         let order = self.store.get(id.clone()).await?;
+        require_user_in(&metadata, &order.user_id, "refund the orders")?;
         self.return_stock(&metadata, &order).await?;
         let order = self.store.refund(id).await?;
         tracing::info!(order_id = %order.id, "refunded");

@@ -1,4 +1,4 @@
-//! The users table: accounts, password hashes and preferences, in `users.db`.
+//! The users table: accounts, password hashes, roles and preferences, in `users.db`.
 
 use std::path::Path;
 
@@ -7,7 +7,8 @@ use rusqlite::{ErrorCode, OptionalExtension, Row, params};
 
 use crate::Error;
 
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
 CREATE TABLE users (
     id            TEXT PRIMARY KEY,
     email         TEXT NOT NULL UNIQUE,
@@ -17,7 +18,12 @@ CREATE TABLE users (
     currency      TEXT NOT NULL,
     created_at_ms INTEGER NOT NULL
 ) STRICT;
-"];
+",
+    "
+-- Roles beyond a shopper's (for example admin), space-separated; empty for shoppers.
+ALTER TABLE users ADD COLUMN roles TEXT NOT NULL DEFAULT '';
+",
+];
 
 pub const DEFAULT_LOCALE: &str = "en-US";
 pub const DEFAULT_CURRENCY: &str = "USD";
@@ -31,6 +37,7 @@ pub struct UserRow {
     pub locale: String,
     pub currency: String,
     pub created_at_ms: i64,
+    pub roles: Vec<String>,
 }
 
 /// What a new account is made of; the email is already normalised.
@@ -40,6 +47,7 @@ pub struct NewUser {
     pub display_name: String,
     pub password_hash: String,
     pub created_at_ms: i64,
+    pub roles: Vec<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -47,7 +55,7 @@ pub struct Store {
     db: Db,
 }
 
-const COLUMNS: &str = "id, email, display_name, locale, currency, created_at_ms";
+const COLUMNS: &str = "id, email, display_name, locale, currency, created_at_ms, roles";
 
 fn user_row(r: &Row<'_>) -> rusqlite::Result<UserRow> {
     Ok(UserRow {
@@ -57,6 +65,7 @@ fn user_row(r: &Row<'_>) -> rusqlite::Result<UserRow> {
         locale: r.get(3)?,
         currency: r.get(4)?,
         created_at_ms: r.get(5)?,
+        roles: r.get::<_, String>(6)?.split_whitespace().map(String::from).collect(),
     })
 }
 
@@ -73,8 +82,8 @@ impl Store {
         self.db
             .call(move |c| {
                 let inserted = c.execute(
-                    "INSERT INTO users (id, email, display_name, password_hash, locale, currency, created_at_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    "INSERT INTO users (id, email, display_name, password_hash, locale, currency, created_at_ms, roles)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                     params![
                         user.id,
                         user.email,
@@ -82,7 +91,8 @@ impl Store {
                         user.password_hash,
                         DEFAULT_LOCALE,
                         DEFAULT_CURRENCY,
-                        user.created_at_ms
+                        user.created_at_ms,
+                        user.roles.join(" ")
                     ],
                 );
                 match inserted {
@@ -93,6 +103,7 @@ impl Store {
                         locale: DEFAULT_LOCALE.into(),
                         currency: DEFAULT_CURRENCY.into(),
                         created_at_ms: user.created_at_ms,
+                        roles: user.roles,
                     }),
                     Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == ErrorCode::ConstraintViolation => {
                         Err(Error::EmailTaken(user.email))
@@ -108,7 +119,7 @@ impl Store {
         self.db
             .call(move |c| {
                 let sql = format!("SELECT {COLUMNS}, password_hash FROM users WHERE email = ?1");
-                Ok(c.query_row(&sql, [email], |r| Ok((user_row(r)?, r.get(6)?)))
+                Ok(c.query_row(&sql, [email], |r| Ok((user_row(r)?, r.get(7)?)))
                     .optional()?)
             })
             .await

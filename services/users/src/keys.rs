@@ -1,37 +1,88 @@
-//! The Ed25519 key that signs access tokens: created on first start, kept in the data
-//! dir (private key PKCS#8 PEM, mode 0600; public key SPKI PEM beside it for whoever
-//! verifies tokens), and the signing itself.
+//! Signing access tokens, and the key set behind them: the newest key signs,
+//! every key whose tokens may still be valid is published (`GetJwks`), and a
+//! new key is made on an interval while running (rotation).
+//!
+//! A key retired at time T (when its successor was made) signed its last
+//! token at T, which expires at T + token TTL; it stays published until then
+//! plus [`PUBLISH_MARGIN`] for verifiers' clock leeway, and is deleted at the
+//! first rotation after that. Each key's `kid` is its RFC 7638 thumbprint, so
+//! replicas sharing the data dir agree on it without talking to each other.
 
 use std::{
-    fs, io,
-    io::Write,
     path::{Path, PathBuf},
+    sync::Arc,
     time::Duration,
 };
 
+use arc_swap::ArcSwap;
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use meshwork_proto::users::{Jwk, Jwks};
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 
-use crate::Error;
+use crate::{
+    Error,
+    key_files::{self, StoredKey},
+    settings::{Settings, TOKEN_ISSUER},
+};
 
-pub const PRIVATE_KEY_FILE: &str = "users-jwt-private.pem";
-pub const PUBLIC_KEY_FILE: &str = "users-jwt-public.pem";
-/// The `iss` claim of every token.
-pub const TOKEN_ISSUER: &str = "meshwork-users";
-/// How long a token is valid.
-pub const TOKEN_TTL: Duration = Duration::from_secs(3600);
+/// How long past its last token's expiry a retired key stays published: more
+/// than any verifier's leeway on `exp`.
+pub const PUBLISH_MARGIN: Duration = Duration::from_secs(60);
 
-/// Signs access tokens with the service's key.
-pub struct Signer {
-    key: EncodingKey,
+/// One signing key, parsed once.
+struct Key {
+    created_ms: i64,
+    encoding: EncodingKey,
+    /// The JWT header every token of this key carries (`alg`, `typ`, `kid`).
+    header: Header,
+    jwk: Jwk,
+    public_pem: String,
+}
+
+/// The keys, oldest first; never empty.
+struct KeyRing {
+    keys: Vec<Arc<Key>>,
+}
+
+impl KeyRing {
+    fn newest(&self) -> &Arc<Key> {
+        // `Signer` only ever stores a ring built by `build`, which refuses an empty one.
+        &self.keys[self.keys.len() - 1]
+    }
+
+    /// Whether the key at `i` may still have valid tokens at `now_ms`.
+    fn published(&self, i: usize, now_ms: i64, ttl: Duration) -> bool {
+        match self.keys.get(i + 1) {
+            None => true,
+            Some(successor) => {
+                let keep = (ttl + PUBLISH_MARGIN).as_millis() as i64;
+                now_ms < successor.created_ms.saturating_add(keep)
+            }
+        }
+    }
 }
 
 #[derive(Serialize)]
 struct Claims<'a> {
-    sub: &'a str,
     iss: &'a str,
+    sub: &'a str,
+    aud: &'a str,
     iat: i64,
+    nbf: i64,
     exp: i64,
+    roles: &'a [String],
+}
+
+/// Signs tokens with the newest key and publishes the set.
+pub struct Signer {
+    data_dir: PathBuf,
+    ring: ArcSwap<KeyRing>,
+    audience: String,
+    ttl: Duration,
+    /// One reload or rotation at a time (they read and write the folder).
+    changing: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Signer {
@@ -41,120 +92,187 @@ impl std::fmt::Debug for Signer {
 }
 
 impl Signer {
-    /// Loads the key from `data_dir`, creating it on first start, and (re)writes the
-    /// public key file from it so the two can never disagree.
-    pub async fn load_or_create(data_dir: &Path) -> Result<Self, Error> {
+    /// Loads the keys from `data_dir`, creating the first on first start.
+    pub async fn load_or_create(data_dir: &Path, settings: &Settings) -> Result<Self, Error> {
         let dir = data_dir.to_path_buf();
-        tokio::task::spawn_blocking(move || load_or_create(&dir))
-            .await
-            .map_err(|e| Error::Key(e.to_string()))?
+        let now = now_ms();
+        let stored = blocking(move || key_files::load_or_create(&dir, now)).await?;
+        let ring = build(&[], stored)?;
+        write_public(data_dir, &ring).await?;
+        Ok(Signer {
+            data_dir: data_dir.to_path_buf(),
+            ring: ArcSwap::from_pointee(ring),
+            audience: settings.audience.clone(),
+            ttl: settings.token_ttl,
+            changing: tokio::sync::Mutex::new(()),
+        })
     }
 
-    /// A compact JWT for `user_id`, issued at `now_secs`; returns it with its expiry
-    /// (Unix seconds).
-    pub fn sign(&self, user_id: &str, now_secs: i64) -> Result<(String, i64), Error> {
-        let exp = now_secs.saturating_add(TOKEN_TTL.as_secs() as i64);
+    /// A compact JWT for `user_id` with `roles`, issued at `now_secs`; returns
+    /// it with its expiry (Unix seconds).
+    pub fn sign(&self, user_id: &str, roles: &[String], now_secs: i64) -> Result<(String, i64), Error> {
+        let ring = self.ring.load();
+        let key = ring.newest();
+        let exp = now_secs.saturating_add(self.ttl.as_secs() as i64);
         let claims = Claims {
-            sub: user_id,
             iss: TOKEN_ISSUER,
+            sub: user_id,
+            aud: &self.audience,
             iat: now_secs,
+            nbf: now_secs,
             exp,
+            roles,
         };
-        let token = jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &claims, &self.key)?;
-        Ok((token, exp))
+        Ok((jsonwebtoken::encode(&key.header, &claims, &key.encoding)?, exp))
+    }
+
+    /// The published keys, newest first, after reading the folder again so a
+    /// key another replica made is included.
+    pub async fn jwks(&self) -> Result<Jwks, Error> {
+        self.reload().await?;
+        let ring = self.ring.load();
+        let now = now_ms();
+        let keys = (0..ring.keys.len())
+            .rev()
+            .filter(|&i| ring.published(i, now, self.ttl))
+            .map(|i| ring.keys[i].jwk.clone())
+            .collect();
+        Ok(Jwks { keys })
+    }
+
+    /// Re-reads the folder (keys made or deleted by another replica).
+    async fn reload(&self) -> Result<(), Error> {
+        let _one = self.changing.lock().await;
+        let dir = self.data_dir.join(key_files::KEYS_DIR);
+        let stored = blocking(move || key_files::list(&dir)).await?;
+        if stored.is_empty() {
+            // Someone emptied the folder: keep signing with what we have.
+            return Ok(());
+        }
+        let ring = build(&self.ring.load().keys, stored)?;
+        self.ring.store(Arc::new(ring));
+        Ok(())
+    }
+
+    /// Makes a new signing key unless the newest is younger than `every`
+    /// (another replica rotated already), and deletes keys no token can need.
+    pub async fn rotate(&self, every: Duration) -> Result<(), Error> {
+        let _one = self.changing.lock().await;
+        let data_dir = self.data_dir.clone();
+        let now = now_ms();
+        let ttl = self.ttl;
+        let old = self.ring.load_full();
+        let (ring, created) = blocking(move || {
+            let mut stored = key_files::list(&data_dir.join(key_files::KEYS_DIR))?;
+            let newest = stored.last().map_or(i64::MIN, |k| k.created_ms);
+            // A tenth of slack, so a tick that comes a little early still rotates.
+            let due = now.saturating_sub(newest) + (every.as_millis() / 10) as i64 >= every.as_millis() as i64;
+            if due {
+                stored.push(key_files::create(&data_dir, now)?);
+            }
+            let ring = build(&old.keys, stored)?;
+            for i in 0..ring.keys.len() {
+                if !ring.published(i, now, ttl) {
+                    key_files::remove(&data_dir, ring.keys[i].created_ms)?;
+                }
+            }
+            let kept = (0..ring.keys.len())
+                .filter(|&i| ring.published(i, now, ttl))
+                .map(|i| ring.keys[i].clone())
+                .collect();
+            Ok((KeyRing { keys: kept }, due))
+        })
+        .await?;
+        if created {
+            write_public(&self.data_dir, &ring).await?;
+            tracing::info!(kid = %ring.newest().jwk.kid, keys = ring.keys.len(), "rotated the token signing key");
+        }
+        self.ring.store(Arc::new(ring));
+        Ok(())
     }
 }
 
-fn load_or_create(dir: &Path) -> Result<Signer, Error> {
-    let key_err =
-        |what: &str, path: &Path, e: &dyn std::fmt::Display| Error::Key(format!("{what} {}: {e}", path.display()));
-    fs::create_dir_all(dir).map_err(|e| key_err("cannot create", dir, &e))?;
-    let private_path = dir.join(PRIVATE_KEY_FILE);
-    let pem = match fs::read_to_string(&private_path) {
-        Ok(pem) => {
-            tighten_permissions(&private_path).map_err(|e| key_err("cannot restrict", &private_path, &e))?;
-            pem
+/// Rotates `signer`'s key every `every` until the signer is dropped (the
+/// first tick comes at once, so a key older than `every` is replaced at start).
+pub fn spawn_rotation(signer: &Arc<Signer>, every: Duration) {
+    let signer = Arc::downgrade(signer);
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            let Some(signer) = signer.upgrade() else { break };
+            if let Err(e) = signer.rotate(every).await {
+                tracing::warn!(error = %e, "key rotation failed; signing with the current key");
+            }
         }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => create_private_key(&private_path)?,
-        Err(e) => return Err(key_err("cannot read", &private_path, &e)),
-    };
-    let pair = rcgen::KeyPair::from_pem(&pem).map_err(|e| key_err("bad key in", &private_path, &e))?;
+    });
+}
+
+/// A ring from `stored`, reusing the keys of `known` already parsed.
+fn build(known: &[Arc<Key>], stored: Vec<StoredKey>) -> Result<KeyRing, Error> {
+    if stored.is_empty() {
+        return Err(Error::Key("no signing key".into()));
+    }
+    let keys = stored
+        .into_iter()
+        .map(|s| match known.iter().find(|k| k.created_ms == s.created_ms) {
+            Some(k) => Ok(k.clone()),
+            None => parse(s).map(Arc::new),
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(KeyRing { keys })
+}
+
+fn parse(stored: StoredKey) -> Result<Key, Error> {
+    let name = format!("{}/{}.pem", key_files::KEYS_DIR, stored.created_ms);
+    let pair = rcgen::KeyPair::from_pem(&stored.pem).map_err(|e| Error::Key(format!("bad key in {name}: {e}")))?;
     if !pair.is_compatible(&rcgen::PKCS_ED25519) {
-        return Err(Error::Key(format!(
-            "{} does not hold an Ed25519 key",
-            private_path.display()
-        )));
+        return Err(Error::Key(format!("{name} does not hold an Ed25519 key")));
     }
-    let public_path = dir.join(PUBLIC_KEY_FILE);
-    write_atomically(&public_path, pair.public_key_pem().as_bytes(), 0o644)
-        .map_err(|e| key_err("cannot write", &public_path, &e))?;
-    let key = EncodingKey::from_ed_pem(pem.as_bytes()).map_err(|e| key_err("unusable key in", &private_path, &e))?;
-    Ok(Signer { key })
+    let x = URL_SAFE_NO_PAD.encode(pair.public_key_raw());
+    let kid = thumbprint(&x);
+    let encoding = EncodingKey::from_ed_pem(stored.pem.as_bytes())
+        .map_err(|e| Error::Key(format!("unusable key in {name}: {e}")))?;
+    let mut header = Header::new(Algorithm::EdDSA);
+    header.kid = Some(kid.clone());
+    Ok(Key {
+        created_ms: stored.created_ms,
+        encoding,
+        header,
+        jwk: Jwk {
+            kty: "OKP".into(),
+            crv: "Ed25519".into(),
+            x,
+            kid,
+            alg: "EdDSA".into(),
+            r#use: "sig".into(),
+        },
+        public_pem: pair.public_key_pem(),
+    })
 }
 
-/// Generates a key and stores it at `path` unless another process got there first, in
-/// which case that one wins and is returned: never two keys, never a half-written one.
-fn create_private_key(path: &Path) -> Result<String, Error> {
-    let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).map_err(|e| Error::Key(e.to_string()))?;
-    let pem = pair.serialize_pem();
-    let tmp = temp_path(path);
-    let result = write_new(&tmp, pem.as_bytes(), 0o600).and_then(|()| fs::hard_link(&tmp, path));
-    let _ = fs::remove_file(&tmp);
-    match result {
-        Ok(()) => {
-            tracing::info!(path = %path.display(), "created the token signing key");
-            Ok(pem)
-        }
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            fs::read_to_string(path).map_err(|e| Error::Key(format!("cannot read {}: {e}", path.display())))
-        }
-        Err(e) => Err(Error::Key(format!("cannot create {}: {e}", path.display()))),
-    }
+/// The RFC 7638 thumbprint of an Ed25519 JWK: SHA-256 over its required
+/// members in lexicographic order, base64url.
+fn thumbprint(x: &str) -> String {
+    let canonical = format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{x}"}}"#);
+    URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.as_bytes()))
 }
 
-fn write_atomically(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
-    let tmp = temp_path(path);
-    let result = write_new(&tmp, contents, mode).and_then(|()| fs::rename(&tmp, path));
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+async fn write_public(data_dir: &Path, ring: &KeyRing) -> Result<(), Error> {
+    let dir = data_dir.to_path_buf();
+    let pem = ring.newest().public_pem.clone();
+    blocking(move || key_files::write_public(&dir, &pem)).await
 }
 
-fn temp_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".tmp-{}", uuid::Uuid::new_v4()));
-    path.with_file_name(name)
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, Error> + Send + 'static) -> Result<T, Error> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Key(e.to_string()))?
 }
 
-/// Creates `path` (which must not exist) with `mode` from the first byte on, so the
-/// private key is never readable by others, not even for an instant.
-fn write_new(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
-    #[cfg(not(unix))]
-    let _ = mode;
-    let mut file = options.open(path)?;
-    file.write_all(contents)?;
-    file.sync_all()
-}
-
-/// A key file that others can read (restored from a backup, say) is put back to 0600.
-fn tighten_permissions(path: &Path) -> io::Result<()> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = fs::metadata(path)?.permissions().mode();
-        if mode & 0o077 != 0 {
-            tracing::warn!(path = %path.display(), mode = format!("{:o}", mode & 0o777), "signing key was readable by others; setting 0600");
-            fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = path;
-    Ok(())
+fn now_ms() -> i64 {
+    meshwork_service_kit::time::now_millis()
 }
 
 #[cfg(test)]
@@ -165,45 +283,85 @@ mod tests {
     #[derive(serde::Deserialize)]
     struct Decoded {
         sub: String,
-        iss: String,
+        aud: String,
+        nbf: i64,
         exp: i64,
+        roles: Vec<String>,
+    }
+
+    fn decode(token: &str, jwk: &Jwk) -> jsonwebtoken::errors::Result<Decoded> {
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.set_issuer(&[TOKEN_ISSUER]);
+        validation.set_audience(&["meshwork"]);
+        let key = DecodingKey::from_ed_components(&jwk.x)?;
+        jsonwebtoken::decode::<Decoded>(token, &key, &validation).map(|d| d.claims)
+    }
+
+    #[test]
+    fn the_kid_is_the_rfc_7638_thumbprint() {
+        // RFC 8037 appendix A.3.
+        assert_eq!(
+            thumbprint("11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"),
+            "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k"
+        );
     }
 
     #[tokio::test]
-    async fn signs_tokens_that_the_public_key_verifies_and_keeps_the_key() {
+    async fn signs_with_the_newest_key_and_publishes_the_retired_one_for_a_ttl() {
         let dir = tempfile::tempdir().unwrap();
-        let signer = Signer::load_or_create(dir.path()).await.unwrap();
-        let now = meshwork_service_kit::time::now_millis() / 1000;
-        let (token, exp) = signer.sign("user-1", now).unwrap();
-        assert_eq!(exp, now + 3600);
-
-        let public = fs::read(dir.path().join(PUBLIC_KEY_FILE)).unwrap();
-        let mut validation = Validation::new(Algorithm::EdDSA);
-        validation.set_issuer(&[TOKEN_ISSUER]);
-        let data =
-            jsonwebtoken::decode::<Decoded>(&token, &DecodingKey::from_ed_pem(&public).unwrap(), &validation).unwrap();
-        assert_eq!(data.claims.sub, "user-1");
-        assert_eq!(data.claims.iss, TOKEN_ISSUER);
-        assert_eq!(data.claims.exp, exp);
-
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = fs::metadata(dir.path().join(PRIVATE_KEY_FILE))
-                .unwrap()
-                .permissions()
-                .mode();
-            assert_eq!(mode & 0o777, 0o600);
-        }
-
-        // A restart keeps the key: the old token still verifies against the new public file.
-        let private = fs::read(dir.path().join(PRIVATE_KEY_FILE)).unwrap();
-        let _again = Signer::load_or_create(dir.path()).await.unwrap();
-        assert_eq!(fs::read(dir.path().join(PRIVATE_KEY_FILE)).unwrap(), private);
-        let public = fs::read(dir.path().join(PUBLIC_KEY_FILE)).unwrap();
-        assert!(
-            jsonwebtoken::decode::<Decoded>(&token, &DecodingKey::from_ed_pem(&public).unwrap(), &validation).is_ok()
+        let settings = Settings {
+            token_ttl: Duration::from_secs(5),
+            ..Settings::default()
+        };
+        let signer = Signer::load_or_create(dir.path(), &settings).await.unwrap();
+        let now = now_ms() / 1000;
+        let roles = vec!["admin".to_string()];
+        let (old_token, exp) = signer.sign("user-1", &roles, now).unwrap();
+        assert_eq!(exp, now + 5);
+        let first = signer.jwks().await.unwrap().keys;
+        assert_eq!(first.len(), 1);
+        assert_eq!(
+            jsonwebtoken::decode_header(&old_token).unwrap().kid.as_deref(),
+            Some(first[0].kid.as_str())
         );
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2, "no temporary files left");
+        let claims = decode(&old_token, &first[0]).unwrap();
+        assert_eq!((claims.sub.as_str(), claims.aud.as_str()), ("user-1", "meshwork"));
+        assert_eq!((claims.nbf, claims.exp, claims.roles), (now, exp, roles));
+
+        // Not due yet: the newest key is younger than the interval.
+        signer.rotate(Duration::from_secs(3600)).await.unwrap();
+        assert_eq!(signer.jwks().await.unwrap().keys, first);
+
+        signer.rotate(Duration::from_millis(1)).await.unwrap();
+        let both = signer.jwks().await.unwrap().keys;
+        assert_eq!(both.len(), 2, "{both:?}");
+        assert_eq!(both[1], first[0], "the old key is still published, after the new one");
+        let (new_token, _) = signer.sign("user-1", &[], now).unwrap();
+        let new_kid = jsonwebtoken::decode_header(&new_token).unwrap().kid.unwrap();
+        assert_eq!(new_kid, both[0].kid);
+        assert!(decode(&new_token, &both[0]).is_ok());
+        assert!(
+            decode(&new_token, &both[1]).is_err(),
+            "each key verifies only its own tokens"
+        );
+
+        // A restart finds both, and the public key file is the new key's.
+        let again = Signer::load_or_create(dir.path(), &settings).await.unwrap();
+        assert_eq!(again.jwks().await.unwrap().keys, both);
+        let public = std::fs::read(dir.path().join(key_files::PUBLIC_KEY_FILE)).unwrap();
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.set_audience(&["meshwork"]);
+        assert!(
+            jsonwebtoken::decode::<Decoded>(&new_token, &DecodingKey::from_ed_pem(&public).unwrap(), &validation)
+                .is_ok()
+        );
+
+        // Once the old key's last token is past its expiry and the margin, a
+        // rotation deletes it.
+        let ring = signer.ring.load();
+        let later = ring.keys[1].created_ms + (settings.token_ttl + PUBLISH_MARGIN).as_millis() as i64;
+        assert!(ring.published(0, later - 1, settings.token_ttl));
+        assert!(!ring.published(0, later, settings.token_ttl));
+        assert!(ring.published(1, i64::MAX, settings.token_ttl), "the newest always is");
     }
 }

@@ -1,16 +1,20 @@
 //! The users service (`shop.users.v1.UserService`): accounts with argon2id password
-//! hashes, log-in that returns an EdDSA JWT, and per-user preferences.
+//! hashes and roles, log-in that returns an EdDSA JWT, the keys that verify those
+//! tokens (a JWKS, following key rotation), and per-user preferences.
 //!
-//! State in the data dir: `users.db`, the JWT signing key `users-jwt-private.pem`
-//! (PKCS#8, mode 0600) and its public half `users-jwt-public.pem` for token verifiers.
+//! State in the data dir: `users.db`, the JWT signing keys `users-jwt-keys/*.pem`
+//! (PKCS#8, mode 0600), and `users-jwt-public.pem`, the current key's public half.
+//! Settings beyond the common arguments come from `MESH_USERS_*` (see [`settings`]).
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod db;
 mod error;
+mod key_files;
 mod keys;
 mod password;
 mod service;
+pub mod settings;
 mod validate;
 
 use std::path::Path;
@@ -19,24 +23,34 @@ use meshwork_proto::users::user_service_server::UserServiceServer;
 use meshwork_service_kit::ServeArgs;
 
 pub use error::Error;
-pub use keys::{PRIVATE_KEY_FILE, PUBLIC_KEY_FILE, TOKEN_ISSUER, TOKEN_TTL};
+pub use key_files::{KEYS_DIR, PRIVATE_KEY_FILE, PUBLIC_KEY_FILE};
+pub use keys::PUBLISH_MARGIN;
 pub use service::Users;
+pub use settings::{DEFAULT_AUDIENCE, Settings, TOKEN_ISSUER, TOKEN_TTL};
 
 /// The service's mesh name.
 pub const NAME: &str = "users";
 /// The gRPC service it serves.
 pub const GRPC_SERVICE: &str = "shop.users.v1.UserService";
 
-/// Builds the gRPC service over the state in `data_dir` (created if missing).
-/// The users service calls no other service, so it takes no sidecar address.
+/// Builds the gRPC service over the state in `data_dir` (created if missing),
+/// with the default settings. The users service calls no other service, so it
+/// takes no sidecar address.
 pub async fn service(data_dir: &Path) -> anyhow::Result<UserServiceServer<Users>> {
-    Ok(UserServiceServer::new(Users::open(data_dir).await?))
+    service_with(data_dir, Settings::default()).await
 }
 
-/// Serves the users service on `args.listen` until SIGTERM or Ctrl-C.
+/// [`service`] with `settings` (audience, token lifetime, key rotation, admins).
+pub async fn service_with(data_dir: &Path, settings: Settings) -> anyhow::Result<UserServiceServer<Users>> {
+    Ok(UserServiceServer::new(Users::open(data_dir, settings).await?))
+}
+
+/// Serves the users service on `args.listen` until SIGTERM or Ctrl-C, with
+/// settings from the environment.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     meshwork_service_kit::init_tracing();
-    let service = service(&args.data_dir).await?;
+    let settings = Settings::from_env()?;
+    let service = service_with(&args.data_dir, settings).await?;
     meshwork_service_kit::serve(&args, tonic::service::Routes::new(service), &[GRPC_SERVICE]).await?;
     Ok(())
 }

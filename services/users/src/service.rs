@@ -1,37 +1,50 @@
 //! The gRPC face of the users service: validates requests, calls the store, the
-//! password hasher and the token signer, and maps the results to messages.
+//! password hasher and the token signer, and maps the results to messages. A
+//! call on behalf of an end user (the gateway's header) reaches only that
+//! user's own account.
 
 use std::{path::Path, sync::Arc};
 
 use meshwork_proto::users::{
-    GetUserRequest, LoginRequest, LoginResponse, Preferences, RegisterRequest, RegisterResponse,
+    GetJwksRequest, GetUserRequest, Jwks, LoginRequest, LoginResponse, Preferences, RegisterRequest, RegisterResponse,
     UpdatePreferencesRequest, User, user_service_server::UserService,
 };
-use meshwork_service_kit::time::{now_millis, timestamp};
+use meshwork_service_kit::{
+    end_user::require_user,
+    time::{now_millis, timestamp},
+};
 use tonic::{Request, Response, Status};
 
 use crate::{
     Error, NAME,
     db::{NewUser, Store, UserRow},
-    keys::Signer,
-    password, validate,
+    keys::{self, Signer},
+    password,
+    settings::Settings,
+    validate,
 };
 
-/// The users service over its store and signing key.
+/// The users service over its store and signing keys.
 #[derive(Debug, Clone)]
 pub struct Users {
     store: Store,
     signer: Arc<Signer>,
+    settings: Arc<Settings>,
 }
 
 impl Users {
-    /// Opens (or creates) `users.db` and the signing key in `data_dir`.
-    pub async fn open(data_dir: &Path) -> anyhow::Result<Self> {
+    /// Opens (or creates) `users.db` and the signing keys in `data_dir`, and
+    /// rotates the key while running if `settings` say so (until dropped).
+    pub async fn open(data_dir: &Path, settings: Settings) -> anyhow::Result<Self> {
         let store = Store::open(&meshwork_service_kit::db_path(data_dir, NAME)).await?;
-        let signer = Signer::load_or_create(data_dir).await?;
+        let signer = Arc::new(Signer::load_or_create(data_dir, &settings).await?);
+        if let Some(every) = settings.key_rotation {
+            keys::spawn_rotation(&signer, every);
+        }
         Ok(Users {
             store,
-            signer: Arc::new(signer),
+            signer,
+            settings: Arc::new(settings),
         })
     }
 }
@@ -46,6 +59,7 @@ fn to_proto(u: UserRow) -> User {
             currency: u.currency,
         }),
         created_at: Some(timestamp(u.created_at_ms)),
+        roles: u.roles,
     }
 }
 
@@ -57,6 +71,7 @@ impl UserService for Users {
         validate::password(&req.password)?;
         let display_name = validate::display_name(&req.display_name)?;
         let password_hash = password::hash(req.password).await?;
+        let roles = self.settings.roles_for(&email);
         let user = self
             .store
             .insert(NewUser {
@@ -65,6 +80,7 @@ impl UserService for Users {
                 display_name,
                 password_hash,
                 created_at_ms: now_millis(),
+                roles,
             })
             .await?;
         tracing::info!(user_id = %user.id, "registered");
@@ -89,7 +105,7 @@ impl UserService for Users {
             Some(user) if ok => user,
             _ => return Err(Error::BadCredentials.into()),
         };
-        let (access_token, exp) = self.signer.sign(&user.id, now_millis() / 1000)?;
+        let (access_token, exp) = self.signer.sign(&user.id, &user.roles, now_millis() / 1000)?;
         Ok(Response::new(LoginResponse {
             access_token,
             expires_at: Some(prost_types::Timestamp { seconds: exp, nanos: 0 }),
@@ -98,12 +114,14 @@ impl UserService for Users {
     }
 
     async fn get_user(&self, request: Request<GetUserRequest>) -> Result<Response<User>, Status> {
+        require_user(&request, &request.get_ref().user_id, "read the profile")?;
         let id = request.into_inner().user_id;
         validate::user_id(&id)?;
         Ok(Response::new(to_proto(self.store.get(id).await?)))
     }
 
     async fn update_preferences(&self, request: Request<UpdatePreferencesRequest>) -> Result<Response<User>, Status> {
+        require_user(&request, &request.get_ref().user_id, "change the preferences")?;
         let req = request.into_inner();
         validate::user_id(&req.user_id)?;
         let prefs = req
@@ -113,5 +131,9 @@ impl UserService for Users {
         validate::currency(&prefs.currency)?;
         let user = self.store.set_preferences(req.user_id, locale, prefs.currency).await?;
         Ok(Response::new(to_proto(user)))
+    }
+
+    async fn get_jwks(&self, _: Request<GetJwksRequest>) -> Result<Response<Jwks>, Status> {
+        Ok(Response::new(self.signer.jwks().await?))
     }
 }
