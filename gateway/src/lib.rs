@@ -13,12 +13,12 @@
 mod access_log;
 mod admin;
 pub mod auth;
-#[doc(hidden)]
-pub mod fuzzing;
 mod caller;
 pub mod catalog;
 mod edge;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod grpc;
 mod metrics;
 pub mod rest;
