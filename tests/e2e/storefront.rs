@@ -3,7 +3,8 @@
 //! storefront_browser.py) makes a whole purchase on it through the REST API:
 //! register, log in, filter to books, fill the cart and remove from it,
 //! check out, find the order. Every call goes browser → gateway → gateway's
-//! sidecar → mTLS → the services.
+//! sidecar → mTLS → the services. Then `mesh demo` walks the same shop
+//! over HTTP and JSON through the gateway, as the README's curl steps do.
 
 use std::{
     io::{Read, Write},
@@ -13,7 +14,7 @@ use std::{
     time::Duration,
 };
 
-use crate::support::mesh_process::{MeshProcess, shop_config};
+use crate::support::mesh_process::{MESH, MeshProcess, shop_config};
 
 /// `GET path` over HTTP/1.1: the head and the body (the storefront's files have a length).
 fn get(addr: SocketAddr, path: &str) -> (String, String) {
@@ -81,6 +82,28 @@ fn a_shopper_buys_two_books_in_a_real_browser() {
     assert!(said.contains("storefront: purchase complete"), "{said}");
     eprint!("{said}");
     assert!(Path::new(&screenshot).is_file());
+
+    // The demo's walk through the gateway, against the same mesh.
+    let demo = Command::new(MESH)
+        .args(["demo", "--config", config_arg])
+        .output()
+        .expect("mesh demo");
+    let walked = String::from_utf8_lossy(&demo.stdout);
+    assert!(
+        demo.status.success(),
+        "mesh demo failed:\n{walked}\n{}",
+        String::from_utf8_lossy(&demo.stderr)
+    );
+    for step in [
+        "demo: now over HTTP and JSON through the gateway at http://127.0.0.1:21180",
+        "demo: http 4. POST /v1/users/me/cart/items with -2 units → 400 Bad Request: quantity must be at least 1",
+        "demo: http 6. POST /v1/users/me/cart:checkout → 200: order ",
+        "demo: http 7. GET /v1/users/me/orders → 200: lists ",
+        "demo: http 8. GET /v1/users/me/orders without a token → 401 Unauthorized",
+        "demo: done",
+    ] {
+        assert!(walked.contains(step), "no {step:?} in:\n{walked}");
+    }
 
     mesh.signal(nix::sys::signal::Signal::SIGTERM);
     let status = mesh.wait(Duration::from_secs(40));
