@@ -75,9 +75,16 @@ with tempfile.TemporaryDirectory() as profile:
                               [o.get_attribute("value") for o in Select(d.find_element(By.ID, "category")).options]))
         cards = wait("the catalog's first page", lambda d: find('#products[data-category=""] li[data-product]'))
         assert len({c.get_attribute("data-category") for c in cards}) > 1, "the first page shows one category only"
-        step(f"catalog shows {len(cards)} products; categories {categories[1:]}")
+        # The next page (pageToken) adds to the list.
+        driver.find_element(By.ID, "more").click()
+        more = wait("a second page of products", lambda d: (lambda c: c if len(c) > len(cards) else None)(
+            find('#products li[data-product]')))
+        ids = [c.get_attribute("data-product") for c in more]
+        assert len(ids) == len(set(ids)) and ids == sorted(ids), f"pages overlap or are out of order: {ids}"
+        step(f"catalog shows {len(cards)} products, {len(more)} after 'More'; categories {categories[1:]}")
 
         # A product's own page.
+        cards = more
         first_name = cards[0].find_element(By.CSS_SELECTOR, "a.product-link").text
         cards[0].find_element(By.CSS_SELECTOR, "a.product-link").click()
         wait("the product page", lambda d: shown("product") and find('[data-testid="product-name"]')
