@@ -58,7 +58,8 @@ async function call(method, path, body, session) {
     if (response.status === 401 && session) endSession();
     throw new ApiError(response.status, message, data && data.code);
   }
-  return data || {};
+  if (data === null) throw new ApiError(response.status, `${method} ${path} answered with something other than JSON`);
+  return data;
 }
 
 const query = (params) => new URLSearchParams(params).toString();
@@ -105,13 +106,12 @@ function needSession(what) {
 
 // ---- Little helpers for the page ----
 
-/** An element with attributes (on* become listeners) and children (text or nodes). */
+/** An element with attributes and children (text or nodes); null, undefined and false are left out. */
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
   for (const [key, value] of Object.entries(attrs)) {
     if (value === undefined || value === null || value === false) continue;
-    if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
-    else node.setAttribute(key, value === true ? "" : String(value));
+    node.setAttribute(key, value === true ? "" : String(value));
   }
   node.append(...children.flat().filter((c) => c !== undefined && c !== null && c !== false));
   return node;
@@ -154,7 +154,7 @@ function total(lines) {
     currency = price.currencyCode;
     minor += BigInt(price.amountMinor || "0") * BigInt(quantity);
   }
-  return { amountMinor: minor.toString(), currencyCode: currency || "USD" };
+  return { amountMinor: minor.toString(), currencyCode: currency };
 }
 
 function say(text) {

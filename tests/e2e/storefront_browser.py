@@ -9,6 +9,7 @@ from its card, one from its page with a quantity), add a third and remove it
 from the cart, check out, and find the order among the orders. What the page
 shows is checked at each step: the cart's total is the sum of the prices the
 catalog showed, the order's total equals it, the cart is empty afterwards.
+SCREENSHOT gets the cart before checkout (the README's picture).
 """
 
 import sys
@@ -28,7 +29,7 @@ def browser(profile):
     for flag in ["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--disable-dev-shm-usage", f"--user-data-dir={profile}",
-                 "--window-size=1200,1000", "--lang=en-US"]:
+                 "--window-size=1100,560", "--lang=en-US"]:
         options.add_argument(flag)
     options.binary_location = "/usr/bin/chromium"
     return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
@@ -156,6 +157,7 @@ with tempfile.TemporaryDirectory() as profile:
         assert minor(shown_total) == expected, f"cart total {minor(shown_total)} != {expected}"
         assert driver.find_element(By.ID, "cart-count").text == "3"
         step(f"cart: {quantities}, total {shown_total.text}")
+        driver.save_screenshot(screenshot)
 
         # Check out.
         driver.find_element(By.ID, "checkout").click()
@@ -180,7 +182,6 @@ with tempfile.TemporaryDirectory() as profile:
         # The session survives a reload (sessionStorage), and ends on logging out.
         driver.refresh()
         wait("still logged in after a reload", lambda d: shown("whoami") and find(f'#orders li[data-order="{order_id}"]'))
-        driver.save_screenshot(screenshot)
         driver.find_element(By.ID, "logout").click()
         wait("logged out", lambda d: not shown("whoami") and shown("nav-account"))
         driver.find_element(By.ID, "nav-orders").click()
