@@ -54,8 +54,12 @@ async function call(method, path, body, session) {
     // Not JSON (a proxy's error page, say): the HTTP status speaks instead.
   }
   if (!response.ok) {
-    const message = (data && data.message) || `${response.status} ${response.statusText}`.trim();
-    if (response.status === 401 && session) endSession();
+    let message = (data && data.message) || `${response.status} ${response.statusText}`.trim();
+    if (response.status === 401 && session) {
+      // The gateway refused the token (expired, or its key retired): the session is over.
+      endSession();
+      message += "; log in again";
+    }
     throw new ApiError(response.status, message, data && data.code);
   }
   if (data === null) throw new ApiError(response.status, `${method} ${path} answered with something other than JSON`);

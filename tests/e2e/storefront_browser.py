@@ -6,7 +6,8 @@ A whole purchase as a visitor makes it: browse, open a product, register
 (and see the API's refusal of a second account with the same email), log in
 (after a wrong password is refused), filter to books, add two products (one
 from its card, one from its page with a quantity), add a third and remove it
-from the cart, check out, and find the order among the orders. What the page
+from the cart, check out, find the order among the orders, log out, and see
+a forged token refused (and the session ended). What the page
 shows is checked at each step: the cart's total is the sum of the prices the
 catalog showed, the order's total equals it, the cart is empty afterwards.
 SCREENSHOT gets the cart before checkout (the README's picture).
@@ -186,6 +187,20 @@ with tempfile.TemporaryDirectory() as profile:
         wait("logged out", lambda d: not shown("whoami") and shown("nav-account"))
         driver.find_element(By.ID, "nav-orders").click()
         wait("orders need a session again", lambda d: shown("login-form") and "Log in" in d.find_element(By.ID, "notice").text)
+
+        # A token the gateway refuses (401) is shown, and ends the session.
+        fill("login-email", email)
+        fill("login-password", password)
+        driver.find_element(By.ID, "login").click()
+        wait("logged in again", lambda d: shown("whoami") and shown("view-catalog"))
+        driver.execute_script("""
+            const session = JSON.parse(sessionStorage.getItem("meshwork.session"));
+            session.token = session.token.slice(0, -8) + "AAAAAAAA";
+            sessionStorage.setItem("meshwork.session", JSON.stringify(session));""")
+        driver.find_element(By.ID, "nav-cart").click()
+        wait("the refused token", lambda d: shown("error") and d.find_element(By.ID, "error").get_attribute("data-status") == "401")
+        wait("the session ended by the refusal", lambda d: not shown("whoami") and shown("nav-account"))
+        step(f"a forged token: {driver.find_element(By.ID, 'error').text!r}")
         step("purchase complete: registered, logged in, filtered, filled and emptied the cart, checked out, saw the order")
     finally:
         driver.quit()
