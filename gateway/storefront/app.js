@@ -2,7 +2,8 @@
 // step, calling the gateway's REST API on the same origin. The URL's
 // #fragment picks the view (#/catalog/<category>, #/product/<id>, #/cart,
 // #/orders, #/account); the session (access token and user) lives in
-// sessionStorage, so it ends with the tab. Everything from the API is put on
+// sessionStorage, so it ends with the tab. The product page follows its
+// product live over Server-Sent Events. Everything from the API is put on
 // the page as text (never as HTML).
 "use strict";
 
@@ -250,7 +251,11 @@ async function loadPage(category, pageToken, ticket) {
 
 function stockLine(p) {
   const stock = p.stock || 0;
-  return el("p", { class: stock > 0 ? "stock" : "stock out" }, stock > 0 ? `${stock} in stock` : "Sold out");
+  return el(
+    "p",
+    { class: stock > 0 ? "stock" : "stock out", "data-testid": "stock", "data-stock": stock },
+    stock > 0 ? `${stock} in stock` : "Sold out",
+  );
 }
 
 function addButton(p, quantity) {
@@ -281,6 +286,7 @@ async function showProduct(id) {
   const p = await browse(`/v1/products/${encodeURIComponent(id)}`);
   const quantity = el("input", { id: "quantity", type: "number", min: 1, value: 1, "aria-label": "Quantity" });
   article.dataset.product = p.id;
+  delete article.dataset.live;
   article.replaceChildren(
     el("h1", { "data-testid": "product-name" }, p.name),
     el("p", { class: "category" }, p.category),
@@ -289,6 +295,46 @@ async function showProduct(id) {
     stockLine(p),
     el("div", { class: "buy" }, quantity, addButton(p, () => Number(quantity.value))),
   );
+  watchProduct(p.id, (fresh) => {
+    if (article.dataset.product !== fresh.id) return;
+    // From the stream's first record on, the page is live (tests wait for it).
+    article.dataset.live = "true";
+    article.querySelector(".stock").replaceWith(stockLine(fresh));
+    article.querySelector(".price").replaceChildren(priceTag(fresh.price, "price"));
+    article.querySelector(".add").disabled = !(fresh.stock > 0);
+  });
+}
+
+// The product page follows the product's price and stock live: WatchProducts,
+// a server stream, which the gateway sends as Server-Sent Events.
+let watching = null;
+
+function stopWatching() {
+  if (watching) watching.close();
+  watching = null;
+}
+
+function watchProduct(id, onUpdate) {
+  stopWatching();
+  const source = new EventSource(`/v1/products:watch?${query({ productIds: id })}`);
+  source.addEventListener("message", (event) => {
+    const update = JSON.parse(event.data);
+    if (update.product) onUpdate(update.product);
+  });
+  source.addEventListener("error", (event) => {
+    // With data, the stream's last record: a google.rpc.Status. Without, a
+    // lost connection, which EventSource retries by itself.
+    if (!event.data) return;
+    source.close();
+    let message = event.data;
+    try {
+      message = JSON.parse(event.data).message || message;
+    } catch {
+      // Shown as it came.
+    }
+    complain("The live stock stopped", new ApiError(0, message));
+  });
+  watching = source;
 }
 
 // ---- Cart ----
@@ -465,6 +511,7 @@ function routeParts() {
 
 async function route() {
   const [view, argument] = routeParts();
+  stopWatching();
   try {
     if (view === "product") await showProduct(argument);
     else if (view === "cart") await showCart();

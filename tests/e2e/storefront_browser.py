@@ -6,7 +6,8 @@ A whole purchase as a visitor makes it: browse, open a product, register
 (and see the API's refusal of a second account with the same email), log in
 (after a wrong password is refused), filter to books, add two products (one
 from its card, one from its page with a quantity), add a third and remove it
-from the cart, check out, find the order among the orders, log out, and see
+from the cart, check out (while another tab on a product's page sees its
+stock drop live), find the order among the orders, log out, and see
 a forged token refused (and the session ended). What the page
 shows is checked at each step: the cart's total is the sum of the prices the
 catalog showed, the order's total equals it, the cart is empty afterwards.
@@ -160,6 +161,17 @@ with tempfile.TemporaryDirectory() as profile:
         step(f"cart: {quantities}, total {shown_total.text}")
         driver.save_screenshot(screenshot)
 
+        # Another tab on the second product's page follows its stock live (Server-Sent Events).
+        shop_tab = driver.current_window_handle
+        driver.switch_to.new_window("tab")
+        watch_tab = driver.current_window_handle
+        driver.get(f"{url}#/product/{picked[1][0]}")
+        # Read in the page: the stream's records redraw the element.
+        stock_before = int(wait("the product page live (its stream's first record)", lambda d: d.execute_script(
+            f'return document.querySelector(\'#product[data-product="{picked[1][0]}"][data-live] [data-testid="stock"]\')'
+            '?.dataset.stock')))
+        driver.switch_to.window(shop_tab)
+
         # Check out.
         driver.find_element(By.ID, "checkout").click()
         wait("the order's confirmation", lambda d: shown("order-confirmation"))
@@ -169,6 +181,13 @@ with tempfile.TemporaryDirectory() as profile:
         assert minor(order_total) == expected, f"order total {minor(order_total)} != {expected}"
         wait("the cart empty after checkout", lambda d: shown("cart-empty") and not shown("cart") and cart_count(0)(d))
         step(f"checked out: order {order_id} for {order_total.text}; the cart is empty")
+
+        driver.switch_to.window(watch_tab)
+        wait("the other tab's stock to drop by the 2 units sold", lambda d: find(
+            f'#product [data-testid="stock"][data-stock="{stock_before - 2}"]'))
+        step(f"the product page in another tab went from {stock_before} to {stock_before - 2} in stock, live")
+        driver.close()
+        driver.switch_to.window(shop_tab)
 
         # The orders.
         driver.find_element(By.ID, "nav-orders").click()
