@@ -1,6 +1,10 @@
 //! The shop, walked through once from outside: a client with its own mesh
 //! identity (`demo` in mesh.toml) calls through its own sidecar, like any
-//! workload. Each step prints what it did and what came back.
+//! workload; then, when the mesh has a gateway, once more over HTTP and
+//! JSON through it, as a browser would (gateway.rs). Each step prints what
+//! it did and what came back.
+
+mod gateway;
 
 use std::{path::PathBuf, time::SystemTime};
 
@@ -31,7 +35,15 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     walkthrough(&config).await
 }
 
+/// The whole walk: over gRPC through the demo's sidecar, then through the gateway.
 pub async fn walkthrough(config: &MeshConfig) -> Result<()> {
+    let stamp = over_grpc(config).await?;
+    through_gateway(config, stamp).await
+}
+
+/// The walk over gRPC as the mesh identity `demo`; returns the stamp that
+/// names its accounts, which the walk through the gateway reuses.
+pub async fn over_grpc(config: &MeshConfig) -> Result<u128> {
     let sidecar = config.clients.get(DEMO_CLIENT).with_context(|| {
         format!(
             "{}: clients.{DEMO_CLIENT}: the demo needs this client",
@@ -199,6 +211,16 @@ pub async fn walkthrough(config: &MeshConfig) -> Result<()> {
     }
     if config.services.contains_key(REVIEWS) {
         review(config, channel, &first.id, &user.display_name, stamp).await?;
+    }
+    Ok(stamp)
+}
+
+/// The same walk over HTTP and JSON, when the mesh has a gateway; then the demo is done.
+pub async fn through_gateway(config: &MeshConfig, stamp: u128) -> Result<()> {
+    if let Some(edge) = &config.gateway {
+        gateway::walk(edge, stamp)
+            .await
+            .context("the walk through the gateway")?;
     }
     println!("demo: done: checkout completed through the mesh");
     Ok(())

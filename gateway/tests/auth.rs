@@ -393,3 +393,38 @@ async fn concurrent_unknown_kids_cause_one_fetch() {
     );
     assert_eq!(auth.jwks_fetches(), 2);
 }
+
+/// The hot path: a token of a known key is verified with no fetch and no
+/// wait, from many tasks at once; prints what one verification costs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn known_keys_verify_without_fetching_from_many_tasks() {
+    const TASKS: usize = 4;
+    const EACH: usize = 500;
+    let users = Users::start(Settings::default()).await;
+    let (ann, token) = users.login("ann@example.com").await;
+    let auth = Authenticator::new(&auth_config(), users.channel());
+    assert_eq!(auth.preload().await, Ok(1));
+    let headers = bearer(&token);
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|_| {
+            let (auth, headers, ann) = (auth.clone(), headers.clone(), ann.clone());
+            tokio::spawn(async move {
+                for _ in 0..EACH {
+                    let principal = auth.authenticate(&headers).await.expect("valid").expect("principal");
+                    assert_eq!(principal.user_id, ann);
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("task");
+    }
+    let elapsed = started.elapsed();
+    assert_eq!(auth.jwks_fetches(), 1, "only the preload fetched");
+    println!(
+        "verified {} tokens in {elapsed:?} on 2 threads: {:.1} µs each",
+        TASKS * EACH,
+        elapsed.as_secs_f64() * 1e6 / (TASKS * EACH) as f64
+    );
+}

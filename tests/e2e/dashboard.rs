@@ -115,8 +115,10 @@ fn the_dashboard_shows_the_demo_as_the_sidecars_counted_it() {
 
     // Every figure is the sidecars' own count of the demo's calls.
     let admin = |offset: u16| -> SocketAddr { format!("127.0.0.1:{}", base + offset).parse().expect("addr") };
-    // users, catalog, cart, payments at +301..+304 (admin), demo at +300.
+    // users, catalog, cart, payments at +301..+304 (admin), demo at +300,
+    // the gateway's sidecar (the demo's walk over HTTP) at +291.
     let sidecars = [
+        ("gateway", 291),
         ("demo", 300),
         ("users", 301),
         ("catalog", 302),

@@ -19,8 +19,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 url, checkout, config, mesh, screenshot = sys.argv[1:6]
-# The shop: four apps, four sidecars and the demo client's sidecar.
-WORKLOADS = 9
+# The shop: four apps, four sidecars, and the sidecars of the demo client and the gateway.
+WORKLOADS = 10
 SPANS = 15
 
 

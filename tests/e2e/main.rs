@@ -21,5 +21,6 @@ mod shop_races;
 mod shop_resilience;
 mod shop_restarts;
 mod sidecar_pair;
+mod storefront;
 mod support;
 mod tracing;

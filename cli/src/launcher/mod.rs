@@ -121,21 +121,18 @@ pub async fn up(args: UpArgs) -> Result<()> {
     }
     print_table(&config, &pids);
     println!("mesh: dashboard at http://{dashboard_addr}/");
+    if let Some(gateway) = &config.gateway {
+        let scheme = if gateway.tls.is_some() { "https" } else { "http" };
+        println!("mesh: storefront at {scheme}://{}/", gateway.listen);
+    }
 
     if args.demo {
         let walked = tokio::select! {
-            walked = demo::walkthrough(&config) => Some(walked),
+            walked = demo_with_trace_link(&config, &board, dashboard_addr) => Some(walked),
             _ = &mut shutdown => None,
         };
         match walked {
-            Some(Ok(())) => {
-                // Only when the launcher is the collector; else the spans are elsewhere.
-                if board.collector().is_none()
-                    && let Some(id) = board.traces.wait_for_root("CartService/Checkout").await
-                {
-                    println!("mesh: the checkout's trace: http://{dashboard_addr}/#traces/{id}");
-                }
-            }
+            Some(Ok(())) => {}
             Some(Err(e)) => eprintln!("mesh: the demo failed: {e:#}"),
             None => {
                 stop_everything(&mut supervisor, &apps, &sidecars).await;
@@ -406,6 +403,23 @@ fn app_processes(config: &MeshConfig, data_dir: &Path, programs: &Programs) -> V
             })
         })
         .collect()
+}
+
+/// `mesh up --demo`: the walk over gRPC, then through the gateway, then the
+/// link to the gRPC checkout's trace, found before the walk through the
+/// gateway makes a second checkout.
+async fn demo_with_trace_link(config: &MeshConfig, board: &dashboard::Board, dashboard_addr: SocketAddr) -> Result<()> {
+    let stamp = demo::over_grpc(config).await?;
+    // Only when the launcher is the collector; else the spans are elsewhere.
+    let checkout = match board.collector() {
+        None => board.traces.wait_for_root("CartService/Checkout").await,
+        Some(_) => None,
+    };
+    demo::through_gateway(config, stamp).await?;
+    if let Some(id) = checkout {
+        println!("mesh: the checkout's trace: http://{dashboard_addr}/#traces/{id}");
+    }
+    Ok(())
 }
 
 /// The gateway's replicas (`mesh gateway`), started with the apps once

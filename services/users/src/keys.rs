@@ -150,6 +150,15 @@ impl Signer {
             return Ok(());
         }
         let ring = build(&self.ring.load().keys, stored)?;
+        self.install(ring).await
+    }
+
+    /// Makes `ring` the current one; the public key file follows its newest key.
+    async fn install(&self, ring: KeyRing) -> Result<(), Error> {
+        let changed = ring.newest().created_ms != self.ring.load().newest().created_ms;
+        if changed {
+            write_public(&self.data_dir, &ring).await?;
+        }
         self.ring.store(Arc::new(ring));
         Ok(())
     }
@@ -184,11 +193,9 @@ impl Signer {
         })
         .await?;
         if created {
-            write_public(&self.data_dir, &ring).await?;
             tracing::info!(kid = %ring.newest().jwk.kid, keys = ring.keys.len(), "rotated the token signing key");
         }
-        self.ring.store(Arc::new(ring));
-        Ok(())
+        self.install(ring).await
     }
 }
 

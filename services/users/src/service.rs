@@ -44,6 +44,15 @@ impl Users {
         let store = Store::open(database).await?;
         let signer = Arc::new(Signer::load_or_create(data_dir, &settings).await?);
         if let Some(every) = settings.key_rotation {
+            // Each key stays published for a token lifetime after it is replaced.
+            let published = settings.token_ttl.as_secs_f64() / every.as_secs_f64();
+            if published > 16.0 {
+                tracing::warn!(
+                    "rotating the key every {every:?} with tokens valid for {:?} keeps about {published:.0} keys published; \
+                     rotate less often than the token lifetime outside tests",
+                    settings.token_ttl
+                );
+            }
             keys::spawn_rotation(&signer, every);
         }
         Ok(Users {
