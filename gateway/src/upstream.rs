@@ -274,9 +274,13 @@ mod tests {
             user_service_client::UserServiceClient,
         };
         let dir = tempfile::tempdir().unwrap();
-        let service = meshwork_users::service_with(dir.path(), meshwork_users::Settings::default())
-            .await
-            .unwrap();
+        let service = meshwork_users::service_with(
+            dir.path(),
+            &meshwork_service_kit::Database::sqlite_in(dir.path(), meshwork_users::NAME),
+            meshwork_users::Settings::default(),
+        )
+        .await
+        .unwrap();
         let server = meshwork_service_kit::testing::TestServer::start(
             tonic::service::Routes::new(service),
             &[meshwork_users::GRPC_SERVICE],
