@@ -31,6 +31,9 @@ pub mod layout {
     pub const CERTS_DIR: &str = "/var/lib/mesh/certs";
     pub const DATA_DIR: &str = "/var/lib/mesh/data";
     pub const GATEWAY_TLS_DIR: &str = "/etc/mesh/gateway-tls";
+    /// The Redis rendered for the gateway's shared rate limits.
+    pub const REDIS: &str = "redis";
+    pub const REDIS_PORT: u16 = 6379;
     /// The user every container runs as (and the pods' fsGroup).
     pub const UID: u32 = 65532;
     /// Secret files: readable by their owner only (0400).

@@ -42,6 +42,13 @@ pub fn rewrite(text: &str, config: &MeshConfig, namespace: &str, cluster_domain:
         entry.insert("admin".into(), any_address(gateway.admin).into());
         let sidecar = table(entry, "sidecar")?;
         sidecar.insert("admin".into(), any_address(gateway.sidecar.admin).into());
+        // A local Redis on one machine is the Redis Service in a cluster.
+        if gateway.rate_limit_store.redis.as_deref() == Some("local") {
+            let store = table(entry, "rate_limit_store")?;
+            store.remove("local_port");
+            let host = headless_host(layout::REDIS, namespace, cluster_domain);
+            store.insert("redis".into(), format!("redis://{host}:{}", layout::REDIS_PORT).into());
+        }
         if entry.contains_key("tls") {
             let tls = table(entry, "tls")?;
             tls.insert("cert".into(), format!("{}/tls.crt", layout::GATEWAY_TLS_DIR).into());

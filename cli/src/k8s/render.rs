@@ -96,9 +96,73 @@ pub fn objects(config: &MeshConfig, opts: &Options<'_>) -> Result<Vec<Value>> {
             "volumeMounts": mounts,
         });
         let sidecar = sidecar_container(GATEWAY_WORKLOAD, None, gateway.sidecar.admin, opts);
-        out.push(deployment(GATEWAY_WORKLOAD, 1, sidecar, container, volumes, opts));
+        out.push(deployment(
+            GATEWAY_WORKLOAD,
+            gateway.replicas,
+            sidecar,
+            container,
+            volumes,
+            opts,
+        ));
+        if gateway.rate_limit_store.redis.as_deref() == Some("local") {
+            out.extend(redis(opts));
+        }
     }
     Ok(out)
+}
+
+/// The Redis the gateway's replicas share their rate-limit counters in,
+/// when mesh.toml asks for a local one (`rate_limit_store.redis = "local"`):
+/// counters only, so nothing is saved.
+fn redis(opts: &Options<'_>) -> Vec<Value> {
+    let name = layout::REDIS;
+    vec![
+        json!({
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": metadata(name, name, opts),
+            "spec": {
+                "selector": selector(name),
+                "ports": [{ "name": "redis", "port": layout::REDIS_PORT, "targetPort": "redis", "protocol": "TCP" }],
+            },
+        }),
+        json!({
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": metadata(name, name, opts),
+            "spec": {
+                "replicas": 1,
+                "selector": { "matchLabels": selector(name) },
+                "template": {
+                    "metadata": { "labels": labels(name) },
+                    "spec": {
+                        "automountServiceAccountToken": false,
+                        "securityContext": {
+                            "runAsNonRoot": true,
+                            "runAsUser": 999,
+                            "runAsGroup": 999,
+                            "seccompProfile": { "type": "RuntimeDefault" },
+                        },
+                        "containers": [{
+                            "name": name,
+                            "image": "docker.io/library/redis:7",
+                            "args": ["--save", "", "--appendonly", "no"],
+                            "ports": [{ "name": "redis", "containerPort": layout::REDIS_PORT }],
+                            "readinessProbe": {
+                                "exec": { "command": ["redis-cli", "ping"] },
+                                "periodSeconds": 5,
+                                "timeoutSeconds": 1,
+                            },
+                            "resources": resources(layout::APP_RESOURCES),
+                            "securityContext": container_security(),
+                            "volumeMounts": [{ "name": "data", "mountPath": "/data" }],
+                        }],
+                        "volumes": [{ "name": "data", "emptyDir": {} }],
+                    },
+                },
+            },
+        }),
+    ]
 }
 
 fn labels(component: &str) -> Value {

@@ -348,3 +348,43 @@ fn stream_of(config: &MeshConfig, database: &Database) -> String {
         .expect("renders"),
     )
 }
+
+/// Gateway replicas sharing rate limits through a local Redis on one machine
+/// share the Redis rendered beside them in a cluster.
+#[test]
+fn gateway_replicas_share_the_redis_rendered_for_them() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../mesh.toml");
+    let text = std::fs::read_to_string(&path).expect("mesh.toml") + "\n[gateway.rate_limit_store]\nredis = \"local\"\n";
+    let text = text.replace("[gateway]\n", "[gateway]\nreplicas = 2\n");
+    let config = MeshConfig::parse(&text, &path).expect("valid");
+    let docs = render(
+        &config,
+        &text,
+        "shop",
+        "mesh:test",
+        &BTreeMap::new(),
+        "cluster.local",
+        &Database::Postgres,
+    )
+    .expect("renders");
+    let objects = parse_stream(&stream(&docs));
+    let named = |kind: &str, name: &str| {
+        of_kind(&objects, kind)
+            .find(|o| o["metadata"]["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {kind} {name}"))
+    };
+    assert_eq!(named("Deployment", "gateway")["spec"]["replicas"], 2);
+    let redis = named("Deployment", "redis");
+    assert_eq!(redis["spec"]["template"]["spec"]["containers"][0]["args"][0], "--save");
+    named("Service", "redis");
+    let pods = named("ConfigMap", "mesh")["data"]["mesh.toml"]
+        .as_str()
+        .expect("mesh.toml")
+        .to_string();
+    assert!(
+        pods.contains("redis = \"redis://redis.shop.svc.cluster.local:6379\""),
+        "{pods}"
+    );
+    assert!(!pods.contains("local_port"), "{pods}");
+}
