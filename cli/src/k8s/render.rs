@@ -301,6 +301,13 @@ fn sidecar_container(workload: &str, inbound: Option<SocketAddr>, admin: SocketA
 }
 
 fn deployment(name: &str, replicas: u16, sidecar: Value, app: Value, volumes: Vec<Value>, opts: &Options<'_>) -> Value {
+    // Where a Prometheus that discovers pods scrapes: the sidecar's admin
+    // port (deploy/prometheus.yml scrapes the same on one machine).
+    let admin = sidecar["ports"]
+        .as_array()
+        .and_then(|ports| ports.iter().find(|p| p["name"] == "admin"))
+        .map(|p| p["containerPort"].to_string())
+        .unwrap_or_default();
     json!({
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -311,7 +318,14 @@ fn deployment(name: &str, replicas: u16, sidecar: Value, app: Value, volumes: Ve
             // A new pod must be ready (in DNS) before an old one leaves.
             "strategy": { "type": "RollingUpdate", "rollingUpdate": { "maxSurge": 1, "maxUnavailable": 0 } },
             "template": {
-                "metadata": { "labels": labels(name) },
+                "metadata": {
+                    "labels": labels(name),
+                    "annotations": {
+                        "prometheus.io/scrape": "true",
+                        "prometheus.io/port": admin,
+                        "prometheus.io/path": "/metrics",
+                    },
+                },
                 "spec": {
                     "automountServiceAccountToken": false,
                     // Time for the sidecar to drain after the app stopped.

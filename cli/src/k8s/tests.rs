@@ -47,6 +47,9 @@ fn every_app_waits_for_its_native_sidecar() {
     for d in deployments {
         let name = d["metadata"]["name"].as_str().expect("name");
         let pod = &d["spec"]["template"]["spec"];
+        let annotations = &d["spec"]["template"]["metadata"]["annotations"];
+        assert_eq!(annotations["prometheus.io/scrape"], "true", "{name}");
+        assert_eq!(annotations["prometheus.io/path"], "/metrics", "{name}");
         let init = items(&pod["initContainers"]);
         assert_eq!(init.len(), 1, "{name}: one init container, the sidecar");
         let sidecar = &init[0];
