@@ -133,7 +133,10 @@ pub fn rest_request(data: &[u8]) {
             let mut deserializer = serde_json::Deserializer::from_str(&json);
             let again = prost_reflect::DynamicMessage::deserialize(message.descriptor(), &mut deserializer)
                 .expect("its JSON reads back");
-            assert_eq!(again, message, "{json}");
+            // Compared as JSON: a field set to its default (`page_token=`)
+            // is the same request as one left unset, as proto3 has it.
+            let printed = serde_json::to_string(&again).expect("prints again");
+            assert_eq!(printed, json);
         }
         Err(reason) => assert!(!reason.is_empty()),
     }
