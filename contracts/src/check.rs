@@ -123,16 +123,7 @@ fn check_gateway_method(pattern: &str, registry: &Registry) -> Result<(), String
     if names.contains(&method) {
         return Ok(());
     }
-    let closest = names
-        .iter()
-        .map(|name| (strsim::damerau_levenshtein(name, method), *name))
-        .filter(|(distance, name)| *distance <= (name.len() / 3).max(2))
-        .min();
-    let mut reason = format!("no method '{method}' in {grpc_service}");
-    if let Some((_, name)) = closest {
-        reason.push_str(&format!("; did you mean '{name}'?"));
-    }
-    Err(reason)
+    Err(not_found(method, grpc_service, names.into_iter()))
 }
 
 /// `pattern` is `Method` (in any of the service's gRPC services) or
@@ -151,17 +142,24 @@ fn check_method(pattern: &str, service: &Service, registry: &Registry) -> Result
     if candidates.any(|name| name == method) {
         return Ok(());
     }
-    let closest = searched
+    let known = searched
         .iter()
-        .flat_map(|g| registry.methods_of(g).map(|(name, _, _)| name))
+        .flat_map(|g| registry.methods_of(g).map(|(name, _, _)| name));
+    Err(not_found(method, &searched.join(" or "), known))
+}
+
+/// "no method 'GetReveiw' in reviews.v1.ReviewService; did you mean
+/// 'GetReview'?", the suggestion when a known name is close enough.
+fn not_found<'a>(method: &str, searched: &str, known: impl Iterator<Item = &'a str>) -> String {
+    let closest = known
         .map(|name| (strsim::damerau_levenshtein(name, method), name))
         .filter(|(distance, name)| *distance <= (name.len() / 3).max(2))
         .min();
-    let mut reason = format!("no method '{method}' in {}", searched.join(" or "));
+    let mut reason = format!("no method '{method}' in {searched}");
     if let Some((_, name)) = closest {
         reason.push_str(&format!("; did you mean '{name}'?"));
     }
-    Err(reason)
+    reason
 }
 
 #[cfg(test)]
