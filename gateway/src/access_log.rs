@@ -50,28 +50,27 @@ pub struct AccessLog {
     dropped: Counter,
 }
 
+/// Where the lines go: standard output for the gateway; standard error for
+/// `mesh mcp --stdio`, whose standard output carries the protocol.
+#[derive(Debug, Clone, Copy)]
+pub enum Sink {
+    Stdout,
+    Stderr,
+}
+
 impl AccessLog {
     /// Starts the writer thread; it ends when every sender is gone. A
     /// thread of its own, not tokio's stdout: that hands every write to the
     /// blocking pool, a thread wake-up per line, which measured as most of the
     /// gateway's CPU per call.
-    pub fn start(dropped: Counter) -> Self {
-        let (queue, mut lines) = mpsc::channel::<Line>(QUEUE);
-        let spawned = std::thread::Builder::new().name("access-log".into()).spawn(move || {
-            use std::io::Write;
-            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-            while let Some(line) = lines.blocking_recv() {
-                let _ = serde_json::to_writer(&mut out, &line);
-                if out.write_all(b"\n").is_err() {
-                    return;
-                }
-                // Flush when nothing else is waiting: one write per burst.
-                if lines.is_empty() && out.flush().is_err() {
-                    return;
-                }
-            }
-            let _ = out.flush();
-        });
+    pub fn start(sink: Sink, dropped: Counter) -> Self {
+        let (queue, lines) = mpsc::channel::<Line>(QUEUE);
+        let spawned = std::thread::Builder::new()
+            .name("access-log".into())
+            .spawn(move || match sink {
+                Sink::Stdout => write_bursts(lines, || std::io::stdout().lock()),
+                Sink::Stderr => write_bursts(lines, || std::io::stderr().lock()),
+            });
         if let Err(error) = spawned {
             tracing::error!(%error, "cannot start the access log's writer; no access log");
         }
@@ -81,6 +80,27 @@ impl AccessLog {
     pub fn write(&self, line: Line) {
         if self.queue.try_send(line).is_err() {
             self.dropped.inc();
+        }
+    }
+}
+
+/// Writes each burst of queued lines with one flush. The stream is locked
+/// only while a burst is written, never while waiting: anything else in the
+/// process writing to it (rmcp's stdio transport, a panic message) must not
+/// wait on an idle log.
+fn write_bursts<W: std::io::Write>(mut lines: mpsc::Receiver<Line>, lock: impl Fn() -> W) {
+    let mut buffer = Vec::with_capacity(64 * 1024);
+    while let Some(line) = lines.blocking_recv() {
+        buffer.clear();
+        let mut next = Some(line);
+        while let Some(line) = next {
+            let _ = serde_json::to_writer(&mut buffer, &line);
+            buffer.push(b'\n');
+            next = lines.try_recv().ok();
+        }
+        let mut out = lock();
+        if out.write_all(&buffer).and_then(|()| out.flush()).is_err() {
+            return;
         }
     }
 }

@@ -123,7 +123,7 @@ pub async fn run_replica(
         preferences: upstream::Preferences::new(channel.clone(), upstream::PREFERENCES_TTL),
         channel,
         limits: gateway.limits.clone(),
-        log: AccessLog::start(metrics.log_lines_dropped.clone()),
+        log: AccessLog::start(crate::access_log::Sink::Stdout, metrics.log_lines_dropped.clone()),
         metrics,
         mcp: gateway.mcp.enabled.then(|| mcp::Endpoint::new(&gateway)),
         rate_limits,

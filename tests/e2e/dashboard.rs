@@ -17,6 +17,7 @@ use std::{
 
 use serde_json::Value;
 
+use crate::support::child::output_within;
 use crate::support::mesh_process::{MESH, MeshProcess, shop_config};
 
 /// `GET path` on the dashboard or an admin port; the body of a 200.
@@ -303,17 +304,16 @@ fn the_dashboard_shows_the_demo_as_the_sidecars_counted_it() {
     let screenshot = std::env::var("MESH_DASHBOARD_SCREENSHOT")
         .unwrap_or_else(|_| dir.path().join("dashboard.png").display().to_string());
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/e2e/dashboard_browser.py");
-    let browser = Command::new(Path::new(&venv).join("bin/python"))
-        .arg(&script)
-        .args([
+    let browser = output_within(
+        Command::new(Path::new(&venv).join("bin/python")).arg(&script).args([
             &format!("http://{dashboard}/"),
             &checkout,
             config_arg,
             MESH,
             &screenshot,
-        ])
-        .output()
-        .expect("running the browser test");
+        ]),
+        Duration::from_secs(300),
+    );
     assert!(
         browser.status.success(),
         "the browser test failed:\n{}\n{}",

@@ -14,6 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::support::child::output_within;
 use crate::support::mesh_process::{MESH, MeshProcess, shop_config};
 
 // 32100 (the range first planned) is taken by another suite on this machine.
@@ -63,11 +64,12 @@ fn agents_browse_and_buy_through_mcp() {
         .into_iter()
         .enumerate()
     {
-        let run = Command::new(Path::new(&venv).join("bin/python"))
-            .arg(&script)
-            .args([&gateway, mode])
-            .output()
-            .expect("run the MCP client");
+        let run = output_within(
+            Command::new(Path::new(&venv).join("bin/python"))
+                .arg(&script)
+                .args([&gateway, mode]),
+            Duration::from_secs(180),
+        );
         let stdout = String::from_utf8_lossy(&run.stdout);
         assert!(
             run.status.success(),
@@ -115,11 +117,15 @@ fn agents_browse_and_buy_through_mcp() {
     }
 
     // `mesh mcp --stdio`, launched by the SDK, calling through the demo's sidecar.
-    let run = Command::new(Path::new(&venv).join("bin/python"))
-        .arg(&script)
-        .args([gateway.as_str(), "stdio", MESH, config.to_str().expect("utf-8")])
-        .output()
-        .expect("run the MCP client over stdio");
+    let run = output_within(
+        Command::new(Path::new(&venv).join("bin/python")).arg(&script).args([
+            gateway.as_str(),
+            "stdio",
+            MESH,
+            config.to_str().expect("utf-8"),
+        ]),
+        Duration::from_secs(180),
+    );
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(
         run.status.success(),

@@ -226,6 +226,13 @@ async def stdio(mesh, config):
 
 
 async def main():
+    # A bound of its own, under the Rust side's, so that a hang ends with a
+    # traceback naming the step that waited.
+    with anyio.fail_after(150):
+        await run()
+
+
+async def run():
     if MODE == "stdio":
         await stdio(sys.argv[3], sys.argv[4])
         return

@@ -14,6 +14,7 @@ use std::{
     time::Duration,
 };
 
+use crate::support::child::output_within;
 use crate::support::mesh_process::{MESH, MeshProcess, shop_config};
 
 /// `GET path` over HTTP/1.1: the head and the body (the storefront's files have a length).
@@ -68,11 +69,12 @@ fn a_shopper_buys_two_books_in_a_real_browser() {
     let screenshot = std::env::var("MESH_STOREFRONT_SCREENSHOT")
         .unwrap_or_else(|_| dir.path().join("storefront.png").display().to_string());
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/e2e/storefront_browser.py");
-    let browser = Command::new(Path::new(&venv).join("bin/python"))
-        .arg(&script)
-        .args([&format!("http://{storefront}/"), &screenshot])
-        .output()
-        .expect("running the browser test");
+    let browser = output_within(
+        Command::new(Path::new(&venv).join("bin/python"))
+            .arg(&script)
+            .args([&format!("http://{storefront}/"), &screenshot]),
+        Duration::from_secs(300),
+    );
     let said = String::from_utf8_lossy(&browser.stdout);
     assert!(
         browser.status.success(),

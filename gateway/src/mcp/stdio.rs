@@ -82,7 +82,7 @@ pub async fn serve(config: &Path, via: &str) -> Result<(), GatewayError> {
         preferences: upstream::Preferences::new(channel.clone(), upstream::PREFERENCES_TTL),
         channel,
         limits: gateway.limits.clone(),
-        log: AccessLog::start(metrics.log_lines_dropped.clone()),
+        log: AccessLog::start(crate::access_log::Sink::Stderr, metrics.log_lines_dropped.clone()),
         metrics,
         mcp: None,
         rate_limits,

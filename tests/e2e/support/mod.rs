@@ -10,6 +10,9 @@ pub mod tls;
 // The real `mesh` binary as a child process (mesh_cli.rs and other whole-mesh tests).
 pub mod mesh_process;
 
+// A helper program (Python client, browser driver) run with a time limit.
+pub mod child;
+
 // A raw HTTP/1.1 client for the gateway (gateway.rs, gateway_auth.rs).
 pub mod rest;
 // The shop's storage, SQLite or a PostgreSQL server of the tests' own (shop_*.rs).
