@@ -1,7 +1,8 @@
 //! The shop under failure, as real processes: one of three catalog replicas
-//! killed under steady load loses no read call, and checkouts whose payment
-//! responses are lost after the charge committed never charge twice (on SQLite
-//! and on PostgreSQL).
+//! killed under steady load loses no read call, checkouts whose payment
+//! responses are lost after the charge committed never charge twice, and a
+//! checkout whose shopper walks away after a lost answer is finished (or
+//! undone) by the cart by itself (on SQLite and on PostgreSQL).
 
 use std::{
     path::Path,
@@ -15,6 +16,7 @@ use std::{
 use meshwork_proto::{
     cart::{self, cart_service_client::CartServiceClient},
     catalog::{self, catalog_service_client::CatalogServiceClient},
+    payments::{ListOrdersRequest, payment_service_client::PaymentServiceClient},
     users::{self, user_service_client::UserServiceClient},
 };
 use nix::{
@@ -288,6 +290,206 @@ async fn lost_payment_responses_never_charge_twice(backend: Backend) {
     assert_eq!(orders, SHOPPERS as i64, "one order per shopper");
     assert_eq!(users_charged, SHOPPERS as i64);
     println!("[{on}] whole run: {:?}", began.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkouts_nobody_retries_are_finished_or_undone_by_the_cart_on_sqlite() {
+    checkouts_nobody_retries_are_finished_or_undone(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkouts_nobody_retries_are_finished_or_undone_by_the_cart_on_postgres() {
+    checkouts_nobody_retries_are_finished_or_undone(Backend::postgres("shop_walked_away").await).await;
+}
+
+/// Two shoppers press "buy" once, lose the answer and walk away. Bea's charge
+/// had committed: the cart's recovery confirms her order and empties her cart
+/// once payments answers again. Al's reservation was made but its answer lost
+/// before anything was charged: the recovery releases his units within seconds,
+/// not when the catalog's one-minute hold runs out.
+async fn checkouts_nobody_retries_are_finished_or_undone(backend: Backend) {
+    let _ports = LOST_ANSWERS_PORTS.lock().await;
+    let on = backend.name();
+    let base = LOST_ANSWERS_BASE;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = shop_config(dir.path(), base);
+    let pristine = backend.configure(&std::fs::read_to_string(&config).expect("read config"), "");
+    std::fs::write(&config, &pristine).expect("write config");
+    // A checkout may run 2 s; the recovery takes one left open after 4 s.
+    add_to_service(&config, "cart", "env = { MESH_CART_CHECKOUT_LIMIT = \"2s\" }");
+    let with_recovery = std::fs::read_to_string(&config).expect("read config");
+    let lost_charges = "faults = [{ methods = [\"Charge\"], abort = { percent = 100, status = \"UNAVAILABLE\", after_response = true } }]";
+    add_to_service(&config, "payments", lost_charges);
+    let mut mesh = MeshProcess::start(&["up", "--config", config.to_str().expect("utf-8")]);
+    mesh.wait_for("mesh: up", Duration::from_secs(120));
+
+    let channel = demo_channel(base + 200).await;
+    let mut users = UserServiceClient::new(channel.clone());
+    let mut carts = CartServiceClient::new(channel.clone());
+    let mut catalog = CatalogServiceClient::new(channel.clone());
+    let mut payments = PaymentServiceClient::new(channel);
+    let stock = async |catalog: &mut CatalogServiceClient<Channel>, id: &str| {
+        let request = catalog::GetProductRequest { product_id: id.into() };
+        catalog
+            .get_product(request)
+            .await
+            .expect("get product")
+            .into_inner()
+            .stock
+    };
+    let ddia_before = stock(&mut catalog, "book-ddia").await;
+    let sre_before = stock(&mut catalog, "book-sre").await;
+    let mut shopper = async |name: &str, product: &str| {
+        let register = users::RegisterRequest {
+            email: format!("{name}@example.com"),
+            password: "long enough password".into(),
+            display_name: name.into(),
+        };
+        let user = users
+            .register(register)
+            .await
+            .expect("register")
+            .into_inner()
+            .user
+            .expect("user");
+        let item = cart::AddItemRequest {
+            user_id: user.id.clone(),
+            product_id: product.into(),
+            quantity: 1,
+        };
+        carts.add_item(item).await.expect("add item");
+        user.id
+    };
+    let bea = shopper("bea", "book-ddia").await;
+    let al = shopper("al", "book-sre").await;
+    let checkout = async |carts: &mut CartServiceClient<Channel>, user_id: &str| {
+        let request = cart::CheckoutRequest {
+            user_id: user_id.into(),
+        };
+        let status = carts.checkout(request).await.expect_err("the answer is lost");
+        assert!(
+            matches!(status.code(), tonic::Code::Unavailable | tonic::Code::DeadlineExceeded),
+            "{status:?}"
+        );
+    };
+    // Bea's charge commits; its answer is lost.
+    checkout(&mut carts, &bea).await;
+
+    // Now the catalog's answers to ReserveStock are lost too (once its
+    // sidecar has read the file: a probe reservation tells), and Al checks out.
+    let lost_reservations = "faults = [{ methods = [\"ReserveStock\"], abort = { percent = 100, status = \"UNAVAILABLE\", after_response = true } }]";
+    add_to_service(&config, "catalog", lost_reservations);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    for probe in 0.. {
+        let request = catalog::ReserveStockRequest {
+            reservation_id: format!("probe-{probe}"),
+            items: vec![catalog::StockItem {
+                product_id: "book-pragmatic".into(),
+                quantity: 1,
+            }],
+            hold_seconds: 1,
+        };
+        match catalog.reserve_stock(request).await {
+            Err(status) if status.code() == tonic::Code::Unavailable => break,
+            _ if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(100)).await,
+            other => panic!("the catalog's fault never took hold: {other:?}"),
+        }
+    }
+    checkout(&mut carts, &al).await;
+    let walked_away = Instant::now();
+    assert_eq!(
+        stock(&mut catalog, "book-sre").await,
+        sre_before - 1,
+        "Al's unit is held"
+    );
+
+    // Al's hold is released by the recovery (ReleaseReservation is not
+    // faulted), long before the catalog's 60 s hold would end.
+    let released = loop {
+        if stock(&mut catalog, "book-sre").await == sre_before {
+            break walked_away.elapsed();
+        }
+        assert!(
+            walked_away.elapsed() < Duration::from_secs(30),
+            "Al's units were never released"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    println!("[{on}] a reservation whose answer was lost was released after {released:?}");
+    assert!(released < Duration::from_secs(20), "{released:?}");
+
+    // The network heals: Bea's checkout is finished without her.
+    std::fs::write(&config, &with_recovery).expect("heal");
+    let healed = Instant::now();
+    let finished = loop {
+        let request = cart::GetCartRequest { user_id: bea.clone() };
+        if carts
+            .get_cart(request)
+            .await
+            .expect("get cart")
+            .into_inner()
+            .items
+            .is_empty()
+        {
+            break healed.elapsed();
+        }
+        assert!(
+            healed.elapsed() < Duration::from_secs(30),
+            "Bea's checkout was never finished"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    println!("[{on}] a charge whose answer was lost was settled {finished:?} after payments answered again");
+    let orders = |user_id: &str| ListOrdersRequest {
+        user_id: user_id.into(),
+    };
+    let beas = payments
+        .list_orders(orders(&bea))
+        .await
+        .expect("orders")
+        .into_inner()
+        .orders;
+    assert_eq!(beas.len(), 1, "one order for Bea");
+    assert!(
+        payments
+            .list_orders(orders(&al))
+            .await
+            .expect("orders")
+            .into_inner()
+            .orders
+            .is_empty()
+    );
+    assert_eq!(
+        stock(&mut catalog, "book-ddia").await,
+        ddia_before - 1,
+        "Bea's unit is sold"
+    );
+    assert_eq!(stock(&mut catalog, "book-sre").await, sre_before, "Al's unit is back");
+    let request = cart::GetCartRequest { user_id: al.clone() };
+    assert_eq!(
+        carts
+            .get_cart(request)
+            .await
+            .expect("get cart")
+            .into_inner()
+            .items
+            .len(),
+        1,
+        "Al's cart is as it was"
+    );
+
+    mesh.signal(Signal::SIGTERM);
+    assert!(mesh.wait(Duration::from_secs(40)).success(), "{}", mesh.output());
+    let db = backend.books(&dir.path().join(".mesh"), "payments").await;
+    assert_eq!(db.count("SELECT COUNT(*) FROM orders").await, 1, "one charge in all");
+    let carts_db = backend.books(&dir.path().join(".mesh"), "cart").await;
+    assert_eq!(
+        carts_db
+            .count("SELECT COUNT(*) FROM checkouts WHERE state = 'open'")
+            .await,
+        0,
+        "no checkout left open"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

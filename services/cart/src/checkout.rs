@@ -3,9 +3,10 @@
 //! which answers with current prices) -> payments (charge with a key derived from
 //! the cart's exact contents) -> catalog (confirm the reservation) -> take the
 //! charged items out of the cart. A charge that surely failed releases the
-//! reservation (compensation); one whose outcome is unknown (the answer was lost)
-//! leaves it held for a retry to confirm, and the catalog releases it by itself
-//! when its hold runs out.
+//! reservation (compensation). Each step is first written to the checkout log, so
+//! a checkout whose outcome is unknown (the answer was lost, the cart died, the
+//! time ran out) is finished or undone by the [recovery](crate::recovery) even if
+//! its shopper never retries.
 //!
 //! Retrying is safe: until the cart is settled its (cart id, version) is unchanged, so
 //! a retried checkout sends the same idempotency key, the catalog replays the
@@ -16,22 +17,46 @@ use meshwork_proto::{
     common::Money,
     payments::{ChargeRequest, Order, OrderLine},
 };
+use prost::Message;
 use sha2::{Digest, Sha256};
 use tonic::{Code, Status, metadata::MetadataMap};
 
 use crate::{
     Error,
-    db::{CartRow, Store},
+    db::{CartRow, Item, Store},
     peers::Peers,
+    settings::Settings,
 };
 
-pub async fn checkout(store: &Store, peers: &Peers, inbound: &MetadataMap, user_id: String) -> Result<Order, Error> {
+/// A checkout bounded by `settings.checkout_limit`: past it the checkout stops
+/// where it is, and the recovery, which waits longer than that, takes over.
+pub async fn checkout(
+    store: &Store,
+    peers: &Peers,
+    settings: &Settings,
+    inbound: &MetadataMap,
+    user_id: String,
+) -> Result<Order, Error> {
+    tokio::time::timeout(settings.checkout_limit, run(store, peers, settings, inbound, user_id))
+        .await
+        .unwrap_or(Err(Error::OutOfTime(settings.checkout_limit)))
+}
+
+async fn run(
+    store: &Store,
+    peers: &Peers,
+    settings: &Settings,
+    inbound: &MetadataMap,
+    user_id: String,
+) -> Result<Order, Error> {
     let cart = store.get(user_id.clone()).await?;
     if cart.items.is_empty() {
         return Err(Error::EmptyCart);
     }
     peers.user(inbound, &user_id, "checkout").await?;
     let key = idempotency_key(&cart);
+    // A retry of a checkout that settled meanwhile replays each step and settles nothing.
+    store.open_checkout(&key, &user_id).await?;
     let items = cart
         .items
         .iter()
@@ -40,16 +65,52 @@ pub async fn checkout(store: &Store, peers: &Peers, inbound: &MetadataMap, user_
             quantity: i.quantity,
         })
         .collect();
-    let products = peers.reserve(inbound, &key, items).await?;
-    let charged = match charge_request(&cart, &key, &products) {
-        Ok(charge) => peers.charge(inbound, charge).await,
-        Err(e) => Err(e),
+    let products = match peers.reserve(inbound, &key, items, settings.hold).await {
+        Ok(products) => products,
+        Err(e) => {
+            // Refused: nothing is held. Otherwise the recovery releases what may be.
+            if surely_not_done(&e) {
+                store.forget_checkout(&key).await?;
+            }
+            return Err(e);
+        }
     };
-    let response = match charged {
+    let charge = match charge_request(&cart, &key, &products) {
+        Ok(charge) => charge,
+        Err(e) => {
+            compensate(store, peers, inbound, &key, &e).await;
+            return Err(e);
+        }
+    };
+    store.priced(&key, &hex::encode(charge.encode_to_vec())).await?;
+    finish(store, peers, inbound, charge).await
+}
+
+/// The steps after pricing, which the recovery repeats for a checkout left open:
+/// charge (or replay the charge), confirm the reservation, settle the cart.
+pub async fn finish(
+    store: &Store,
+    peers: &Peers,
+    inbound: &MetadataMap,
+    charge: ChargeRequest,
+) -> Result<Order, Error> {
+    let key = charge.idempotency_key.clone();
+    let user_id = charge.user_id.clone();
+    let charged_items = charge
+        .lines
+        .iter()
+        .map(|l| Item {
+            product_id: l.product_id.clone(),
+            quantity: l.quantity,
+        })
+        .collect();
+    let response = match peers.charge(inbound, charge).await {
         Ok(response) => response,
         Err(e) => {
-            if surely_not_charged(&e) {
-                compensate(peers, inbound, &key, &e).await;
+            // A lost answer (UNAVAILABLE, DEADLINE_EXCEEDED, ...) may hide a
+            // committed charge: the reservation stays for a retry or the recovery.
+            if surely_not_done(&e) {
+                compensate(store, peers, inbound, &key, &e).await;
             }
             return Err(e);
         }
@@ -62,15 +123,20 @@ pub async fn checkout(store: &Store, peers: &Peers, inbound: &MetadataMap, user_
         tracing::info!(order_id = %order.id, "checkout retried; payments replayed the first charge");
     }
     peers.confirm(inbound, &key).await?;
-    store.settle(user_id, cart.items).await?;
+    store.settle(user_id, charged_items, &key).await?;
     tracing::info!(order_id = %order.id, "checked out");
     Ok(order)
 }
 
-/// Whether the charge step's error means no charge was made: refused by payments,
-/// or never sent. A lost answer (UNAVAILABLE, DEADLINE_EXCEEDED, ...) may hide a
-/// committed charge, so its reservation must stay for a retry to confirm.
-fn surely_not_charged(e: &Error) -> bool {
+/// Decodes a priced charge from the checkout log.
+pub fn logged_charge(hex_text: &str) -> Option<ChargeRequest> {
+    ChargeRequest::decode(hex::decode(hex_text).ok()?.as_slice()).ok()
+}
+
+/// Whether a step's error means the step was not done: refused by the peer, or
+/// never sent. A lost answer (UNAVAILABLE, DEADLINE_EXCEEDED, ...) may hide a
+/// committed step.
+pub fn surely_not_done(e: &Error) -> bool {
     match e {
         Error::Peer { status, .. } => matches!(
             status.code(),
@@ -87,15 +153,20 @@ fn surely_not_charged(e: &Error) -> bool {
     }
 }
 
-/// Releases the reservation after a failed charge; if even that fails, the hold
-/// running out releases it, so the failure is logged, not returned.
-async fn compensate(peers: &Peers, inbound: &MetadataMap, key: &str, why: &Error) {
+/// Releases the reservation after a failed charge and forgets the checkout; if the
+/// release fails, the checkout stays in the log for the recovery to release.
+pub async fn compensate(store: &Store, peers: &Peers, inbound: &MetadataMap, key: &str, why: &Error) {
     match peers.release(inbound, key).await {
-        Ok(()) => tracing::info!(reason = %why, "charge failed; stock reservation released"),
+        Ok(()) => {
+            tracing::info!(reason = %why, "checkout failed; stock reservation released");
+            if let Err(e) = store.forget_checkout(key).await {
+                tracing::warn!(error = %e, "cannot forget a released checkout; the recovery will");
+            }
+        }
         Err(e) => tracing::warn!(
             reason = %why,
             error = %e,
-            "charge failed and the stock reservation could not be released; it expires by itself"
+            "checkout failed and the stock reservation could not be released; the recovery will"
         ),
     }
 }
@@ -172,10 +243,16 @@ fn charge_request(cart: &CartRow, key: &str, products: &[Product]) -> Result<Cha
     })
 }
 
+/// [`charge_request`] for other modules' tests.
+#[cfg(test)]
+pub fn charge_request_for_tests(cart: &CartRow, key: &str, products: &[Product]) -> ChargeRequest {
+    charge_request(cart, key, products).unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::Item;
+    use crate::settings::HOLD;
 
     fn cart(version: i64) -> CartRow {
         CartRow {
@@ -289,7 +366,8 @@ mod tests {
             product_id: "book-ddia".into(),
             quantity: 1,
         }];
-        let products = peers.reserve(&md, &key, items).await.unwrap();
+        store.open_checkout(&key, &user).await.unwrap();
+        let products = peers.reserve(&md, &key, items, HOLD).await.unwrap();
         let first = peers
             .charge(&md, charge_request(&cart, &key, &products).unwrap())
             .await
@@ -297,7 +375,9 @@ mod tests {
         assert!(!first.replayed);
 
         // The retry replays that charge instead of making a second order.
-        let order = checkout(&store, &peers, &md, user.clone()).await.unwrap();
+        let order = checkout(&store, &peers, &Settings::default(), &md, user.clone())
+            .await
+            .unwrap();
         assert_eq!(Some(&order), first.order.as_ref());
         assert!(store.get(user.clone()).await.unwrap().items.is_empty());
         assert_eq!(

@@ -7,7 +7,10 @@
 //! `FOR UPDATE` on PostgreSQL; SQLite's write transaction holds the whole file), so
 //! changes to one cart from any replica happen one after the other.
 
-use meshwork_service_kit::db::{self, Conn, Database, Db, Sql, sqlx};
+use meshwork_service_kit::{
+    db::{self, Conn, Database, Db, Sql, sqlx},
+    time::now_millis,
+};
 
 use crate::{Error, NAME, validate::MAX_QUANTITY};
 
@@ -32,6 +35,21 @@ CREATE TABLE cart_items (
     // The order items were first added in (PostgreSQL has no rowid to keep it).
     // INTEGER: older builds' STRICT table takes no other integer type.
     "ALTER TABLE cart_items ADD COLUMN position INTEGER NOT NULL DEFAULT 0;",
+    // The checkout log (see recovery.rs): one row per checkout under way, so one
+    // that died or lost its answer is finished or undone without its shopper.
+    "
+CREATE TABLE checkouts (
+    idempotency_key TEXT PRIMARY KEY,
+    user_id    TEXT NOT NULL,
+    -- The priced ChargeRequest (protobuf, hex) once the stock is held; NULL before.
+    charge     TEXT,
+    -- 'open' until the charged items leave the cart, then 'settled' (kept: a late
+    -- retry of the same checkout must not take the items out a second time).
+    state      TEXT NOT NULL,
+    updated_ms BIGINT NOT NULL
+);
+CREATE INDEX checkouts_open ON checkouts (state, updated_ms);
+",
 ];
 
 /// Locks the cart's row until the transaction ends.
@@ -54,6 +72,16 @@ pub struct CartRow {
     pub version: i64,
     /// In the order first added.
     pub items: Vec<Item>,
+}
+
+/// A checkout in the log that has not settled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenCheckout {
+    pub key: String,
+    pub user_id: String,
+    /// The priced charge (protobuf, hex); `None` while only the stock was asked for.
+    pub charge: Option<String>,
+    pub updated_ms: i64,
 }
 
 #[derive(Clone, Debug)]
@@ -168,15 +196,32 @@ impl Store {
         Ok(cart)
     }
 
-    /// After a successful charge: takes the charged items out of the cart and bumps the
-    /// version. Subtracting rather than clearing keeps anything added while the
-    /// checkout ran, which was not charged.
-    pub async fn settle(&self, user_id: String, charged: Vec<Item>) -> Result<(), Error> {
+    /// After a successful charge: takes the charged items out of the cart, bumps the
+    /// version and marks the checkout `key` settled, all at once. Subtracting rather
+    /// than clearing keeps anything added while the checkout ran, which was not
+    /// charged. A checkout already settled (by a retry on another replica, or by the
+    /// recovery) changes nothing: the items left once.
+    pub async fn settle(&self, user_id: String, charged: Vec<Item>, key: &str) -> Result<(), Error> {
         let mut tx = self.db.write().await?;
         sqlx::query(self.db.sql(&LOCK_CART))
             .bind(&user_id)
             .fetch_optional(&mut *tx)
             .await?;
+        let first = sqlx::query(
+            "INSERT INTO checkouts (idempotency_key, user_id, state, updated_ms) VALUES ($1, $2, 'settled', $3)
+             ON CONFLICT (idempotency_key) DO UPDATE SET state = 'settled', updated_ms = excluded.updated_ms
+             WHERE checkouts.state = 'open'",
+        )
+        .bind(key)
+        .bind(&user_id)
+        .bind(now_millis())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            > 0;
+        if !first {
+            return Ok(());
+        }
         for item in &charged {
             match quantity_of(&mut tx, &user_id, &item.product_id).await? {
                 Some(have) if have > item.quantity => {
@@ -200,6 +245,95 @@ impl Store {
         bump(&mut tx, &user_id).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Logs that checkout `key` is under way (again, for a retry), before any
+    /// step: from here on, if it dies, the recovery finishes or undoes it. False
+    /// if it has settled already.
+    pub async fn open_checkout(&self, key: &str, user_id: &str) -> Result<bool, Error> {
+        let mut tx = self.db.write().await?;
+        sqlx::query(
+            "INSERT INTO checkouts (idempotency_key, user_id, state, updated_ms) VALUES ($1, $2, 'open', $3)
+             ON CONFLICT (idempotency_key) DO UPDATE SET updated_ms = excluded.updated_ms
+             WHERE checkouts.state = 'open'",
+        )
+        .bind(key)
+        .bind(user_id)
+        .bind(now_millis())
+        .execute(&mut *tx)
+        .await?;
+        let state: String = sqlx::query_scalar("SELECT state FROM checkouts WHERE idempotency_key = $1")
+            .bind(key)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(state == "open")
+    }
+
+    /// Logs the priced charge of checkout `key`, just before it is sent.
+    pub async fn priced(&self, key: &str, charge: &str) -> Result<(), Error> {
+        sqlx::query("UPDATE checkouts SET charge = $2, updated_ms = $3 WHERE idempotency_key = $1 AND state = 'open'")
+            .bind(key)
+            .bind(charge)
+            .bind(now_millis())
+            .execute(self.db.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Forgets checkout `key` once it is undone (nothing charged, stock released):
+    /// a retry starts it again from the beginning.
+    pub async fn forget_checkout(&self, key: &str) -> Result<(), Error> {
+        sqlx::query("DELETE FROM checkouts WHERE idempotency_key = $1 AND state = 'open'")
+            .bind(key)
+            .execute(self.db.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Whether checkout `key` is in the log and not settled.
+    pub async fn is_open(&self, key: &str) -> Result<bool, Error> {
+        let state: Option<String> = sqlx::query_scalar("SELECT state FROM checkouts WHERE idempotency_key = $1")
+            .bind(key)
+            .fetch_optional(self.db.pool())
+            .await?;
+        Ok(state.as_deref() == Some("open"))
+    }
+
+    /// Open checkouts untouched since `before_ms`, oldest first, at most `limit`.
+    pub async fn stale_checkouts(&self, before_ms: i64, limit: i64) -> Result<Vec<OpenCheckout>, Error> {
+        let rows: Vec<(String, String, Option<String>, i64)> = sqlx::query_as(
+            "SELECT idempotency_key, user_id, charge, updated_ms FROM checkouts
+             WHERE state = 'open' AND updated_ms < $1 ORDER BY updated_ms LIMIT $2",
+        )
+        .bind(before_ms)
+        .bind(limit)
+        .fetch_all(self.db.pool())
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(key, user_id, charge, updated_ms)| OpenCheckout {
+                key,
+                user_id,
+                charge,
+                updated_ms,
+            })
+            .collect())
+    }
+
+    /// Takes `checkout` for this replica's recovery: true if no one touched it
+    /// since it was read (another replica's recovery, or a retry by its shopper).
+    pub async fn claim(&self, checkout: &OpenCheckout) -> Result<bool, Error> {
+        let claimed = sqlx::query(
+            "UPDATE checkouts SET updated_ms = $3 WHERE idempotency_key = $1 AND state = 'open' AND updated_ms = $2",
+        )
+        .bind(&checkout.key)
+        .bind(checkout.updated_ms)
+        .bind(now_millis().max(checkout.updated_ms + 1))
+        .execute(self.db.pool())
+        .await?
+        .rows_affected();
+        Ok(claimed > 0)
     }
 }
 
@@ -241,23 +375,24 @@ mod tests {
         assert!(store.add("u".into(), "a".into(), MAX_QUANTITY).await.is_err());
 
         // A checkout charged b x4 while a x2 -> a x5 happened meanwhile.
+        assert!(store.open_checkout("k1", "u").await.unwrap());
         store.add("u".into(), "a".into(), 3).await.unwrap();
-        store
-            .settle(
-                "u".into(),
-                vec![
-                    Item {
-                        product_id: "b".into(),
-                        quantity: 4,
-                    },
-                    Item {
-                        product_id: "a".into(),
-                        quantity: 2,
-                    },
-                ],
-            )
-            .await
-            .unwrap();
+        let charged = vec![
+            Item {
+                product_id: "b".into(),
+                quantity: 4,
+            },
+            Item {
+                product_id: "a".into(),
+                quantity: 2,
+            },
+        ];
+        store.settle("u".into(), charged.clone(), "k1").await.unwrap();
+        // A late retry of the same checkout (another replica, or the recovery)
+        // settles again: the items do not leave twice.
+        store.settle("u".into(), charged, "k1").await.unwrap();
+        assert!(!store.open_checkout("k1", "u").await.unwrap(), "settled stays settled");
+        assert!(!store.is_open("k1").await.unwrap());
         let after = store.get("u".into()).await.unwrap();
         assert_eq!(
             after.items,
@@ -266,7 +401,7 @@ mod tests {
                 quantity: 3
             }]
         );
-        assert_eq!(after.version, 5);
+        assert_eq!(after.version, 5, "one settle, one bump");
         assert_eq!(after.cart_id, cart.cart_id, "the cart id lives on");
     }
 
@@ -311,6 +446,38 @@ mod tests {
                     quantity: 1
                 }
             ]
+        );
+    }
+
+    /// The log of checkouts: stale ones are found oldest first, and a claim
+    /// succeeds once per look, so two replicas never recover the same one at once.
+    #[tokio::test]
+    async fn stale_checkouts_are_claimed_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&Database::Sqlite(dir.path().join("cart.db")))
+            .await
+            .unwrap();
+        store.open_checkout("k1", "u").await.unwrap();
+        store.open_checkout("k2", "v").await.unwrap();
+        store.priced("k2", "0a01").await.unwrap();
+        let future = now_millis() + 60_000;
+        let stale = store.stale_checkouts(future, 10).await.unwrap();
+        assert_eq!(stale.iter().map(|c| c.key.as_str()).collect::<Vec<_>>(), ["k1", "k2"]);
+        assert_eq!(stale[1].charge.as_deref(), Some("0a01"));
+        assert!(
+            store
+                .stale_checkouts(now_millis() - 60_000, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(store.claim(&stale[0]).await.unwrap());
+        assert!(!store.claim(&stale[0]).await.unwrap(), "taken already");
+        store.forget_checkout("k1").await.unwrap();
+        assert!(!store.is_open("k1").await.unwrap());
+        assert!(
+            store.open_checkout("k1", "u").await.unwrap(),
+            "a forgotten checkout starts again"
         );
     }
 }

@@ -21,6 +21,12 @@ pub enum Error {
     /// A peer answered with an error at `step`.
     #[error("{step}: {}", status.message())]
     Peer { step: String, status: Status },
+    /// The checkout ran past its limit; the recovery finishes or undoes it.
+    #[error(
+        "checkout took longer than {0:?} and was stopped where it was; it will be finished or undone \
+         within a minute, and retrying it is safe"
+    )]
+    OutOfTime(std::time::Duration),
     #[error("database")]
     Db(#[from] sqlx::Error),
 }
@@ -41,6 +47,7 @@ impl From<Error> for Status {
             Error::UnknownProduct(_) | Error::UnknownUser(_) => Code::NotFound,
             Error::EmptyCart | Error::Precondition(_) => Code::FailedPrecondition,
             Error::Peer { status, .. } => status.code(),
+            Error::OutOfTime(_) => Code::DeadlineExceeded,
             Error::Db(_) => return meshwork_service_kit::internal(crate::NAME, e),
         };
         Status::new(code, e.to_string())

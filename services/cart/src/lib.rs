@@ -10,7 +10,9 @@ mod db;
 mod error;
 mod locks;
 mod peers;
+mod recovery;
 mod service;
+pub mod settings;
 mod validate;
 
 use std::{net::SocketAddr, path::Path};
@@ -20,6 +22,7 @@ use meshwork_service_kit::{Database, ServeArgs};
 
 pub use error::Error;
 pub use service::Cart;
+pub use settings::Settings;
 
 /// The service's mesh name.
 pub const NAME: &str = "cart";
@@ -29,18 +32,24 @@ pub const GRPC_SERVICE: &str = "shop.cart.v1.CartService";
 /// Builds the gRPC service over `<data_dir>/cart.db`, calling users, catalog and
 /// payments through the sidecar at `sidecar` (connected lazily, on first call).
 pub async fn service(data_dir: &Path, sidecar: SocketAddr) -> anyhow::Result<CartServiceServer<Cart>> {
-    service_with(&Database::sqlite_in(data_dir, NAME), sidecar).await
+    service_with(&Database::sqlite_in(data_dir, NAME), sidecar, Settings::default()).await
 }
 
-/// Like [`service`], with the carts in `database`.
-pub async fn service_with(database: &Database, sidecar: SocketAddr) -> anyhow::Result<CartServiceServer<Cart>> {
-    Ok(CartServiceServer::new(Cart::open(database, sidecar).await?))
+/// Like [`service`], with the carts in `database` and the given settings.
+pub async fn service_with(
+    database: &Database,
+    sidecar: SocketAddr,
+    settings: Settings,
+) -> anyhow::Result<CartServiceServer<Cart>> {
+    Ok(CartServiceServer::new(Cart::open(database, sidecar, settings).await?))
 }
 
-/// Serves the cart on `args.listen` until SIGTERM or Ctrl-C.
+/// Serves the cart on `args.listen` until SIGTERM or Ctrl-C, with settings
+/// from the environment.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     meshwork_service_kit::init_tracing();
-    let service = service_with(&args.database(NAME)?, args.sidecar).await?;
+    let settings = Settings::from_env()?;
+    let service = service_with(&args.database(NAME)?, args.sidecar, settings).await?;
     meshwork_service_kit::serve(&args, tonic::service::Routes::new(service), &[GRPC_SERVICE]).await?;
     Ok(())
 }

@@ -74,11 +74,12 @@ impl Peers {
         inbound: &MetadataMap,
         reservation_id: &str,
         items: Vec<StockItem>,
+        hold: std::time::Duration,
     ) -> Result<Vec<Product>, Error> {
         let request = ReserveStockRequest {
             reservation_id: reservation_id.to_owned(),
             items,
-            hold_seconds: 0,
+            hold_seconds: i32::try_from(hold.as_secs()).unwrap_or(i32::MAX),
         };
         CatalogServiceClient::new(self.channel.clone())
             .reserve_stock(outbound(inbound, request))
@@ -99,16 +100,20 @@ impl Peers {
             .map_err(peer("checkout: confirming the stock reservation with the catalog"))
     }
 
-    /// Compensation: the reserved units go back into stock.
+    /// Compensation: the reserved units go back into stock. A reservation the
+    /// catalog never made (the reserve step was lost on its way) is released too.
     pub async fn release(&self, inbound: &MetadataMap, reservation_id: &str) -> Result<(), Error> {
         let request = ReservationRequest {
             reservation_id: reservation_id.to_owned(),
         };
-        CatalogServiceClient::new(self.channel.clone())
+        match CatalogServiceClient::new(self.channel.clone())
             .release_reservation(outbound(inbound, request))
             .await
-            .map(drop)
-            .map_err(peer("checkout: releasing the stock reservation"))
+        {
+            Ok(_) => Ok(()),
+            Err(status) if status.code() == Code::NotFound => Ok(()),
+            Err(status) => Err(peer("checkout: releasing the stock reservation")(status)),
+        }
     }
 
     pub async fn charge(&self, inbound: &MetadataMap, charge: ChargeRequest) -> Result<ChargeResponse, Error> {

@@ -16,6 +16,8 @@ use crate::{
     db::{CartRow, Store},
     locks::KeyedLocks,
     peers::Peers,
+    recovery,
+    settings::Settings,
     validate,
 };
 
@@ -24,15 +26,25 @@ use crate::{
 pub struct Cart {
     store: Store,
     peers: Peers,
+    settings: Settings,
     checkouts: Arc<KeyedLocks>,
 }
 
 impl Cart {
-    /// Opens (or creates) the carts in `database`; peers are reached through `sidecar`.
-    pub async fn open(database: &meshwork_service_kit::Database, sidecar: SocketAddr) -> anyhow::Result<Self> {
+    /// Opens (or creates) the carts in `database`; peers are reached through
+    /// `sidecar`. Starts the recovery of checkouts left open.
+    pub async fn open(
+        database: &meshwork_service_kit::Database,
+        sidecar: SocketAddr,
+        settings: Settings,
+    ) -> anyhow::Result<Self> {
+        let store = Store::open(database).await?;
+        let peers = Peers::new(meshwork_service_kit::sidecar_channel(sidecar));
+        recovery::spawn(store.clone(), peers.clone(), settings.clone());
         Ok(Cart {
-            store: Store::open(database).await?,
-            peers: Peers::new(meshwork_service_kit::sidecar_channel(sidecar)),
+            store,
+            peers,
+            settings,
             checkouts: Arc::default(),
         })
     }
@@ -88,7 +100,7 @@ impl CartService for Cart {
         require_user_in(&metadata, &req.user_id, "check out the cart")?;
         validate::required("user_id", &req.user_id)?;
         let _one_at_a_time = self.checkouts.lock(&req.user_id).await;
-        let order = checkout::checkout(&self.store, &self.peers, &metadata, req.user_id).await?;
+        let order = checkout::checkout(&self.store, &self.peers, &self.settings, &metadata, req.user_id).await?;
         Ok(Response::new(CheckoutResponse { order: Some(order) }))
     }
 }
