@@ -135,13 +135,15 @@ async fn forward(
         parts.headers.insert("grpc-timeout", value);
     }
     let (parts, body) = match shared.cache.ttl_for(method) {
-        Some(ttl) => match crate::cache::grpc::serve(&shared, method, parts, body, ttl, principal.as_ref()).await {
-            crate::cache::grpc::Outcome::Answered(mut response) => {
-                limit.write_headers(response.headers_mut());
-                return finish.now(response);
+        Some(ttl) => {
+            match crate::cache::grpc::serve(&shared, method, parts, body, ttl, principal.as_ref(), &trace).await {
+                crate::cache::grpc::Outcome::Answered(mut response) => {
+                    limit.write_headers(response.headers_mut());
+                    return finish.now(response);
+                }
+                crate::cache::grpc::Outcome::Forward(parts, body) => (parts, body),
             }
-            crate::cache::grpc::Outcome::Forward(parts, body) => (parts, body),
-        },
+        }
         None => (parts, body),
     };
     let mut channel = shared.channel.clone();

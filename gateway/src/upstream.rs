@@ -172,6 +172,19 @@ impl Preferences {
     }
 }
 
+/// The preferences `trace` carries as baggage (as [`Preferences`] put
+/// them there), as one string for the cache's key; None without any.
+pub fn preferences_in(trace: &opentelemetry::Context) -> Option<Arc<str>> {
+    use opentelemetry::baggage::BaggageExt;
+    let baggage = trace.baggage();
+    let locale = baggage.get(BAGGAGE_LOCALE).map(|v| v.as_str());
+    let currency = baggage.get(BAGGAGE_CURRENCY).map(|v| v.as_str());
+    if locale.is_none() && currency.is_none() {
+        return None;
+    }
+    Some(format!("locale={};currency={}", locale.unwrap_or(""), currency.unwrap_or("")).into())
+}
+
 /// Makes `headers` fit to enter the mesh: the end user is the verified
 /// principal or nobody, and context comes only from the gateway.
 pub fn into_mesh(headers: &mut HeaderMap, principal: Option<&Principal>, trace: &opentelemetry::Context) {

@@ -572,6 +572,57 @@ ttl = "60s"
     assert_eq!(after.json()["items"][0]["productId"], "book-ddia", "{}", after.json());
     assert_eq!(after.json()["items"][0]["quantity"], 2, "{}", after.json());
 
+    // Ann prefers euros: the catalog prices her reads in EUR, under a key of
+    // their own and marked private; the shared USD entry is untouched, and
+    // her checkout is charged in EUR.
+    let set = call(
+        gw,
+        "PUT",
+        "/v1/users/me/preferences",
+        &as_ann,
+        r#"{"locale":"de-DE","currency":"EUR"}"#,
+    );
+    assert_eq!(set.status, 200, "{}", set.json());
+    let amount = |reply: &Reply| -> (String, i64) {
+        let price = &reply.json()["price"];
+        let minor = price["amountMinor"].as_str().expect("int64 as a string");
+        (
+            price["currencyCode"].as_str().expect("currency").to_string(),
+            minor.parse().expect("a number"),
+        )
+    };
+    let anonymous = get(gw, "/v1/products/book-ddia");
+    let (currency, usd) = amount(&anonymous);
+    assert_eq!(currency, "USD");
+    let in_euros = call(gw, "GET", "/v1/products/book-ddia", &as_ann, "");
+    assert_eq!(in_euros.status, 200, "{}", in_euros.json());
+    assert_eq!(amount(&in_euros), ("EUR".to_string(), (usd * 92 + 50) / 100));
+    assert_eq!(in_euros.header("cache-status"), Some("meshwork; fwd=miss; stored"));
+    assert_eq!(in_euros.header("cache-control"), Some("private, max-age=30"));
+    let again = call(gw, "GET", "/v1/products/book-ddia", &as_ann, "");
+    assert!(
+        again.header("cache-status").is_some_and(|s| s.contains("hit")),
+        "{:?}",
+        again.headers
+    );
+    assert_eq!(again.body, in_euros.body);
+    let anonymous = get(gw, "/v1/products/book-ddia");
+    assert_eq!(
+        amount(&anonymous),
+        ("USD".to_string(), usd),
+        "the shared entry is in dollars"
+    );
+    assert_eq!(anonymous.header("cache-control"), Some("public, max-age=30"));
+    let order = call(gw, "POST", "/v1/users/me/cart:checkout", &as_ann, "{}");
+    assert_eq!(order.status, 200, "{}", order.json());
+    let total = &order.json()["total"];
+    assert_eq!(total["currencyCode"], "EUR", "{total}");
+    assert_eq!(
+        total["amountMinor"],
+        (2 * ((usd * 92 + 50) / 100)).to_string(),
+        "{total}"
+    );
+
     // The limited method's store goes away and the file says fail closed:
     // 503 with Retry-After; calls without a limit are untouched.
     redis.kill();

@@ -34,6 +34,7 @@ pub async fn serve(
     body: Body,
     ttl: Duration,
     principal: Option<&Principal>,
+    trace: &opentelemetry::Context,
 ) -> Outcome {
     let bytes = match Limited::new(body, shared.limits.max_body_bytes).collect().await {
         Ok(collected) => collected.to_bytes(),
@@ -47,7 +48,7 @@ pub async fn serve(
     let Some(request) = decode_frame(&bytes, method) else {
         return Outcome::Forward(parts, Body::new(http_body_util::Full::new(bytes)));
     };
-    let key = shared.cache.key(method, &request, principal);
+    let key = shared.cache.key(method, &request, principal, trace);
     let fresh = wants_fresh(&parts.headers);
     let upstream = async {
         let mut call = tonic::Request::from_parts(

@@ -2,9 +2,11 @@
 //! unary methods (the contract says `NO_SIDE_EFFECTS`; the config check
 //! refuses a rule on any other), kept for the rule's TTL.
 //!
-//! The key is the method, the canonical request message, and, unless the
-//! method is public, the user: public data (the catalogue) is shared by
-//! everyone, private data never is. The canonical request is the request
+//! The key is the method, the canonical request message, the preferences
+//! the call carries into the mesh as baggage (a service may answer by them:
+//! the catalog's prices are in the user's currency), and, unless the method
+//! is public, the user: public data (the catalogue) is shared by everyone
+//! with the same preferences, private data never is. The canonical request is the request
 //! message encoded by prost-reflect, which writes fields in field-number
 //! order whatever order they were set or arrived in, so a REST call
 //! (built from path, query and body) and a gRPC call (its frame decoded
@@ -56,7 +58,18 @@ pub struct Key {
     request: Bytes,
     /// None for a public method's shared entry.
     user: Option<Arc<str>>,
+    /// The user's preferences the call carries (`locale` and `currency`
+    /// baggage), None for an anonymous call.
+    preferences: Option<Arc<str>>,
     generation: u64,
+}
+
+impl Key {
+    /// Whether the answer may be someone's own: it is per user or in their
+    /// preferences, so no shared cache downstream may keep it.
+    pub fn personal(&self) -> bool {
+        self.user.is_some() || self.preferences.is_some()
+    }
 }
 
 /// One stored answer.
@@ -168,6 +181,7 @@ fn weight(key: &Key, entry: &Arc<Entry>) -> u32 {
         + key.method.len()
         + key.request.len()
         + key.user.as_ref().map_or(0, |u| u.len())
+        + key.preferences.as_ref().map_or(0, |p| p.len())
         + 2 * entry.encoded.len();
     u32::try_from(bytes).unwrap_or(u32::MAX)
 }
@@ -222,13 +236,15 @@ impl ResponseCache {
             .map(|(_, ttl)| *ttl)
     }
 
-    /// Whether `method`'s answers are per user (`Cache-Control: private`).
-    pub fn private(method: &Published) -> bool {
-        method.access != Access::Public
-    }
-
-    /// The key of a call to `method` with `request` by `principal`.
-    pub fn key(&self, method: &Published, request: &DynamicMessage, principal: Option<&Principal>) -> Key {
+    /// The key of a call to `method` with `request` by `principal`, carrying
+    /// the context `trace` (its preference baggage) into the mesh.
+    pub fn key(
+        &self,
+        method: &Published,
+        request: &DynamicMessage,
+        principal: Option<&Principal>,
+        trace: &opentelemetry::Context,
+    ) -> Key {
         let user: Option<Arc<str>> = match (&method.access, principal) {
             (Access::Public, _) => None,
             (_, Some(p)) => Some(p.user_id.as_str().into()),
@@ -241,6 +257,7 @@ impl ResponseCache {
             method: method.label.clone(),
             request: Bytes::from(request.encode_to_vec()),
             user,
+            preferences: crate::upstream::preferences_in(trace),
             generation,
         }
     }

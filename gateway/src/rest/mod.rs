@@ -18,7 +18,7 @@ use tonic::{Status, body::Body, metadata::MetadataMap};
 
 use crate::{
     auth::Principal,
-    cache::{self, ResponseCache},
+    cache,
     caller::{self, Refusal},
     catalog::{Lookup, Route},
     edge::{Outcome, Shared},
@@ -102,16 +102,15 @@ async fn call(
         Ok(message) => message,
         Err(reason) => return error(&Status::invalid_argument(reason)),
     };
-    let cached = shared
-        .cache
-        .ttl_for(&route.method)
-        .map(|ttl| (ttl, shared.cache.key(&route.method, &message, principal)));
-
     let mut headers = HeaderMap::new();
     let trace = &shared
         .preferences
         .with_user_context(trace, principal, &route.method.path)
         .await;
+    let cached = shared
+        .cache
+        .ttl_for(&route.method)
+        .map(|ttl| (ttl, shared.cache.key(&route.method, &message, principal, trace)));
     upstream::into_mesh(&mut headers, principal, trace);
     let mut call = tonic::Request::from_parts(MetadataMap::from_headers(headers), Default::default(), message);
     call.set_timeout(upstream::deadline(&parts.headers, shared.limits.request_timeout));
@@ -171,6 +170,7 @@ async fn cached_call(
     headers: &HeaderMap,
 ) -> Result<Response<Body>, Status> {
     let method = &route.method;
+    let scope = if key.personal() { "private" } else { "public" };
     let upstream = async {
         let mut grpc = tonic::client::Grpc::new(shared.channel.clone());
         grpc.ready()
@@ -192,11 +192,6 @@ async fn cached_call(
     };
     let fields = response.headers_mut();
     fields.insert(header::ETAG, entry.etag.clone());
-    let scope = if ResponseCache::private(method) {
-        "private"
-    } else {
-        "public"
-    };
     if let Ok(value) = HeaderValue::try_from(format!("{scope}, max-age={}", entry.max_age())) {
         fields.insert(header::CACHE_CONTROL, value);
     }

@@ -54,6 +54,20 @@ CREATE TABLE reservation_items (
     PRIMARY KEY (reservation_id, position)
 );
 ",
+    "
+-- What one US dollar buys of each currency, in millionths of its major unit, and how
+-- many decimals its minor unit has (ISO 4217). Prices are shown and charged in the
+-- shopper's currency with these (see prices.rs); an operator keeps them current (for
+-- example from a daily feed), and every replica reads them again each minute.
+CREATE TABLE exchange_rates (
+    currency       TEXT PRIMARY KEY,
+    per_usd_micros BIGINT NOT NULL CHECK (per_usd_micros > 0),
+    exponent       INTEGER NOT NULL CHECK (exponent BETWEEN 0 AND 4)
+);
+INSERT INTO exchange_rates (currency, per_usd_micros, exponent) VALUES
+    ('USD', 1000000, 2), ('EUR', 920000, 2), ('GBP', 790000, 2), ('CHF', 880000, 2),
+    ('JPY', 150000000, 0), ('CAD', 1360000, 2), ('SEK', 10500000, 2);
+",
 ];
 
 /// How many changes a watcher may fall behind before it is resynchronised from the
@@ -107,6 +121,13 @@ impl FromRow<'_, AnyRow> for ProductRow {
             revision: r.try_get(8)?,
         })
     }
+}
+
+/// Every exchange rate: (currency, per-USD millionths, minor-unit decimals).
+pub(crate) async fn exchange_rates(db: &Db) -> Result<Vec<(String, i64, i32)>, sqlx::Error> {
+    sqlx::query_as("SELECT currency, per_usd_micros, exponent FROM exchange_rates")
+        .fetch_all(db.pool())
+        .await
 }
 
 pub(crate) async fn get_one(c: &mut Conn, id: &str) -> Result<ProductRow, Error> {

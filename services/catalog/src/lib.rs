@@ -6,6 +6,7 @@
 
 mod db;
 mod error;
+mod prices;
 mod seed;
 mod service;
 mod stock;

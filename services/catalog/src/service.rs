@@ -10,13 +10,14 @@ use meshwork_proto::{
     },
     common::Money,
 };
-use meshwork_service_kit::time::timestamp;
+use meshwork_service_kit::{context::context, time::timestamp};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::{
     Error,
     db::{ProductRow, Store, Update},
+    prices::{Pricing, Rates},
     stock::{self, Reservation},
     validate, watch,
 };
@@ -25,6 +26,7 @@ use crate::{
 #[derive(Debug, Clone)]
 pub struct Catalog {
     store: Store,
+    rates: std::sync::Arc<Rates>,
 }
 
 impl Catalog {
@@ -32,7 +34,13 @@ impl Catalog {
     pub async fn open(database: &meshwork_service_kit::Database) -> anyhow::Result<Self> {
         let store = Store::open(database).await?;
         stock::spawn_sweeper(store.clone());
-        Ok(Catalog { store })
+        let rates = Rates::load(&store).await?;
+        Ok(Catalog { store, rates })
+    }
+
+    /// How `request`'s caller is shown prices (the currency of its baggage).
+    fn pricing<T>(&self, request: &Request<T>) -> Pricing {
+        Pricing::new(self.rates.clone(), context(request).currency)
     }
 }
 
@@ -81,6 +89,7 @@ impl CatalogService for Catalog {
         &self,
         request: Request<ListProductsRequest>,
     ) -> Result<Response<ListProductsResponse>, Status> {
+        let pricing = self.pricing(&request);
         let req = request.into_inner();
         let page_size = validate::page_size(req.page_size)?;
         let after = validate::decode_page_token(&req.page_token)?;
@@ -95,28 +104,30 @@ impl CatalogService for Catalog {
             String::new()
         };
         Ok(Response::new(ListProductsResponse {
-            products: rows.into_iter().map(to_proto).collect(),
+            products: rows.into_iter().map(|row| pricing.show(row)).collect(),
             next_page_token,
         }))
     }
 
     async fn get_product(&self, request: Request<GetProductRequest>) -> Result<Response<Product>, Status> {
+        let pricing = self.pricing(&request);
         let id = request.into_inner().product_id;
         validate::product_id(&id)?;
         let mut rows = self.store.get_many(vec![id]).await?;
         let row = rows.pop().ok_or_else(|| Status::internal("internal error"))?;
-        Ok(Response::new(to_proto(row)))
+        Ok(Response::new(pricing.show(row)))
     }
 
     async fn batch_get_products(
         &self,
         request: Request<BatchGetProductsRequest>,
     ) -> Result<Response<BatchGetProductsResponse>, Status> {
+        let pricing = self.pricing(&request);
         let ids = request.into_inner().product_ids;
         validate::product_ids(&ids)?;
         let rows = self.store.get_many(ids).await?;
         Ok(Response::new(BatchGetProductsResponse {
-            products: rows.into_iter().map(to_proto).collect(),
+            products: rows.into_iter().map(|row| pricing.show(row)).collect(),
         }))
     }
 
@@ -126,9 +137,10 @@ impl CatalogService for Catalog {
         &self,
         request: Request<WatchProductsRequest>,
     ) -> Result<Response<Self::WatchProductsStream>, Status> {
+        let pricing = self.pricing(&request);
         let ids = request.into_inner().product_ids;
         validate::product_ids(&ids)?;
-        let updates = watch::start(&self.store, ids).await?;
+        let updates = watch::start(&self.store, ids, pricing).await?;
         Ok(Response::new(ReceiverStream::new(updates)))
     }
 
@@ -157,6 +169,8 @@ impl CatalogService for Catalog {
         &self,
         request: Request<ReserveStockRequest>,
     ) -> Result<Response<ReserveStockResponse>, Status> {
+        // The prices the cart charges: in the shopper's currency.
+        let pricing = self.pricing(&request);
         let req = request.into_inner();
         validate::reservation_id(&req.reservation_id)?;
         let items: stock::Items = req.items.into_iter().map(|i| (i.product_id, i.quantity)).collect();
@@ -166,7 +180,7 @@ impl CatalogService for Catalog {
         tracing::info!(reservation = %reservation.id, status = ?reservation.status, "stock reserved");
         Ok(Response::new(ReserveStockResponse {
             reservation: Some(reservation_to_proto(reservation)),
-            products: products.into_iter().map(to_proto).collect(),
+            products: products.into_iter().map(|row| pricing.show(row)).collect(),
         }))
     }
 

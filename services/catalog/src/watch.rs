@@ -15,7 +15,7 @@ use tonic::Status;
 use crate::{
     Error,
     db::{ProductRow, Store},
-    service::to_proto,
+    prices::Pricing,
 };
 
 /// Updates queued per watcher before its task waits for the client.
@@ -23,9 +23,9 @@ const WATCH_BUFFER: usize = 16;
 
 pub type Updates = mpsc::Receiver<Result<ProductUpdate, Status>>;
 
-/// Starts watching `ids` (validated, possibly with repeats). NOT_FOUND before any
-/// message if one of them does not exist.
-pub async fn start(store: &Store, ids: Vec<String>) -> Result<Updates, Error> {
+/// Starts watching `ids` (validated, possibly with repeats), priced by `pricing`.
+/// NOT_FOUND before any message if one of them does not exist.
+pub async fn start(store: &Store, ids: Vec<String>, pricing: Pricing) -> Result<Updates, Error> {
     // Subscribe before reading the current state, so no change falls in between.
     let changes = store.subscribe();
     let initial = store.get_many(ids.clone()).await?;
@@ -35,6 +35,7 @@ pub async fn start(store: &Store, ids: Vec<String>) -> Result<Updates, Error> {
         wanted: ids.iter().cloned().collect(),
         ids,
         sent: HashMap::new(),
+        pricing,
         tx,
     };
     tokio::spawn(watcher.run(initial, changes));
@@ -47,6 +48,7 @@ struct Watcher {
     wanted: HashSet<String>,
     /// The revision last sent for each product.
     sent: HashMap<String, i64>,
+    pricing: Pricing,
     tx: mpsc::Sender<Result<ProductUpdate, Status>>,
 }
 
@@ -104,7 +106,7 @@ impl Watcher {
         self.sent.insert(row.id.clone(), row.revision);
         self.tx
             .send(Ok(ProductUpdate {
-                product: Some(to_proto(row)),
+                product: Some(self.pricing.show(row)),
             }))
             .await
             .is_ok()
@@ -122,7 +124,7 @@ mod tests {
         let store = Store::open(&meshwork_service_kit::Database::Sqlite(dir.path().join("catalog.db")))
             .await
             .unwrap();
-        let mut updates = start(&store, vec!["toys-kite".into(), "toys-kite".into()])
+        let mut updates = start(&store, vec!["toys-kite".into(), "toys-kite".into()], Pricing::stored())
             .await
             .unwrap();
         let initial = updates.recv().await.unwrap().unwrap().product.unwrap();
@@ -169,7 +171,9 @@ mod tests {
         let store = Store::open(&meshwork_service_kit::Database::Sqlite(dir.path().join("catalog.db")))
             .await
             .unwrap();
-        let updates = start(&store, vec!["toys-kite".into()]).await.unwrap();
+        let updates = start(&store, vec!["toys-kite".into()], Pricing::stored())
+            .await
+            .unwrap();
         assert_eq!(store.changes.receiver_count(), 1);
         drop(updates);
         for _ in 0..100 {

@@ -279,3 +279,64 @@ async fn watch_sends_current_state_then_changes() {
         .expect_err("no ids");
     assert_eq!(err.code(), Code::InvalidArgument);
 }
+
+/// A call whose baggage asks for a currency (as the gateway writes it for a
+/// signed-in user) is shown prices in it, on every read and in the prices a
+/// reservation answers with (what a checkout charges); without one, or with
+/// one the rates do not know, the stored USD prices.
+#[tokio::test]
+async fn prices_follow_the_currency_in_the_calls_baggage() {
+    use meshwork_proto::catalog::{ReserveStockRequest, StockItem};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut client, _server) = start(dir.path()).await;
+    let with_baggage = |baggage: &'static str, id: &str| {
+        let mut request = tonic::Request::new(GetProductRequest { product_id: id.into() });
+        request
+            .metadata_mut()
+            .insert("baggage", baggage.parse().expect("value"));
+        request
+    };
+    let stored = client
+        .get_product(GetProductRequest {
+            product_id: "book-ddia".into(),
+        })
+        .await
+        .expect("get");
+    let usd = stored.into_inner().price.expect("price");
+    assert_eq!(usd.currency_code, "USD");
+
+    let eur = client
+        .get_product(with_baggage("user.id=u1,currency=EUR,locale=de-DE", "book-ddia"))
+        .await;
+    let eur = eur.expect("get").into_inner().price.expect("price");
+    assert_eq!(eur.currency_code, "EUR");
+    // The seeded rate: 0.92 EUR per USD, rounded half up to the cent.
+    assert_eq!(
+        eur.amount_minor,
+        (usd.amount_minor * 92 + 50) / 100,
+        "{usd:?} -> {eur:?}"
+    );
+    let yen = client.get_product(with_baggage("currency=JPY", "book-ddia")).await;
+    let yen = yen.expect("get").into_inner().price.expect("price");
+    assert_eq!(
+        (yen.currency_code.as_str(), yen.amount_minor),
+        ("JPY", (usd.amount_minor * 150 + 50) / 100)
+    );
+    let unknown = client.get_product(with_baggage("currency=XTS", "book-ddia")).await;
+    assert_eq!(unknown.expect("get").into_inner().price.expect("price"), usd);
+
+    let mut reserve = tonic::Request::new(ReserveStockRequest {
+        reservation_id: "r-eur".into(),
+        items: vec![StockItem {
+            product_id: "book-ddia".into(),
+            quantity: 1,
+        }],
+        hold_seconds: 5,
+    });
+    reserve
+        .metadata_mut()
+        .insert("baggage", "currency=EUR".parse().expect("value"));
+    let reserved = client.reserve_stock(reserve).await.expect("reserve").into_inner();
+    assert_eq!(reserved.products[0].price.as_ref(), Some(&eur));
+}
