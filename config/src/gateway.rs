@@ -200,7 +200,8 @@ pub struct Mcp {
     /// The resource's canonical URI (RFC 9728 `resource`, and the audience
     /// agents ask tokens for); absent: `http(s)://<listen>/mcp`.
     pub resource: Option<String>,
-    /// The authorization servers the protected resource metadata names.
+    /// The authorization servers the protected resource metadata names;
+    /// empty: the gateway itself (its OAuth 2.1 endpoints).
     pub authorization_servers: Vec<String>,
     /// A server-streaming tool collects messages for at most this long...
     #[serde(with = "humantime_serde")]

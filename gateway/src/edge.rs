@@ -99,6 +99,7 @@ async fn dispatch(
         Kind::Grpc => grpc::serve(shared, request, trace, client).await,
         Kind::Storefront => storefront::serve(&request),
         Kind::Mcp => crate::mcp::serve(shared, request, trace, client).await,
+        Kind::OAuth => crate::oauth::serve(&shared, request).await,
         Kind::Rest => {
             let started = Instant::now();
             let (method, path) = (request.method().to_string(), request.uri().path().to_string());
@@ -117,6 +118,7 @@ enum Kind {
     Rest,
     Storefront,
     Mcp,
+    OAuth,
 }
 
 impl Kind {
@@ -132,6 +134,8 @@ impl Kind {
             Kind::Grpc
         } else if crate::mcp::serves(request.uri().path()) {
             Kind::Mcp
+        } else if crate::oauth::serves(request.uri().path()) {
+            Kind::OAuth
         } else if storefront::serves(request.method(), request.uri().path()) {
             Kind::Storefront
         } else {

@@ -16,11 +16,11 @@ use crate::auth::{MAX_TOKEN_BYTES, Principal, token};
 pub const FUZZ_KEY_X: &str = "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo";
 
 static KEY: LazyLock<Option<DecodingKey>> = LazyLock::new(|| DecodingKey::from_ed_components(FUZZ_KEY_X).ok());
-static VALIDATION: LazyLock<Validation> = LazyLock::new(|| token::validation("meshwork-users", "meshwork", 30));
+static VALIDATION: LazyLock<Validation> = LazyLock::new(|| token::validation("meshwork-users", &["meshwork"], 30));
 /// The same rules without the signature, so that mutated claims (whose
 /// signature cannot match) still reach the claim checks.
 static CLAIMS_ONLY: LazyLock<Validation> = LazyLock::new(|| {
-    let mut v = token::validation("meshwork-users", "meshwork", 30);
+    let mut v = token::validation("meshwork-users", &["meshwork"], 30);
     v.insecure_disable_signature_validation();
     v
 });

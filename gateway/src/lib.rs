@@ -24,6 +24,7 @@ mod grpc;
 mod limit;
 pub mod mcp;
 mod metrics;
+mod oauth;
 pub mod rest;
 mod server;
 mod status;
@@ -119,7 +120,8 @@ pub async fn run_replica(
     let channel = upstream::channel(gateway.sidecar.outbound);
     let shared = Arc::new(Shared {
         catalog: ArcSwap::from_pointee(catalog),
-        auth: auth::Authenticator::new(&gateway.auth, channel.clone()),
+        auth: auth::Authenticator::new(&gateway.auth, channel.clone())
+            .with_resource(&gateway.auth, &mcp::resource_of(&gateway)),
         preferences: upstream::Preferences::new(channel.clone(), upstream::PREFERENCES_TTL),
         channel,
         limits: gateway.limits.clone(),

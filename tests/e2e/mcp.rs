@@ -4,7 +4,10 @@
 //! (stateless). Tools are listed per caller, schemas are valid 2020-12,
 //! calls browse the catalog, fill a cart and check out (a repeated checkout
 //! makes one order), errors are `isError`, a stream reports progress, and
-//! the endpoint answers 401/403 with its metadata pointer.
+//! the endpoint answers 401/403 with its metadata pointer; and an agent signs
+//! its user in by itself through the gateway's OAuth 2.1 authorization server
+//! (discovery, dynamic registration, login page, PKCE), its token bound to
+//! the MCP resource.
 
 use std::{
     io::{Read, Write},
@@ -134,6 +137,31 @@ fn agents_browse_and_buy_through_mcp() {
     );
     let summary: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or("")).expect("summary");
     assert_eq!(summary["stdio_cart_user"], true, "{summary}");
+
+    // An agent that signs its user in by itself, through the gateway's
+    // OAuth 2.1 authorization server; its token is bound to the MCP resource.
+    let run = output_within(
+        Command::new(Path::new(&venv).join("bin/python"))
+            .arg(&script)
+            .args([gateway.as_str(), "oauth"]),
+        Duration::from_secs(180),
+    );
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "the MCP client (oauth) failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or("")).expect("summary");
+    eprintln!("oauth: {summary:#}");
+    assert_eq!(summary["oauth_audience"], format!("{gateway}/mcp"), "{summary}");
+    assert_eq!(summary["oauth_user"], true);
+    assert_eq!(summary["oauth_token_at_rest"], 401, "an MCP token is not for REST");
+    assert_eq!(
+        summary["oauth_other_resource"],
+        serde_json::json!([400, "invalid_target"])
+    );
+    assert_eq!(summary["oauth_replay"], serde_json::json!([400, "invalid_grant"]));
 
     // The first run's first token expires (20 s): then it gets 401 with the
     // metadata pointer. Until then the same request is let in (200).

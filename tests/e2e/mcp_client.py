@@ -5,22 +5,30 @@ Usage: mcp_client.py GATEWAY_BASE_URL MODE [MESH MESH_TOML]
 MODE is the SDK's connect mode: "legacy" (initialize, Mcp-Session-Id: the
 2025-11-25 protocol) or "2026-07-28" (stateless, no handshake); or "stdio":
 `MESH mcp --stdio --config MESH_TOML` launched by the SDK, signed in with a
-token in MESH_MCP_TOKEN.
+token in MESH_MCP_TOKEN; or "oauth": the SDK signs its user in by itself
+(the gateway's authorization server: discovery, dynamic registration, the
+login page, PKCE), with this script as the user's browser.
 
 Every check asserts here; the last line printed is a JSON summary that the
 Rust side checks again.
 """
 
 import asyncio
+import base64
+import html
 import json
+import re
 import sys
 import uuid
+from urllib.parse import parse_qs, urlsplit
 
 import anyio
 import httpx2
 import jsonschema
 from mcp import Client, StdioServerParameters
+from mcp.client.auth import AuthorizationCodeResult, OAuthClientProvider
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.auth import OAuthClientMetadata
 
 BASE, MODE = sys.argv[1], sys.argv[2]
 MCP = f"{BASE}/mcp"
@@ -225,6 +233,92 @@ async def stdio(mesh, config):
     print(json.dumps(summary))
 
 
+class MemoryStorage:
+    """The SDK's TokenStorage, in memory."""
+
+    def __init__(self):
+        self.tokens, self.client_info = None, None
+
+    async def get_tokens(self):
+        return self.tokens
+
+    async def set_tokens(self, tokens):
+        self.tokens = tokens
+
+    async def get_client_info(self):
+        return self.client_info
+
+    async def set_client_info(self, client_info):
+        self.client_info = client_info
+
+
+async def oauth():
+    email = f"oauth-{uuid.uuid4().hex[:8]}@example.test"
+    async with httpx2.AsyncClient(timeout=30) as http:
+        r = await http.post(f"{BASE}/v1/users", json={"email": email, "password": "correct horse", "displayName": "oauth"})
+        assert r.status_code == 200, r.text
+        me = r.json()["user"]["id"]
+    redirect = {}
+
+    async def as_the_users_browser(url):
+        """Opens the login page, signs in (once wrongly), and reads the redirect without following it."""
+        async with httpx2.AsyncClient(timeout=30, follow_redirects=False) as browser:
+            page = await browser.get(url)
+            assert page.status_code == 200 and "<form" in page.text, (page.status_code, page.text)
+            assert "meshwork-test-agent" in page.text, page.text
+            fields = {k: html.unescape(v) for k, v in re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', page.text)}
+            form_url = f"{BASE}/oauth/authorize"
+            wrong = await browser.post(form_url, data={**fields, "email": email, "password": "not it"})
+            assert wrong.status_code == 401 and "Wrong email or password" in wrong.text, wrong.status_code
+            signed_in = await browser.post(form_url, data={**fields, "email": email, "password": "correct horse"})
+            assert signed_in.status_code == 302, (signed_in.status_code, signed_in.text)
+            location = signed_in.headers["location"]
+            assert location.startswith("http://127.0.0.1:9/callback?"), location
+            query = parse_qs(urlsplit(location).query)
+            redirect["code"], redirect["state"] = query["code"][0], query["state"][0]
+
+    async def callback():
+        return AuthorizationCodeResult(code=redirect["code"], state=redirect["state"])
+
+    storage = MemoryStorage()
+    metadata = OAuthClientMetadata(
+        client_name="meshwork-test-agent",
+        redirect_uris=["http://127.0.0.1:9/callback"],
+        grant_types=["authorization_code"],
+        response_types=["code"],
+        token_endpoint_auth_method="none",
+    )
+    provider = OAuthClientProvider(MCP, metadata, storage, as_the_users_browser, callback)
+    http = httpx2.AsyncClient(auth=provider, timeout=30)
+    async with Client(streamable_http_client(MCP, http_client=http), mode="2026-07-28") as agent:
+        summary["protocol"] = agent.protocol_version
+        # Anonymous until a tool needs the user: then 401, and the SDK signs in.
+        cart = await agent.call_tool("cart_get_cart", {"userId": "me"})
+        assert not cart.is_error and cart.structured_content["userId"] == me, text(cart)
+        names = sorted(t.name for t in (await agent.list_tools()).tools)
+        assert "cart_checkout" in names, names
+    token = storage.tokens.access_token
+    claims = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
+    summary["oauth_audience"] = claims["aud"]
+    summary["oauth_user"] = claims["sub"] == me
+    summary["oauth_client"] = storage.client_info.client_id
+    async with httpx2.AsyncClient(timeout=30) as plain:
+        # The token is for the MCP resource: the REST API, another audience, refuses it.
+        r = await plain.get(f"{BASE}/v1/users/me/cart", headers={"Authorization": f"Bearer {token}"})
+        summary["oauth_token_at_rest"] = r.status_code
+        # The authorization server issues tokens for its resource only.
+        other = {"grant_type": "authorization_code", "code": "x", "code_verifier": "x" * 43,
+                 "client_id": storage.client_info.client_id, "redirect_uri": "http://127.0.0.1:9/callback",
+                 "resource": "http://elsewhere.example/mcp"}
+        r = await plain.post(f"{BASE}/oauth/token", data=other)
+        summary["oauth_other_resource"] = [r.status_code, r.json()["error"]]
+        # A code is used once: the SDK's was, so replaying it is invalid_grant.
+        replay = {**other, "resource": MCP, "code": redirect["code"]}
+        r = await plain.post(f"{BASE}/oauth/token", data=replay)
+        summary["oauth_replay"] = [r.status_code, r.json()["error"]]
+    print(json.dumps(summary))
+
+
 async def main():
     # A bound of its own, under the Rust side's, so that a hang ends with a
     # traceback naming the step that waited.
@@ -235,6 +329,9 @@ async def main():
 async def run():
     if MODE == "stdio":
         await stdio(sys.argv[3], sys.argv[4])
+        return
+    if MODE == "oauth":
+        await oauth()
         return
     # A token taken first, for the Rust side to try once it has expired.
     async with httpx2.AsyncClient(timeout=30) as http:

@@ -51,7 +51,11 @@ pub struct Authenticator {
 
 struct Inner {
     keys: KeyCache,
+    /// For the gateway's own audience (`[gateway.auth] audience`).
     validation: Validation,
+    /// For the MCP resource: tokens issued for it (RFC 8707, by the gateway's
+    /// authorization server) or for the gateway's audience.
+    resource_validation: Validation,
     policy: Policy,
 }
 
@@ -74,13 +78,31 @@ impl Authenticator {
 
     /// [`new`](Self::new) with another least time between two fetches.
     pub fn with_refetch_interval(auth: &meshwork_config::Auth, users: Channel, interval: Duration) -> Self {
+        let validation = token::validation(&auth.issuer, &[&auth.audience], auth.leeway.as_secs());
         Authenticator {
             inner: Arc::new(Inner {
                 keys: KeyCache::new(users, interval),
-                validation: token::validation(&auth.issuer, &auth.audience, auth.leeway.as_secs()),
+                resource_validation: validation.clone(),
+                validation,
                 policy: Policy::new(auth),
             }),
         }
+    }
+
+    /// Also accepts, at [`authenticate_for_resource`](Self::authenticate_for_resource),
+    /// tokens whose audience is `resource` (the MCP endpoint's URI). Call it
+    /// before the authenticator is cloned.
+    pub fn with_resource(mut self, auth: &meshwork_config::Auth, resource: &str) -> Self {
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => {
+                inner.resource_validation =
+                    token::validation(&auth.issuer, &[&auth.audience, resource], auth.leeway.as_secs());
+            }
+            None => tracing::error!(
+                "the authenticator was shared before its resource was set; MCP accepts only the gateway's audience"
+            ),
+        }
+        self
     }
 
     /// The verified caller of a request with `headers`: `Ok(None)` when it
@@ -89,6 +111,20 @@ impl Authenticator {
     /// makes the keys be fetched again (once, shared, rate-limited);
     /// [`AuthError::is_unavailable`] tells when they could not be.
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Option<Principal>, AuthError> {
+        self.authenticate_with(headers, &self.inner.validation).await
+    }
+
+    /// [`authenticate`](Self::authenticate) at the MCP resource: its own
+    /// audience is accepted too (see [`with_resource`](Self::with_resource)).
+    pub async fn authenticate_for_resource(&self, headers: &HeaderMap) -> Result<Option<Principal>, AuthError> {
+        self.authenticate_with(headers, &self.inner.resource_validation).await
+    }
+
+    async fn authenticate_with(
+        &self,
+        headers: &HeaderMap,
+        validation: &Validation,
+    ) -> Result<Option<Principal>, AuthError> {
         let mut values = headers.get_all(AUTHORIZATION).iter();
         let Some(value) = values.next() else {
             return Ok(None);
@@ -98,20 +134,20 @@ impl Authenticator {
         }
         let token = token::bearer(value)?;
         let kid = token::key_id(token)?;
-        self.verify(token, &kid).await.map(Some)
+        self.verify(token, &kid, validation).await.map(Some)
     }
 
-    async fn verify(&self, token: &str, kid: &str) -> Result<Principal, AuthError> {
+    async fn verify(&self, token: &str, kid: &str, validation: &Validation) -> Result<Principal, AuthError> {
         let generation = {
             let keys = self.inner.keys.current();
             if let Some(key) = keys.get(kid) {
-                return token::verify(token, key, &self.inner.validation);
+                return token::verify(token, key, validation);
             }
             keys.generation()
         };
         self.inner.keys.refresh_after(generation).await?;
         match self.inner.keys.current().get(kid) {
-            Some(key) => token::verify(token, key, &self.inner.validation),
+            Some(key) => token::verify(token, key, validation),
             None => Err(AuthError::UnknownKey(token::printable_kid(kid))),
         }
     }

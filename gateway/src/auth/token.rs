@@ -78,13 +78,13 @@ pub fn printable_kid(kid: &str) -> Option<String> {
 
 /// The rules every token must meet: EdDSA, `exp`, `nbf` (with `leeway_secs`
 /// of clock skew), `iss` and `aud` present and as expected, and a `sub`.
-pub fn validation(issuer: &str, audience: &str, leeway_secs: u64) -> Validation {
+pub fn validation(issuer: &str, audiences: &[&str], leeway_secs: u64) -> Validation {
     let mut v = Validation::new(Algorithm::EdDSA);
     v.leeway = leeway_secs;
     v.validate_exp = true;
     v.validate_nbf = true;
     v.set_issuer(&[issuer]);
-    v.set_audience(&[audience]);
+    v.set_audience(audiences);
     v.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
     v
 }

@@ -60,6 +60,17 @@ pub fn serves(path: &str) -> bool {
     path == PATH || path == METADATA_PATH || path.strip_prefix(METADATA_PATH) == Some(PATH)
 }
 
+/// The resource's canonical URI: `[gateway.mcp] resource`, or
+/// `http(s)://<listen>/mcp`.
+pub fn resource_of(gateway: &Gateway) -> String {
+    let scheme = if gateway.tls.is_some() { "https" } else { "http" };
+    gateway
+        .mcp
+        .resource
+        .clone()
+        .unwrap_or_else(|| format!("{scheme}://{}{PATH}", gateway.listen))
+}
+
 /// The MCP endpoint: rmcp's service, the tool table, and the metadata.
 pub struct Endpoint {
     service: StreamableHttpService<Handler, LocalSessionManager>,
@@ -77,11 +88,7 @@ pub struct Endpoint {
 impl Endpoint {
     pub fn new(gateway: &Gateway) -> Self {
         let config = Arc::new(gateway.mcp.clone());
-        let scheme = if gateway.tls.is_some() { "https" } else { "http" };
-        let resource = config
-            .resource
-            .clone()
-            .unwrap_or_else(|| format!("{scheme}://{}{PATH}", gateway.listen));
+        let resource = resource_of(gateway);
         let metadata_url = match resource.split_once("://") {
             Some((scheme, rest)) => {
                 let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
@@ -144,6 +151,11 @@ impl Endpoint {
         }
     }
 
+    /// The resource's canonical URI: what tokens for it carry as `aud`.
+    pub fn resource(&self) -> &str {
+        &self.resource
+    }
+
     /// Whether a browser page of `origin` may call the endpoint: listed in
     /// `origins` (compared as ASCII, case-insensitively), or `"*"` is.
     fn origin_allowed(&self, origin: &HeaderValue) -> bool {
@@ -155,14 +167,22 @@ impl Endpoint {
             .any(|allowed| allowed == "*" || allowed.trim_end_matches('/').eq_ignore_ascii_case(origin))
     }
 
+    /// The configured authorization servers, or this gateway's own.
+    fn authorization_servers(&self) -> Vec<String> {
+        if self.config.authorization_servers.is_empty() {
+            vec![crate::oauth::issuer_of(&self.resource)]
+        } else {
+            self.config.authorization_servers.clone()
+        }
+    }
+
     /// RFC 9728 metadata.
     fn metadata(&self) -> Response<Body> {
         let body = json!({
             "resource": self.resource,
-            "authorization_servers": self.config.authorization_servers,
+            "authorization_servers": self.authorization_servers(),
             "bearer_methods_supported": ["header"],
             "resource_name": "Meshwork gateway (MCP)",
-            "resource_documentation": "docs/gateway.md#mcp",
         });
         let mut response = Response::new(Body::new(Full::new(Bytes::from(body.to_string()))));
         response
@@ -266,7 +286,7 @@ pub async fn serve(
             .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         return response;
     }
-    let principal = match shared.auth.authenticate(&parts.headers).await {
+    let principal = match shared.auth.authenticate_for_resource(&parts.headers).await {
         Ok(principal) => principal,
         Err(error) => {
             shared.metrics.auth_failure(error.reason());

@@ -25,6 +25,27 @@ CREATE TABLE users (
 -- Roles beyond a shopper's (for example admin), space-separated; empty for shoppers.
 ALTER TABLE users ADD COLUMN roles TEXT NOT NULL DEFAULT '';
 ",
+    "
+-- OAuth 2.1 (see oauth.rs): public clients, and one-time codes stored as their SHA-256.
+CREATE TABLE oauth_clients (
+    client_id     TEXT PRIMARY KEY,
+    client_name   TEXT NOT NULL,
+    -- One per line.
+    redirect_uris TEXT NOT NULL,
+    created_at_ms BIGINT NOT NULL
+);
+CREATE TABLE oauth_codes (
+    code_hash      TEXT PRIMARY KEY,
+    client_id      TEXT NOT NULL REFERENCES oauth_clients (client_id),
+    user_id        TEXT NOT NULL REFERENCES users (id),
+    redirect_uri   TEXT NOT NULL,
+    code_challenge TEXT NOT NULL,
+    resource       TEXT NOT NULL,
+    scope          TEXT NOT NULL,
+    expires_at_ms  BIGINT NOT NULL,
+    used           INTEGER NOT NULL DEFAULT 0
+);
+",
 ];
 
 pub const DEFAULT_LOCALE: &str = "en-US";
@@ -54,7 +75,7 @@ pub struct NewUser {
 
 #[derive(Clone, Debug)]
 pub struct Store {
-    db: Db,
+    pub(crate) db: Db,
 }
 
 /// The columns of [`UserRow`], in its order, for every query that reads one.

@@ -15,6 +15,11 @@ pub enum Error {
     BadCredentials,
     #[error("user '{0}' not found")]
     NotFound(String),
+    #[error("OAuth client '{0}' is not registered")]
+    UnknownClient(String),
+    /// OAuth's invalid_grant: the code or what it is exchanged with is wrong.
+    #[error("{0}")]
+    InvalidGrant(String),
     #[error("database")]
     Db(#[from] sqlx::Error),
     #[error("password hashing: {0}")]
@@ -40,7 +45,8 @@ impl From<Error> for Status {
             Error::Invalid { .. } => Code::InvalidArgument,
             Error::EmailTaken(_) => Code::AlreadyExists,
             Error::BadCredentials => Code::Unauthenticated,
-            Error::NotFound(_) => Code::NotFound,
+            Error::NotFound(_) | Error::UnknownClient(_) => Code::NotFound,
+            Error::InvalidGrant(_) => Code::FailedPrecondition,
             Error::Db(_) | Error::Hash(_) | Error::Key(_) | Error::Token(_) => {
                 return meshwork_service_kit::internal(crate::NAME, e);
             }

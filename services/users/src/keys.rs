@@ -111,13 +111,24 @@ impl Signer {
     /// A compact JWT for `user_id` with `roles`, issued at `now_secs`; returns
     /// it with its expiry (Unix seconds).
     pub fn sign(&self, user_id: &str, roles: &[String], now_secs: i64) -> Result<(String, i64), Error> {
+        self.sign_for(user_id, roles, now_secs, &self.audience)
+    }
+
+    /// [`sign`](Self::sign) for another audience (an OAuth resource, RFC 8707).
+    pub fn sign_for(
+        &self,
+        user_id: &str,
+        roles: &[String],
+        now_secs: i64,
+        audience: &str,
+    ) -> Result<(String, i64), Error> {
         let ring = self.ring.load();
         let key = ring.newest();
         let exp = now_secs.saturating_add(self.ttl.as_secs() as i64);
         let claims = Claims {
             iss: TOKEN_ISSUER,
             sub: user_id,
-            aud: &self.audience,
+            aud: audience,
             iat: now_secs,
             nbf: now_secs,
             exp,

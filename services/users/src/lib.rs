@@ -13,6 +13,7 @@ mod db;
 mod error;
 mod key_files;
 mod keys;
+mod oauth;
 mod password;
 mod service;
 pub mod settings;

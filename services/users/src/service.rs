@@ -6,7 +6,8 @@
 use std::{path::Path, sync::Arc};
 
 use meshwork_proto::users::{
-    GetJwksRequest, GetUserRequest, Jwks, LoginRequest, LoginResponse, Preferences, RegisterRequest, RegisterResponse,
+    AuthorizeRequest, AuthorizeResponse, ExchangeCodeRequest, GetClientRequest, GetJwksRequest, GetUserRequest, Jwks,
+    LoginRequest, LoginResponse, OAuthClient, Preferences, RegisterClientRequest, RegisterRequest, RegisterResponse,
     UpdatePreferencesRequest, User, user_service_server::UserService,
 };
 use meshwork_service_kit::{
@@ -19,7 +20,7 @@ use crate::{
     Error,
     db::{NewUser, Store, UserRow},
     keys::{self, Signer},
-    password,
+    oauth, password,
     settings::Settings,
     validate,
 };
@@ -105,20 +106,7 @@ impl UserService for Users {
 
     async fn login(&self, request: Request<LoginRequest>) -> Result<Response<LoginResponse>, Status> {
         let req = request.into_inner();
-        // A malformed email cannot have an account; answer as for any unknown email.
-        let found = match validate::email(&req.email) {
-            Ok(email) => self.store.by_email(email).await?,
-            Err(_) => None,
-        };
-        let (user, hash) = match found {
-            Some((user, hash)) => (Some(user), Some(hash)),
-            None => (None, None),
-        };
-        let ok = password::verify(req.password, hash).await?;
-        let user = match user {
-            Some(user) if ok => user,
-            _ => return Err(Error::BadCredentials.into()),
-        };
+        let user = self.check_password(&req.email, req.password).await?;
         let (access_token, exp) = self.signer.sign(&user.id, &user.roles, now_millis() / 1000)?;
         Ok(Response::new(LoginResponse {
             access_token,
@@ -149,5 +137,104 @@ impl UserService for Users {
 
     async fn get_jwks(&self, _: Request<GetJwksRequest>) -> Result<Response<Jwks>, Status> {
         Ok(Response::new(self.signer.jwks().await?))
+    }
+
+    async fn register_client(&self, request: Request<RegisterClientRequest>) -> Result<Response<OAuthClient>, Status> {
+        let req = request.into_inner();
+        oauth::check_registration(&req.client_name, &req.redirect_uris)?;
+        let client = oauth::insert_client(&self.store.db, req.client_name.trim(), &req.redirect_uris).await?;
+        tracing::info!(client_id = %client.client_id, name = %client.client_name, "OAuth client registered");
+        Ok(Response::new(client_to_proto(client)))
+    }
+
+    async fn get_client(&self, request: Request<GetClientRequest>) -> Result<Response<OAuthClient>, Status> {
+        let client = oauth::client(&self.store.db, &request.into_inner().client_id).await?;
+        Ok(Response::new(client_to_proto(client)))
+    }
+
+    async fn authorize(&self, request: Request<AuthorizeRequest>) -> Result<Response<AuthorizeResponse>, Status> {
+        let req = request.into_inner();
+        let client = oauth::client(&self.store.db, &req.client_id).await?;
+        if !client.redirect_uris.contains(&req.redirect_uri) {
+            return Err(Error::invalid(
+                "redirect_uri",
+                format!("'{}' is not one the client registered", req.redirect_uri),
+            )
+            .into());
+        }
+        oauth::check_challenge(&req.code_challenge, &req.code_challenge_method)?;
+        let user = self.check_password(&req.email, req.password).await?;
+        let grant = oauth::Grant {
+            user_id: user.id.clone(),
+            client_id: client.client_id,
+            redirect_uri: req.redirect_uri,
+            code_challenge: req.code_challenge,
+            resource: req.resource,
+        };
+        let code = oauth::insert_code(&self.store.db, &grant, &req.scope).await?;
+        tracing::info!(user_id = %user.id, client_id = %grant.client_id, "OAuth code issued");
+        Ok(Response::new(AuthorizeResponse { code, user_id: user.id }))
+    }
+
+    async fn exchange_code(&self, request: Request<ExchangeCodeRequest>) -> Result<Response<LoginResponse>, Status> {
+        let req = request.into_inner();
+        let grant = oauth::take_code(&self.store.db, &req.code).await?;
+        let mismatch = |what: &str| Err(Error::InvalidGrant(format!("the code was issued for another {what}")));
+        if grant.client_id != req.client_id {
+            return mismatch("client").map_err(Status::from);
+        }
+        if grant.redirect_uri != req.redirect_uri {
+            return mismatch("redirect_uri").map_err(Status::from);
+        }
+        if !req.resource.is_empty() && grant.resource != req.resource {
+            return mismatch("resource").map_err(Status::from);
+        }
+        if !oauth::verifier_matches(&req.code_verifier, &grant.code_challenge) {
+            return Err(Error::InvalidGrant("the code_verifier does not match the code_challenge".into()).into());
+        }
+        let user = self.store.get(grant.user_id).await?;
+        let audience = if grant.resource.is_empty() {
+            self.settings.audience.as_str()
+        } else {
+            grant.resource.as_str()
+        };
+        let (access_token, exp) = self
+            .signer
+            .sign_for(&user.id, &user.roles, now_millis() / 1000, audience)?;
+        Ok(Response::new(LoginResponse {
+            access_token,
+            expires_at: Some(prost_types::Timestamp { seconds: exp, nanos: 0 }),
+            user: Some(to_proto(user)),
+        }))
+    }
+}
+
+impl Users {
+    /// The account of `email` if `password` is its password; one answer for
+    /// a wrong email and a wrong password, after the same hashing work.
+    async fn check_password(&self, email: &str, password: String) -> Result<UserRow, Error> {
+        // A malformed email cannot have an account; answer as for any unknown email.
+        let found = match validate::email(email) {
+            Ok(email) => self.store.by_email(email).await?,
+            Err(_) => None,
+        };
+        let (user, hash) = match found {
+            Some((user, hash)) => (Some(user), Some(hash)),
+            None => (None, None),
+        };
+        let ok = password::verify(password, hash).await?;
+        match user {
+            Some(user) if ok => Ok(user),
+            _ => Err(Error::BadCredentials),
+        }
+    }
+}
+
+fn client_to_proto(c: oauth::Client) -> OAuthClient {
+    OAuthClient {
+        client_id: c.client_id,
+        client_name: c.client_name,
+        redirect_uris: c.redirect_uris,
+        created_at: Some(timestamp(c.created_at_ms)),
     }
 }

@@ -411,3 +411,115 @@ async fn an_end_user_reaches_only_their_own_account() {
     // Without the header the caller is a mesh workload on its own authority.
     client.get_user(get(&bob.id)).await.expect("a workload reads any user");
 }
+
+/// OAuth 2.1's codes: a registered client, a code for one of its redirect
+/// URIs and a PKCE challenge, exchanged once, with the right verifier, for a
+/// token whose audience is the resource asked for.
+#[tokio::test]
+async fn oauth_codes_are_single_use_bound_to_client_pkce_and_resource() {
+    use meshwork_proto::users::{AuthorizeRequest, ExchangeCodeRequest, GetClientRequest, RegisterClientRequest};
+
+    let mut fixture = start().await;
+    let client = &mut fixture.client;
+    let user = register(client, "agent@example.com", "correct horse")
+        .await
+        .expect("register");
+    let refused = client
+        .register_client(RegisterClientRequest {
+            client_name: "agent".into(),
+            redirect_uris: vec!["http://agent.example/cb".into()],
+        })
+        .await
+        .expect_err("plain http off the loopback");
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert!(refused.message().contains("redirect_uris"), "{}", refused.message());
+    let registered = client
+        .register_client(RegisterClientRequest {
+            client_name: "agent".into(),
+            redirect_uris: vec!["http://127.0.0.1:9/cb".into()],
+        })
+        .await
+        .expect("register client")
+        .into_inner();
+    let got = client
+        .get_client(GetClientRequest {
+            client_id: registered.client_id.clone(),
+        })
+        .await
+        .expect("get client")
+        .into_inner();
+    assert_eq!(got.redirect_uris, ["http://127.0.0.1:9/cb"]);
+
+    // RFC 7636 appendix B's pair.
+    let verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+    let resource = "http://127.0.0.1:8080/mcp";
+    let authorize = |password: &str, redirect_uri: &str| AuthorizeRequest {
+        email: "agent@example.com".into(),
+        password: password.into(),
+        client_id: registered.client_id.clone(),
+        redirect_uri: redirect_uri.into(),
+        code_challenge: "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM".into(),
+        code_challenge_method: "S256".into(),
+        resource: resource.into(),
+        scope: String::new(),
+    };
+    let wrong = client
+        .authorize(authorize("wrong password", "http://127.0.0.1:9/cb"))
+        .await;
+    assert_eq!(wrong.expect_err("bad password").code(), Code::Unauthenticated);
+    let elsewhere = client
+        .authorize(authorize("correct horse", "http://127.0.0.1:9/other"))
+        .await;
+    assert_eq!(
+        elsewhere.expect_err("unregistered redirect").code(),
+        Code::InvalidArgument
+    );
+    let code = client
+        .authorize(authorize("correct horse", "http://127.0.0.1:9/cb"))
+        .await
+        .expect("authorize")
+        .into_inner()
+        .code;
+    let exchange = |code: &str, verifier: &str| ExchangeCodeRequest {
+        code: code.into(),
+        code_verifier: verifier.into(),
+        client_id: registered.client_id.clone(),
+        redirect_uri: "http://127.0.0.1:9/cb".into(),
+        resource: resource.into(),
+    };
+    let token = client
+        .exchange_code(exchange(&code, verifier))
+        .await
+        .expect("exchange")
+        .into_inner()
+        .access_token;
+    let again = client.exchange_code(exchange(&code, verifier)).await.expect_err("used");
+    assert_eq!(again.code(), Code::FailedPrecondition);
+    assert!(again.message().contains("used already"), "{}", again.message());
+
+    // A second code, with a verifier that is not its challenge's: refused, and spent.
+    let code = client
+        .authorize(authorize("correct horse", "http://127.0.0.1:9/cb"))
+        .await
+        .expect("authorize")
+        .into_inner()
+        .code;
+    let bad = client
+        .exchange_code(exchange(&code, "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXK"))
+        .await
+        .expect_err("wrong verifier");
+    assert!(bad.message().contains("code_verifier"), "{}", bad.message());
+
+    // The token is for the resource, and for the user.
+    let jwks = client.get_jwks(GetJwksRequest {}).await.expect("jwks").into_inner();
+    let key = DecodingKey::from_ed_components(&jwks.keys[0].x).expect("key");
+    let mut validation = Validation::new(Algorithm::EdDSA);
+    validation.set_audience(&[resource]);
+    let claims = jsonwebtoken::decode::<Claims>(&token, &key, &validation).expect("aud is the resource");
+    assert_eq!(claims.claims.sub, user.id);
+    validation.set_audience(&[meshwork_users::DEFAULT_AUDIENCE]);
+    assert!(
+        jsonwebtoken::decode::<Claims>(&token, &key, &validation).is_err(),
+        "not for the default audience"
+    );
+}
