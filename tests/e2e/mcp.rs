@@ -162,6 +162,21 @@ fn agents_browse_and_buy_through_mcp() {
         serde_json::json!([400, "invalid_target"])
     );
     assert_eq!(summary["oauth_replay"], serde_json::json!([400, "invalid_grant"]));
+    assert_eq!(
+        summary["oauth_scope"], "shop:read shop:write",
+        "both scopes when none is asked for"
+    );
+    let read_only = &summary["read_only"];
+    assert_eq!(
+        (&read_only["read"], &read_only["write"]),
+        (&200.into(), &403.into()),
+        "{read_only}"
+    );
+    let challenge = read_only["challenge"].as_str().unwrap_or("");
+    assert!(
+        challenge.contains("error=\"insufficient_scope\"") && challenge.contains("scope=\"shop:write\""),
+        "{challenge}"
+    );
 
     // The first run's first token expires (20 s): then it gets 401 with the
     // metadata pointer. Until then the same request is let in (200).

@@ -15,6 +15,7 @@ Rust side checks again.
 
 import asyncio
 import base64
+import hashlib
 import html
 import json
 import re
@@ -316,7 +317,42 @@ async def oauth():
         replay = {**other, "resource": MCP, "code": redirect["code"]}
         r = await plain.post(f"{BASE}/oauth/token", data=replay)
         summary["oauth_replay"] = [r.status_code, r.json()["error"]]
+        summary["oauth_scope"] = claims.get("scope")
+        summary["read_only"] = await read_only_token(plain, email)
     print(json.dumps(summary))
+
+
+async def read_only_token(http, email):
+    """The flow by hand for a token with scope shop:read only: it reads the
+    cart, and checking out is 403 insufficient_scope naming shop:write."""
+    redirect_uri = "http://127.0.0.1:9/callback"
+    r = await http.post(f"{BASE}/oauth/register", json={"client_name": "reader", "redirect_uris": [redirect_uri]})
+    assert r.status_code == 201, r.text
+    client_id = r.json()["client_id"]
+    verifier = base64.urlsafe_b64encode(uuid.uuid4().bytes * 2).decode().rstrip("=")
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
+    params = {"response_type": "code", "client_id": client_id, "redirect_uri": redirect_uri, "state": "s1",
+              "code_challenge": challenge, "code_challenge_method": "S256", "resource": MCP, "scope": "shop:read"}
+    page = await http.get(f"{BASE}/oauth/authorize", params=params)
+    assert page.status_code == 200, page.text
+    signed_in = await http.post(f"{BASE}/oauth/authorize", data={**params, "email": email, "password": "correct horse"})
+    assert signed_in.status_code == 302, (signed_in.status_code, signed_in.text)
+    code = parse_qs(urlsplit(signed_in.headers["location"]).query)["code"][0]
+    r = await http.post(f"{BASE}/oauth/token", data={"grant_type": "authorization_code", "code": code, "code_verifier": verifier,
+                                                     "client_id": client_id, "redirect_uri": redirect_uri, "resource": MCP})
+    assert r.status_code == 200, r.text
+    token = r.json()["access_token"]
+    headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json",
+               "MCP-Protocol-Version": "2026-07-28", "Authorization": f"Bearer {token}"}
+    meta = {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {}}
+
+    def call(name):
+        return {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                "params": {"name": name, "arguments": {"userId": "me"}, "_meta": meta}}
+
+    read = await http.post(MCP, json=call("cart_get_cart"), headers={**headers, "Mcp-Method": "tools/call", "Mcp-Name": "cart_get_cart"})
+    write = await http.post(MCP, json=call("cart_checkout"), headers={**headers, "Mcp-Method": "tools/call", "Mcp-Name": "cart_checkout"})
+    return {"read": read.status_code, "write": write.status_code, "challenge": write.headers.get("www-authenticate", "")}
 
 
 async def main():

@@ -60,6 +60,11 @@ pub fn serves(path: &str) -> bool {
     path == PATH || path == METADATA_PATH || path.strip_prefix(METADATA_PATH) == Some(PATH)
 }
 
+/// The scopes an OAuth token for the resource may carry: a tool whose method
+/// has no side effects needs `shop:read`, any other `shop:write`. A token
+/// without a scope claim (from `POST /v1/login`) may call every tool.
+pub const SCOPES: [&str; 2] = ["shop:read", "shop:write"];
+
 /// The resource's canonical URI: `[gateway.mcp] resource`, or
 /// `http(s)://<listen>/mcp`.
 pub fn resource_of(gateway: &Gateway) -> String {
@@ -182,6 +187,7 @@ impl Endpoint {
             "resource": self.resource,
             "authorization_servers": self.authorization_servers(),
             "bearer_methods_supported": ["header"],
+            "scopes_supported": SCOPES,
             "resource_name": "Meshwork gateway (MCP)",
         });
         let mut response = Response::new(Body::new(Full::new(Bytes::from(body.to_string()))));
@@ -344,15 +350,40 @@ fn check_tool_call(endpoint: &Endpoint, body: &Bytes, principal: Option<&Princip
     match (&tool.method.access, principal) {
         (Access::Public, _) => None,
         (_, None) => Some(endpoint.challenge(StatusCode::UNAUTHORIZED, None)),
-        (Access::SignedIn, Some(_)) => None,
-        (Access::Role(role), Some(p)) if p.roles.iter().any(|r| r == role) => None,
-        (Access::Role(role), Some(p)) => Some(endpoint.challenge(
+        (Access::Role(role), Some(p)) if !p.roles.iter().any(|r| r == role) => Some(endpoint.challenge(
             StatusCode::FORBIDDEN,
             Some((
                 "insufficient_scope",
                 format!("{name} needs the role '{role}', which user {} does not have", p.user_id),
             )),
         )),
+        (_, Some(p)) => {
+            let needed = if tool.method.idempotency == meshwork_contracts::Idempotency::NoSideEffects {
+                SCOPES[0]
+            } else {
+                SCOPES[1]
+            };
+            if p.scopes.is_empty() || p.scopes.iter().any(|s| s == needed) {
+                return None;
+            }
+            let mut refused = endpoint.challenge(
+                StatusCode::FORBIDDEN,
+                Some((
+                    "insufficient_scope",
+                    format!("{name} needs the scope '{needed}', which the token was not granted"),
+                )),
+            );
+            // RFC 6750 §3: the scope that would do, for the client to ask for (step-up).
+            if let Some(value) = refused
+                .headers()
+                .get(header::WWW_AUTHENTICATE)
+                .and_then(|v| v.to_str().ok())
+                && let Ok(value) = HeaderValue::from_str(&format!("{value}, scope=\"{needed}\""))
+            {
+                refused.headers_mut().insert(header::WWW_AUTHENTICATE, value);
+            }
+            Some(refused)
+        }
     }
 }
 

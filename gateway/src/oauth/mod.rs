@@ -10,6 +10,9 @@
 //! `ExchangeCode`); this module speaks OAuth's HTTP (forms, redirects, JSON
 //! errors) and calls those through the gateway's sidecar.
 //!
+//! Scopes: `shop:read` and `shop:write` (see [`crate::mcp::SCOPES`]), both
+//! when the client asks for none.
+//!
 //! Left out: refresh tokens, consent beyond the login page, `iss` in the
 //! authorization response (RFC 9207), client secrets (every client is public).
 
@@ -97,6 +100,7 @@ fn metadata(issuer: &str) -> serde_json::Value {
         "grant_types_supported": ["authorization_code"],
         "code_challenge_methods_supported": ["S256"],
         "token_endpoint_auth_methods_supported": ["none"],
+        "scopes_supported": crate::mcp::SCOPES,
     })
 }
 

@@ -73,6 +73,9 @@ struct Claims<'a> {
     nbf: i64,
     exp: i64,
     roles: &'a [String],
+    /// OAuth tokens only (space-separated); a login token may do everything.
+    #[serde(skip_serializing_if = "str::is_empty")]
+    scope: &'a str,
 }
 
 /// Signs tokens with the newest key and publishes the set.
@@ -111,16 +114,18 @@ impl Signer {
     /// A compact JWT for `user_id` with `roles`, issued at `now_secs`; returns
     /// it with its expiry (Unix seconds).
     pub fn sign(&self, user_id: &str, roles: &[String], now_secs: i64) -> Result<(String, i64), Error> {
-        self.sign_for(user_id, roles, now_secs, &self.audience)
+        self.sign_for(user_id, roles, now_secs, &self.audience, "")
     }
 
-    /// [`sign`](Self::sign) for another audience (an OAuth resource, RFC 8707).
+    /// [`sign`](Self::sign) for another audience (an OAuth resource, RFC 8707)
+    /// and with a scope claim (none when empty).
     pub fn sign_for(
         &self,
         user_id: &str,
         roles: &[String],
         now_secs: i64,
         audience: &str,
+        scope: &str,
     ) -> Result<(String, i64), Error> {
         let ring = self.ring.load();
         let key = ring.newest();
@@ -133,6 +138,7 @@ impl Signer {
             nbf: now_secs,
             exp,
             roles,
+            scope,
         };
         Ok((jsonwebtoken::encode(&key.header, &claims, &key.encoding)?, exp))
     }

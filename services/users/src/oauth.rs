@@ -18,6 +18,11 @@ use sha2::{Digest, Sha256};
 
 use crate::Error;
 
+/// The scopes a token may carry: reading (browse, one's own cart and orders)
+/// and changing things (cart, checkout, refunds, preferences). A token from
+/// `Login` has no scope claim and may do both.
+pub const SCOPES: [&str; 2] = ["shop:read", "shop:write"];
+
 /// How long a code may wait for its exchange (RFC 6749 says at most ten minutes).
 pub const CODE_TTL_MS: i64 = 60_000;
 const MAX_REDIRECT_URIS: usize = 10;
@@ -40,6 +45,26 @@ pub struct Grant {
     pub redirect_uri: String,
     pub code_challenge: String,
     pub resource: String,
+    /// Space-separated, from [`SCOPES`].
+    pub scope: String,
+}
+
+/// The scope granted for `requested` (space-separated): every one of
+/// [`SCOPES`] when none is asked for, else what was asked, each known.
+pub fn granted_scope(requested: &str) -> Result<String, Error> {
+    let asked: Vec<&str> = requested.split_whitespace().collect();
+    if asked.is_empty() {
+        return Ok(SCOPES.join(" "));
+    }
+    if let Some(unknown) = asked.iter().find(|s| !SCOPES.contains(s)) {
+        return Err(Error::invalid(
+            "scope",
+            format!("'{unknown}' is not one of {}", SCOPES.join(", ")),
+        ));
+    }
+    let mut granted: Vec<&str> = SCOPES.iter().copied().filter(|s| asked.contains(s)).collect();
+    granted.dedup();
+    Ok(granted.join(" "))
 }
 
 /// Checks a client's registration: a name, and 1 to 10 redirect URIs, each
@@ -148,7 +173,7 @@ pub async fn client(db: &Db, client_id: &str) -> Result<Client, Error> {
 }
 
 /// Stores a new code for `grant` and returns it (32 random bytes, base64url).
-pub async fn insert_code(db: &Db, grant: &Grant, scope: &str) -> Result<String, Error> {
+pub async fn insert_code(db: &Db, grant: &Grant) -> Result<String, Error> {
     let code = URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
     // Codes past use stay an hour (a replay then says "used", not "unknown").
     sqlx::query("DELETE FROM oauth_codes WHERE expires_at_ms < $1")
@@ -165,7 +190,7 @@ pub async fn insert_code(db: &Db, grant: &Grant, scope: &str) -> Result<String, 
     .bind(&grant.redirect_uri)
     .bind(&grant.code_challenge)
     .bind(&grant.resource)
-    .bind(scope)
+    .bind(&grant.scope)
     .bind(now_millis() + CODE_TTL_MS)
     .execute(db.pool())
     .await?;
@@ -175,14 +200,14 @@ pub async fn insert_code(db: &Db, grant: &Grant, scope: &str) -> Result<String, 
 /// Takes `code` (once: it is marked used as it is read); what it was issued
 /// for, if it was unused and unexpired.
 pub async fn take_code(db: &Db, code: &str) -> Result<Grant, Error> {
-    let row: Option<(String, String, String, String, String, i64)> = sqlx::query_as(
+    let row: Option<(String, String, String, String, String, String, i64)> = sqlx::query_as(
         "UPDATE oauth_codes SET used = 1 WHERE code_hash = $1 AND used = 0
-         RETURNING user_id, client_id, redirect_uri, code_challenge, resource, expires_at_ms",
+         RETURNING user_id, client_id, redirect_uri, code_challenge, resource, scope, expires_at_ms",
     )
     .bind(hash(code))
     .fetch_optional(db.pool())
     .await?;
-    let (user_id, client_id, redirect_uri, code_challenge, resource, expires_at_ms) =
+    let (user_id, client_id, redirect_uri, code_challenge, resource, scope, expires_at_ms) =
         row.ok_or_else(|| Error::InvalidGrant("the code is unknown or was used already".into()))?;
     if expires_at_ms < now_millis() {
         return Err(Error::InvalidGrant("the code has expired".into()));
@@ -193,6 +218,7 @@ pub async fn take_code(db: &Db, code: &str) -> Result<Grant, Error> {
         redirect_uri,
         code_challenge,
         resource,
+        scope,
     })
 }
 
@@ -210,6 +236,22 @@ mod tests {
         assert!(!ok("https://agent.example/cb#frag"));
         assert!(!ok("agent://callback"));
         assert!(check_registration("agent", &[]).is_err());
+    }
+
+    #[test]
+    fn scopes_are_granted_as_asked_or_all() {
+        assert_eq!(granted_scope("").unwrap(), "shop:read shop:write");
+        assert_eq!(granted_scope("shop:read").unwrap(), "shop:read");
+        assert_eq!(
+            granted_scope("shop:write shop:read shop:read").unwrap(),
+            "shop:read shop:write"
+        );
+        assert!(
+            granted_scope("admin")
+                .unwrap_err()
+                .to_string()
+                .contains("'admin' is not one of")
+        );
     }
 
     #[test]

@@ -163,6 +163,7 @@ impl UserService for Users {
             .into());
         }
         oauth::check_challenge(&req.code_challenge, &req.code_challenge_method)?;
+        let scope = oauth::granted_scope(&req.scope)?;
         let user = self.check_password(&req.email, req.password).await?;
         let grant = oauth::Grant {
             user_id: user.id.clone(),
@@ -170,8 +171,9 @@ impl UserService for Users {
             redirect_uri: req.redirect_uri,
             code_challenge: req.code_challenge,
             resource: req.resource,
+            scope,
         };
-        let code = oauth::insert_code(&self.store.db, &grant, &req.scope).await?;
+        let code = oauth::insert_code(&self.store.db, &grant).await?;
         tracing::info!(user_id = %user.id, client_id = %grant.client_id, "OAuth code issued");
         Ok(Response::new(AuthorizeResponse { code, user_id: user.id }))
     }
@@ -198,9 +200,9 @@ impl UserService for Users {
         } else {
             grant.resource.as_str()
         };
-        let (access_token, exp) = self
-            .signer
-            .sign_for(&user.id, &user.roles, now_millis() / 1000, audience)?;
+        let (access_token, exp) =
+            self.signer
+                .sign_for(&user.id, &user.roles, now_millis() / 1000, audience, &grant.scope)?;
         Ok(Response::new(LoginResponse {
             access_token,
             expires_at: Some(prost_types::Timestamp { seconds: exp, nanos: 0 }),
