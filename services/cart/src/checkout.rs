@@ -329,33 +329,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_retry_after_the_charge_committed_replays_it() {
-        use meshwork_proto::{payments::ListOrdersRequest, users::RegisterRequest};
-        use meshwork_service_kit::testing::TestServer;
+        use meshwork_proto::payments::ListOrdersRequest;
 
         let dir = tempfile::tempdir().unwrap();
-        let (listener, addr) = TestServer::listener().await.unwrap();
-        let routes = tonic::service::Routes::new(meshwork_users::service(dir.path()).await.unwrap())
-            .add_service(meshwork_catalog::service(dir.path()).await.unwrap())
-            .add_service(meshwork_payments::service(dir.path(), addr).await.unwrap());
-        let mesh = TestServer::start_on(listener, routes, &[]).unwrap();
-        let peers = Peers::new(mesh.channel());
-        let store = Store::open(&meshwork_service_kit::Database::Sqlite(dir.path().join("cart.db")))
-            .await
-            .unwrap();
+        let (mesh, peers, store, user) = crate::test_shop::shop(dir.path()).await;
         let md = MetadataMap::new();
-        let user = meshwork_proto::users::user_service_client::UserServiceClient::new(mesh.channel())
-            .register(RegisterRequest {
-                email: "c@example.com".into(),
-                password: "password1".into(),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .user
-            .unwrap()
-            .id;
-        store.add(user.clone(), "book-ddia".into(), 1).await.unwrap();
 
         // A first attempt charged, then died before it could settle the cart.
         let cart = store.get(user.clone()).await.unwrap();

@@ -13,6 +13,8 @@ mod peers;
 mod recovery;
 mod service;
 pub mod settings;
+#[cfg(test)]
+mod test_shop;
 mod validate;
 
 use std::{net::SocketAddr, path::Path};

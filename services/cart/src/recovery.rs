@@ -94,7 +94,6 @@ mod tests {
     use meshwork_proto::{
         catalog::{ReservationRequest, StockItem, catalog_service_client::CatalogServiceClient},
         payments::{ListOrdersRequest, payment_service_client::PaymentServiceClient},
-        users::{RegisterRequest, user_service_client::UserServiceClient},
     };
     use meshwork_service_kit::testing::TestServer;
     use prost::Message;
@@ -103,35 +102,8 @@ mod tests {
     use crate::{
         checkout::{charge_request_for_tests, idempotency_key},
         settings::HOLD,
+        test_shop::shop,
     };
-
-    /// Users, catalog and payments in process, a cart store, and a shopper
-    /// with one book in the cart.
-    async fn shop(dir: &std::path::Path) -> (TestServer, Peers, Store, String) {
-        let (listener, addr) = TestServer::listener().await.unwrap();
-        let routes = tonic::service::Routes::new(meshwork_users::service(dir).await.unwrap())
-            .add_service(meshwork_catalog::service(dir).await.unwrap())
-            .add_service(meshwork_payments::service(dir, addr).await.unwrap());
-        let mesh = TestServer::start_on(listener, routes, &[]).unwrap();
-        let peers = Peers::new(mesh.channel());
-        let store = Store::open(&meshwork_service_kit::Database::Sqlite(dir.join("cart.db")))
-            .await
-            .unwrap();
-        let user = UserServiceClient::new(mesh.channel())
-            .register(RegisterRequest {
-                email: "r@example.com".into(),
-                password: "password1".into(),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .user
-            .unwrap()
-            .id;
-        store.add(user.clone(), "book-ddia".into(), 1).await.unwrap();
-        (mesh, peers, store, user)
-    }
 
     async fn stock(peers: &Peers) -> i32 {
         peers.product(&MetadataMap::new(), "book-ddia").await.unwrap().stock
