@@ -19,6 +19,7 @@ use std::{
 
 use crate::support::child::output_within;
 use crate::support::mesh_process::{MESH, MeshProcess, shop_config};
+use crate::support::postgres::Backend;
 
 // 32100 (the range first planned) is taken by another suite on this machine.
 const BASE: u16 = 19100;
@@ -85,6 +86,11 @@ fn agents_browse_and_buy_through_mcp() {
         eprintln!("{mode}: {summary:#}");
         assert_eq!(summary["protocol"], protocol);
         assert_eq!(summary["orders"], 1, "one order for a repeated checkout");
+        assert_eq!(summary["price_after_preferences"]["currencyCode"], "EUR", "{summary}");
+        assert_eq!(
+            summary["order_total"]["currencyCode"], "EUR",
+            "charged in the preferred currency"
+        );
         assert!(
             summary["not_found"]
                 .as_str()
@@ -198,6 +204,18 @@ fn agents_browse_and_buy_through_mcp() {
     mesh.signal(nix::sys::signal::Signal::SIGTERM);
     let status = mesh.wait(Duration::from_secs(40));
     assert!(status.success(), "mesh up ended with {status}");
+
+    // The payments database: one charge per agent that checked out (the two
+    // HTTP runs), however many times each pressed the tool.
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let (orders, keys) = runtime.block_on(async {
+        let books = Backend::Sqlite.books(&dir.path().join(".mesh"), "payments").await;
+        (
+            books.count("SELECT COUNT(*) FROM orders").await,
+            books.count("SELECT COUNT(DISTINCT idempotency_key) FROM orders").await,
+        )
+    });
+    assert_eq!((orders, keys), (2, 2), "one order per agent's checkout");
 }
 
 /// A stateless `tools/list` with `token`: the HTTP status and the

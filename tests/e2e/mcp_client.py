@@ -141,6 +141,17 @@ async def signed_in():
         assert not added.is_error, text(added)
         assert added.structured_content["userId"] == me, added.structured_content
 
+        # A change of preferences shows in the very next call: prices in euros.
+        shown = await agent.call_tool("catalog_get_product", {"productId": product})
+        assert shown.structured_content["price"]["currencyCode"] == "USD", shown.structured_content
+        changed = await agent.call_tool(
+            "user_update_preferences", {"userId": "me", "preferences": {"locale": "de-DE", "currency": "EUR"}}
+        )
+        assert not changed.is_error, text(changed)
+        shown = await agent.call_tool("catalog_get_product", {"productId": product})
+        assert shown.structured_content["price"]["currencyCode"] == "EUR", shown.structured_content
+        summary["price_after_preferences"] = shown.structured_content["price"]
+
         # An agent that retries (here: twice at once, then once more) is charged once.
         first, second = await asyncio.gather(
             agent.call_tool("cart_checkout", {"userId": "me"}),
@@ -150,6 +161,7 @@ async def signed_in():
         outcomes = [r for r in (first, second, again) if not r.is_error]
         order_ids = {r.structured_content["order"]["id"] for r in outcomes}
         assert len(order_ids) == 1, [text(r) for r in (first, second, again)]
+        summary["order_total"] = outcomes[0].structured_content["order"]["total"]
         assert again.is_error and "FAILED_PRECONDITION" in text(again), text(again)
         orders = await agent.call_tool("payment_list_orders", {"userId": "me"})
         assert not orders.is_error, text(orders)
