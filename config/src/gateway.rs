@@ -348,6 +348,11 @@ pub struct CacheRule {
     pub methods: Vec<String>,
     #[serde(with = "humantime_serde")]
     pub ttl: Duration,
+    /// How long past its TTL an answer may still stand in when the method
+    /// fails (UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL, UNKNOWN: RFC 5861's
+    /// stale-if-error); 0, the default: never.
+    #[serde(default, with = "humantime_serde")]
+    pub stale_if_error: Duration,
 }
 
 /// The response cache's bound.

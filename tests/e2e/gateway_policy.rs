@@ -353,8 +353,13 @@ ttl = "30s"
 [[gateway.cache]]
 methods = ["shop.cart.v1.CartService/GetCart"]
 ttl = "60s"
+
+[[gateway.cache]]
+methods = ["shop.catalog.v1.CatalogService/BatchGetProducts"]
+ttl = "1s"
+stale_if_error = "60s"
 "#;
-    let (_dir, _mesh) = start_shop(CACHE_BASE, policy);
+    let (dir, _mesh) = start_shop(CACHE_BASE, policy);
     let gw = SocketAddr::from(([127, 0, 0, 1], CACHE_BASE + 80));
     let admin = SocketAddr::from(([127, 0, 0, 1], CACHE_BASE + 90));
     // The catalog's sidecar counts what reaches the catalog.
@@ -622,6 +627,53 @@ ttl = "60s"
         (2 * ((usd * 92 + 50) / 100)).to_string(),
         "{total}"
     );
+
+    // Stale-if-error: past its 1 s TTL the answer stands in while the
+    // catalog cannot answer (a fault in mesh.toml, which the sidecars
+    // follow), marked stale; once it answers again, a fresh one replaces it.
+    let batch = "/v1/products:batchGet?productIds=book-ddia";
+    let first = get(gw, batch);
+    assert_eq!(first.header("cache-status"), Some("meshwork; fwd=miss; stored"));
+    let config = dir.path().join("mesh.toml");
+    let healthy = std::fs::read_to_string(&config).expect("read mesh.toml");
+    let faulty = healthy.replacen(
+        "[services.catalog]\n",
+        "[services.catalog]\nfaults = [{ methods = [\"BatchGetProducts\"], abort = { percent = 100, status = \"UNAVAILABLE\" } }]\n",
+        1,
+    );
+    std::fs::write(&config, faulty).expect("write the fault");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    // no-cache goes upstream and is never covered: it tells when the fault is on.
+    while call(gw, "GET", batch, &[("cache-control", "no-cache")], "").status != 503 {
+        assert!(Instant::now() < deadline, "the catalog's fault never took hold");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(1100)); // past the TTL
+    let stale = get(gw, batch);
+    assert_eq!(stale.status, 200, "{}", stale.json());
+    assert!(
+        stale
+            .header("cache-status")
+            .is_some_and(|s| s.ends_with("; detail=stale")),
+        "{:?}",
+        stale.headers
+    );
+    assert_eq!(stale.body, first.body);
+    assert_eq!(metric(admin, "gateway_cache_stale_total", &[]), 1.0);
+    std::fs::write(&config, &healthy).expect("lift the fault");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let again = get(gw, batch);
+        if again.header("cache-status") == Some("meshwork; fwd=miss; stored") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the catalog never answered again: {:?}",
+            again.headers
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     // The limited method's store goes away and the file says fail closed:
     // 503 with Retry-After; calls without a limit are untouched.

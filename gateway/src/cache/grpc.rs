@@ -7,8 +7,6 @@
 //! trailer. A compressed or undecodable frame is not cached: it goes on
 //! unchanged, as the bytes read.
 
-use std::time::Duration;
-
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Response, header, request::Parts};
 use http_body_util::{BodyExt, Limited, StreamBody};
@@ -32,7 +30,7 @@ pub async fn serve(
     method: &Published,
     parts: Parts,
     body: Body,
-    ttl: Duration,
+    ttl: super::Freshness,
     principal: Option<&Principal>,
     trace: &opentelemetry::Context,
 ) -> Outcome {

@@ -1,4 +1,4 @@
-//! Cache metrics: hits, misses, coalesced calls, evictions, bytes held.
+//! Cache metrics: hits, misses, coalesced calls, stale answers, evictions, bytes held.
 
 use prometheus_client::{
     metrics::{counter::Counter, gauge::Gauge},
@@ -10,6 +10,7 @@ pub struct CacheMetrics {
     pub hits: Counter,
     pub misses: Counter,
     pub coalesced: Counter,
+    pub stale: Counter,
     pub evictions: Counter,
     pub bytes: Gauge,
 }
@@ -31,6 +32,11 @@ impl CacheMetrics {
             "gateway_cache_coalesced",
             "Calls that waited for another call's upstream answer to the same key",
             metrics.coalesced.clone(),
+        );
+        registry.register(
+            "gateway_cache_stale",
+            "Stale answers served because the method failed (stale-if-error)",
+            metrics.stale.clone(),
         );
         registry.register(
             "gateway_cache_evictions",

@@ -22,6 +22,13 @@
 //! old entries are never found again (O(1); they age out by TTL or size).
 //! Memory is bounded by bytes (`[gateway.cache_store] max_bytes`, 64 MiB
 //! by default), weighed as the request, the key and twice the response.
+//!
+//! A rule's `stale_if_error` keeps an answer that long past its TTL: a call
+//! then goes upstream as for a miss, and if the method fails with an error
+//! that says nothing about the request (UNAVAILABLE, DEADLINE_EXCEEDED,
+//! INTERNAL, UNKNOWN), the stale answer is served instead, marked so
+//! (RFC 5861; `Cache-Status: …; ttl=-N; detail=stale`). Without it an
+//! expired entry is gone.
 
 pub mod grpc;
 mod metrics;
@@ -72,6 +79,14 @@ impl Key {
     }
 }
 
+/// How long a rule's answers are fresh, and how long after that they may
+/// stand in for a failing method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Freshness {
+    pub ttl: Duration,
+    pub stale_if_error: Duration,
+}
+
 /// One stored answer.
 #[derive(Debug)]
 pub struct Entry {
@@ -81,11 +96,11 @@ pub struct Entry {
     /// A strong validator: the answer's SHA-256, first 128 bits, quoted.
     pub etag: HeaderValue,
     stored: Instant,
-    ttl: Duration,
+    freshness: Freshness,
 }
 
 impl Entry {
-    fn new(message: DynamicMessage, ttl: Duration) -> Self {
+    fn new(message: DynamicMessage, freshness: Freshness) -> Self {
         use sha2::Digest;
         let encoded = Bytes::from(message.encode_to_vec());
         let digest = sha2::Sha256::digest(&encoded);
@@ -101,14 +116,20 @@ impl Entry {
             encoded,
             etag: HeaderValue::try_from(etag).unwrap_or_else(|_| HeaderValue::from_static("\"0\"")),
             stored: Instant::now(),
-            ttl,
+            freshness,
         }
+    }
+
+    /// Whether it is within its TTL.
+    fn is_fresh(&self) -> bool {
+        self.stored.elapsed() < self.freshness.ttl
     }
 
     /// Seconds it stays fresh from now (for `Cache-Control: max-age`),
     /// rounded up: a fresh entry says its whole TTL.
     pub fn max_age(&self) -> u64 {
-        self.ttl
+        self.freshness
+            .ttl
             .saturating_sub(self.stored.elapsed())
             .as_millis()
             .div_ceil(1000) as u64
@@ -132,6 +153,8 @@ pub enum Lookup {
     Coalesced,
     /// The client asked for a fresh answer (`Cache-Control: no-cache`).
     Refreshed,
+    /// Past its TTL, served because the method failed (stale-if-error).
+    Stale,
 }
 
 impl Lookup {
@@ -140,6 +163,10 @@ impl Lookup {
             Lookup::Hit | Lookup::Coalesced => format!("meshwork; hit; ttl={}", entry.max_age()),
             Lookup::Miss => "meshwork; fwd=miss; stored".to_string(),
             Lookup::Refreshed => "meshwork; fwd=request; stored".to_string(),
+            Lookup::Stale => {
+                let past = entry.stored.elapsed().saturating_sub(entry.freshness.ttl).as_secs();
+                format!("meshwork; hit; ttl=-{past}; detail=stale")
+            }
         };
         HeaderValue::try_from(text).unwrap_or_else(|_| HeaderValue::from_static("meshwork"))
     }
@@ -149,7 +176,7 @@ struct Ttl;
 
 impl Expiry<Key, Arc<Entry>> for Ttl {
     fn expire_after_create(&self, _key: &Key, entry: &Arc<Entry>, _now: Instant) -> Option<Duration> {
-        Some(entry.ttl)
+        Some(entry.freshness.ttl + entry.freshness.stale_if_error)
     }
 
     fn expire_after_update(
@@ -159,12 +186,12 @@ impl Expiry<Key, Arc<Entry>> for Ttl {
         _now: Instant,
         _current: Option<Duration>,
     ) -> Option<Duration> {
-        Some(entry.ttl)
+        Some(entry.freshness.ttl + entry.freshness.stale_if_error)
     }
 }
 
 pub struct ResponseCache {
-    rules: Vec<(Vec<String>, Duration)>,
+    rules: Vec<(Vec<String>, Freshness)>,
     entries: moka::future::Cache<Key, Arc<Entry>>,
     /// The generation of each (user, service) and (shared, service) a write
     /// has moved on; absent means 0. Kept for the longest TTL plus the
@@ -188,13 +215,39 @@ fn weight(key: &Key, entry: &Arc<Entry>) -> u32 {
 
 impl ResponseCache {
     pub fn build(gateway: &Gateway, metrics: CacheMetrics) -> Self {
-        let rules: Vec<(Vec<String>, Duration)> = gateway.cache.iter().map(|r| (r.methods.clone(), r.ttl)).collect();
+        let rules: Vec<(Vec<String>, Freshness)> = gateway
+            .cache
+            .iter()
+            .map(|r| {
+                let freshness = Freshness {
+                    ttl: r.ttl,
+                    stale_if_error: r.stale_if_error,
+                };
+                (r.methods.clone(), freshness)
+            })
+            .collect();
+        Self::with_rules(
+            rules,
+            gateway.cache_store.max_bytes,
+            gateway.limits.request_timeout,
+            metrics,
+        )
+    }
+
+    /// A cache of `rules`, holding at most `max_bytes`, for calls that take at
+    /// most `longest_call`.
+    fn with_rules(
+        rules: Vec<(Vec<String>, Freshness)>,
+        max_bytes: u64,
+        longest_call: Duration,
+        metrics: CacheMetrics,
+    ) -> Self {
         let longest = rules
             .iter()
-            .map(|(_, ttl)| *ttl)
+            .map(|(_, f)| f.ttl + f.stale_if_error)
             .max()
             .unwrap_or(Duration::from_secs(1))
-            + gateway.limits.request_timeout;
+            + longest_call;
         let listener = {
             let metrics = metrics.clone();
             move |key: Arc<Key>, entry: Arc<Entry>, cause: RemovalCause| {
@@ -205,7 +258,7 @@ impl ResponseCache {
             }
         };
         let entries = moka::future::Cache::builder()
-            .max_capacity(gateway.cache_store.max_bytes)
+            .max_capacity(max_bytes)
             .weigher(weight)
             .expire_after(Ttl)
             .eviction_listener(listener)
@@ -222,7 +275,7 @@ impl ResponseCache {
     /// The TTL of `method`'s answers, if they are cached. A method whose
     /// contract was read after the config check (reflection) is checked
     /// here: never cached unless side-effect free and unary.
-    pub fn ttl_for(&self, method: &Published) -> Option<Duration> {
+    pub fn ttl_for(&self, method: &Published) -> Option<Freshness> {
         if self.rules.is_empty()
             || method.idempotency != Idempotency::NoSideEffects
             || method.server_streaming
@@ -268,7 +321,7 @@ impl ResponseCache {
     pub async fn get_or_call<F>(
         &self,
         key: Key,
-        ttl: Duration,
+        freshness: Freshness,
         fresh: bool,
         call: F,
     ) -> Result<(Arc<Entry>, Lookup), Status>
@@ -276,20 +329,37 @@ impl ResponseCache {
         F: Future<Output = Result<DynamicMessage, Status>>,
     {
         if fresh {
-            let entry = Arc::new(Entry::new(call.await?, ttl));
+            let entry = Arc::new(Entry::new(call.await?, freshness));
             self.metrics.misses.inc();
             self.store(key, entry.clone()).await;
             return Ok((entry, Lookup::Refreshed));
         }
         if let Some(entry) = self.entries.get(&key).await {
-            self.metrics.hits.inc();
-            return Ok((entry, Lookup::Hit));
+            if entry.is_fresh() {
+                self.metrics.hits.inc();
+                return Ok((entry, Lookup::Hit));
+            }
+            // Stale, within its stale-if-error window: upstream first
+            // (uncoalesced: the stale answer covers its callers meanwhile).
+            return match call.await {
+                Ok(message) => {
+                    let fresh_entry = Arc::new(Entry::new(message, freshness));
+                    self.metrics.misses.inc();
+                    self.store(key, fresh_entry.clone()).await;
+                    Ok((fresh_entry, Lookup::Miss))
+                }
+                Err(status) if stands_in_for(&status) => {
+                    self.metrics.stale.inc();
+                    Ok((entry, Lookup::Stale))
+                }
+                Err(status) => Err(status),
+            };
         }
         let weigh_key = key.clone();
         let inserted = self
             .entries
             .entry(key)
-            .or_try_insert_with(async { call.await.map(|message| Arc::new(Entry::new(message, ttl))) })
+            .or_try_insert_with(async { call.await.map(|message| Arc::new(Entry::new(message, freshness))) })
             .await
             .map_err(|error| Status::clone(&error))?;
         let entry = inserted.value().clone();
@@ -323,6 +393,15 @@ impl ResponseCache {
         }
         self.generations.insert((None, service), generation);
     }
+}
+
+/// Whether a failure may be covered by a stale answer: one that says the
+/// method could not answer, not that the request was wrong.
+fn stands_in_for(status: &Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Internal | tonic::Code::Unknown
+    )
 }
 
 /// `pkg.Service` of `pkg.Service/Method`.
@@ -380,6 +459,82 @@ mod tests {
         assert!(!not_modified(&headers, &etag));
         headers.insert(http::header::IF_NONE_MATCH, HeaderValue::from_static("*"));
         assert!(not_modified(&headers, &etag));
+    }
+
+    /// Past its TTL an answer stands in for a method that cannot answer, for
+    /// its stale-if-error window only, and never for a refusal.
+    #[tokio::test]
+    async fn stale_answers_stand_in_for_failures_within_their_window() {
+        use prost_reflect::ReflectMessage;
+
+        let cache = ResponseCache::with_rules(Vec::new(), 1 << 20, Duration::from_secs(1), CacheMetrics::default());
+        let key = |method: &str| Key {
+            method: method.into(),
+            request: Bytes::new(),
+            user: None,
+            preferences: None,
+            generation: 0,
+        };
+        let answer = || async { Ok(prost_types::Duration { seconds: 7, nanos: 0 }.transcode_to_dynamic()) };
+        let failing = |code| async move { Err::<DynamicMessage, _>(Status::new(code, "upstream")) };
+        let short = Duration::from_millis(50);
+        let with_window = Freshness {
+            ttl: short,
+            stale_if_error: Duration::from_secs(30),
+        };
+        let (_, lookup) = cache
+            .get_or_call(key("a.S/M"), with_window, false, answer())
+            .await
+            .unwrap();
+        assert_eq!(lookup, Lookup::Miss);
+        let (_, lookup) = cache
+            .get_or_call(key("a.S/M"), with_window, false, failing(tonic::Code::Unavailable))
+            .await
+            .unwrap();
+        assert_eq!(lookup, Lookup::Hit, "fresh: no call");
+        tokio::time::sleep(short * 2).await;
+        let (entry, lookup) = cache
+            .get_or_call(key("a.S/M"), with_window, false, failing(tonic::Code::Unavailable))
+            .await
+            .unwrap();
+        assert_eq!(lookup, Lookup::Stale);
+        assert!(
+            lookup
+                .cache_status(&entry)
+                .to_str()
+                .unwrap()
+                .ends_with("; detail=stale")
+        );
+        assert_eq!(entry.max_age(), 0);
+        let refused = cache
+            .get_or_call(key("a.S/M"), with_window, false, failing(tonic::Code::InvalidArgument))
+            .await;
+        assert_eq!(
+            refused.unwrap_err().code(),
+            tonic::Code::InvalidArgument,
+            "a refusal is not covered"
+        );
+        let (_, lookup) = cache
+            .get_or_call(key("a.S/M"), with_window, false, answer())
+            .await
+            .unwrap();
+        assert_eq!(lookup, Lookup::Miss, "an answer replaces the stale one");
+        assert_eq!(cache.metrics.stale.get(), 1);
+
+        let without = Freshness {
+            ttl: short,
+            stale_if_error: Duration::ZERO,
+        };
+        cache.get_or_call(key("b.S/M"), without, false, answer()).await.unwrap();
+        tokio::time::sleep(short * 2).await;
+        let gone = cache
+            .get_or_call(key("b.S/M"), without, false, failing(tonic::Code::Unavailable))
+            .await;
+        assert_eq!(
+            gone.unwrap_err().code(),
+            tonic::Code::Unavailable,
+            "no window: expired is gone"
+        );
     }
 
     #[test]

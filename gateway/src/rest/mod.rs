@@ -165,7 +165,7 @@ async fn cached_call(
     shared: &Shared,
     route: &Route,
     call: tonic::Request<prost_reflect::DynamicMessage>,
-    ttl: std::time::Duration,
+    ttl: cache::Freshness,
     key: cache::Key,
     headers: &HeaderMap,
 ) -> Result<Response<Body>, Status> {
