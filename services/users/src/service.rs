@@ -107,12 +107,8 @@ impl UserService for Users {
     async fn login(&self, request: Request<LoginRequest>) -> Result<Response<LoginResponse>, Status> {
         let req = request.into_inner();
         let user = self.check_password(&req.email, req.password).await?;
-        let (access_token, exp) = self.signer.sign(&user.id, &user.roles, now_millis() / 1000)?;
-        Ok(Response::new(LoginResponse {
-            access_token,
-            expires_at: Some(prost_types::Timestamp { seconds: exp, nanos: 0 }),
-            user: Some(to_proto(user)),
-        }))
+        let signed = self.signer.sign(&user.id, &user.roles, now_millis() / 1000)?;
+        Ok(Response::new(login_response(signed, user)))
     }
 
     async fn get_user(&self, request: Request<GetUserRequest>) -> Result<Response<User>, Status> {
@@ -200,14 +196,10 @@ impl UserService for Users {
         } else {
             grant.resource.as_str()
         };
-        let (access_token, exp) =
-            self.signer
-                .sign_for(&user.id, &user.roles, now_millis() / 1000, audience, &grant.scope)?;
-        Ok(Response::new(LoginResponse {
-            access_token,
-            expires_at: Some(prost_types::Timestamp { seconds: exp, nanos: 0 }),
-            user: Some(to_proto(user)),
-        }))
+        let signed = self
+            .signer
+            .sign_for(&user.id, &user.roles, now_millis() / 1000, audience, &grant.scope)?;
+        Ok(Response::new(login_response(signed, user)))
     }
 }
 
@@ -229,6 +221,16 @@ impl Users {
             Some(user) if ok => Ok(user),
             _ => Err(Error::BadCredentials),
         }
+    }
+}
+
+/// A signed token (and its expiry, Unix seconds) for `user`, as Login and
+/// ExchangeCode answer.
+fn login_response((access_token, exp): (String, i64), user: UserRow) -> LoginResponse {
+    LoginResponse {
+        access_token,
+        expires_at: Some(prost_types::Timestamp { seconds: exp, nanos: 0 }),
+        user: Some(to_proto(user)),
     }
 }
 
