@@ -348,6 +348,12 @@ fn sidecar_processes(config: &MeshConfig, config_path: &Path, programs: &Program
         .collect()
 }
 
+/// Whether `mesh up` starts service `name`'s app: by its `command`, or as
+/// the shop's built-in app of that name. Otherwise someone else does.
+fn starts_app(name: &str, service: &meshwork_config::Service) -> bool {
+    !service.command.is_empty() || serve::known_service(name)
+}
+
 /// How `mesh up` starts each app it starts: its `command`, or the shop's
 /// built-in app of its name (`mesh serve`). Every app learns where it
 /// stands from the `MESH_*` variables ([`app_env`]); replicas share their

@@ -1,5 +1,7 @@
 //! Before starting anything: every address the mesh will listen on must be
-//! free, and one that is not is reported with the key that names it.
+//! free, and one that is not is reported with the key that names it. An
+//! app that `mesh up` does not start (no `command`, not one of the shop's)
+//! may already be listening: it is waited for, not refused.
 
 use std::net::{SocketAddr, TcpListener};
 
@@ -9,12 +11,10 @@ use meshwork_config::MeshConfig;
 pub fn check_free(config: &MeshConfig) -> Result<()> {
     let mut addresses: Vec<(String, SocketAddr)> = Vec::new();
     for (name, s) in &config.services {
-        for (key, addr) in [
-            ("app", s.app),
-            ("inbound", s.inbound),
-            ("outbound", s.outbound),
-            ("admin", s.admin),
-        ] {
+        if super::starts_app(name, s) {
+            addresses.push((format!("services.{name}.app"), s.app));
+        }
+        for (key, addr) in [("inbound", s.inbound), ("outbound", s.outbound), ("admin", s.admin)] {
             addresses.push((format!("services.{name}.{key}"), addr));
         }
     }
