@@ -137,6 +137,8 @@ impl<E> CountingExporter<E> {
 
 impl<E: SpanExporter> SpanExporter for CountingExporter<E> {
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        // Called on the batch processor's own thread.
+        crate::runtime::yield_to_calls();
         let count = batch.len();
         // These spans have left the queue: make room for new ones now, even
         // though the export may take until its timeout.
