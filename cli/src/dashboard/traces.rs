@@ -187,8 +187,16 @@ fn tree_order(mut spans: Vec<Span>) -> Vec<Span> {
     ordered
 }
 
+/// Lower-case hex, in one allocation: every span received has three ids
+/// turned into text, and a `format!` per byte would make forty allocations.
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut text = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        text.push(char::from(DIGITS[usize::from(b >> 4)]));
+        text.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    text
 }
 
 fn kind(k: i32) -> &'static str {
@@ -276,6 +284,12 @@ mod tests {
             error: false,
             depth: 0,
         }
+    }
+
+    #[test]
+    fn ids_in_lower_case_hex() {
+        assert_eq!(hex(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
+        assert_eq!(hex(&[]), "");
     }
 
     #[test]
