@@ -13,7 +13,7 @@ pub struct BenchArgs {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "direct,meshwork,meshwork-collector,nginx,nghttpx"
+        default_value = "direct,meshwork,meshwork-collector,meshwork-up,nginx,nghttpx"
     )]
     pub scenarios: Vec<ScenarioKind>,
     /// Measured time of each load step.
@@ -85,6 +85,21 @@ pub struct BenchArgs {
     /// sidecar runs one thread).
     #[arg(long)]
     pub proxy_workers: Option<usize>,
+    /// Instead of the table: a soak of this length (`30m`) through `mesh up`,
+    /// a row of each sidecar's RSS, open connections and CPU per call every
+    /// `--soak-sample`, unary calls at `--rate` and server streams beside them,
+    /// with a fault and replica restarts (BENCHMARKS.md, "Soak").
+    #[arg(long, value_parser = humantime::parse_duration, conflicts_with = "in_process")]
+    pub soak: Option<Duration>,
+    /// How often the soak takes a row.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "1m")]
+    pub soak_sample: Duration,
+    /// How often the soak restarts one echo replica (app and sidecar).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5m")]
+    pub soak_restart_every: Duration,
+    /// Share of the soak's calls a fault aborts with ABORTED, 0 to 100.
+    #[arg(long, default_value_t = 1.0)]
+    pub soak_fault_percent: f64,
     /// Also write the Markdown report to this file.
     #[arg(long)]
     pub output: Option<PathBuf>,
@@ -100,6 +115,9 @@ pub enum ScenarioKind {
     /// Meshwork as above, its sidecars exporting every span to an OTLP
     /// collector the bench runs, as to Jaeger (sidecar processes only).
     MeshworkCollector,
+    /// Meshwork as `mesh up` runs it: the launcher starts the sidecars,
+    /// receives their spans and serves the dashboard, and is measured too.
+    MeshworkUp,
     /// The same topology through two nginx gRPC proxies.
     Nginx,
     /// The same topology through two nghttpx proxies.
@@ -112,6 +130,7 @@ impl ScenarioKind {
             ScenarioKind::Direct => "direct",
             ScenarioKind::Meshwork => "meshwork",
             ScenarioKind::MeshworkCollector => "meshwork-collector",
+            ScenarioKind::MeshworkUp => "meshwork-up",
             ScenarioKind::Nginx => "nginx",
             ScenarioKind::Nghttpx => "nghttpx",
         }

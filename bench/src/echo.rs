@@ -29,7 +29,15 @@ pub struct EchoServer {
 impl EchoServer {
     /// Starts serving on a port the OS picks, with `threads` worker threads.
     pub fn start(threads: usize) -> Result<EchoServer> {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").context("binding the echo server")?;
+        Self::start_on("127.0.0.1:0".parse()?, threads)
+    }
+
+    /// Starts serving on `addr` (the soak's replicas, each on its port, and
+    /// again on the same port after a restart). Dropping it closes the
+    /// listener and every connection.
+    pub fn start_on(addr: SocketAddr, threads: usize) -> Result<EchoServer> {
+        let listener =
+            std::net::TcpListener::bind(addr).with_context(|| format!("binding the echo server to {addr}"))?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let runtime = Background::new("bench-echo", threads)?;

@@ -19,6 +19,7 @@ mod plan;
 mod procstat;
 mod report;
 mod scenario;
+mod soak;
 
 use anyhow::{Context, Result, bail};
 
@@ -27,6 +28,7 @@ pub use load::{Latency, LoadResult};
 pub use machine::Machine;
 pub use plan::{CallKind, Step};
 pub use report::{ProxyUsage, Report, ScenarioReport, StepResult, TargetCheck, Verdict};
+pub use soak::{SidecarSample, SoakPlan, SoakReport, SoakRow};
 
 use crate::{
     collector::Collector,
@@ -44,6 +46,22 @@ pub async fn run(args: BenchArgs) -> Result<Report> {
     let report = tokio::select! {
         report = run_plan(&plan) => report?,
         signal = interrupted() => bail!("interrupted by {signal}: stopped every proxy it had started"),
+    };
+    if let Some(path) = &args.output {
+        std::fs::write(path, report.markdown()).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(report)
+}
+
+/// Runs the soak `args.soak` asks for (see [`soak`]), with the same
+/// guarantees as [`run`]: everything it started is stopped when it returns.
+pub async fn run_soak(args: BenchArgs) -> Result<SoakReport> {
+    let duration = args.soak.context("run_soak needs --soak")?;
+    let plan = Plan::from_args(&args)?;
+    let soak = SoakPlan::from_args(&args, duration)?;
+    let report = tokio::select! {
+        report = soak::run(&plan, soak) => report?,
+        signal = interrupted() => bail!("interrupted by {signal}: stopped the soak's mesh"),
     };
     if let Some(path) = &args.output {
         std::fs::write(path, report.markdown()).with_context(|| format!("writing {}", path.display()))?;

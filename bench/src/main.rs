@@ -25,9 +25,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(meshwork_bench::run(cli.args)) {
-        Ok(report) => {
-            print!("{}", report.markdown());
+    let markdown = runtime.block_on(async {
+        match cli.args.soak {
+            Some(_) => meshwork_bench::run_soak(cli.args).await.map(|r| r.markdown()),
+            None => meshwork_bench::run(cli.args).await.map(|r| r.markdown()),
+        }
+    });
+    match markdown {
+        Ok(markdown) => {
+            print!("{markdown}");
             ExitCode::SUCCESS
         }
         Err(error) => {

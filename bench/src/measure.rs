@@ -109,7 +109,7 @@ fn samples(target: &Target) -> Vec<Option<ProcSample>> {
     target
         .proxies
         .iter()
-        .map(|p| p.pid.and_then(|pid| procstat::sample(pid).ok()))
+        .map(|p| p.pid.and_then(|pid| procstat::sample(pid, p.scope).ok()))
         .collect()
 }
 

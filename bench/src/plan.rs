@@ -183,7 +183,11 @@ impl Plan {
         .then(|| unary(MEMORY_TARGET_CONCURRENCY, args.payload));
 
         let mut notes = Vec::new();
-        let meshwork = [ScenarioKind::Meshwork, ScenarioKind::MeshworkCollector];
+        let meshwork = [
+            ScenarioKind::Meshwork,
+            ScenarioKind::MeshworkCollector,
+            ScenarioKind::MeshworkUp,
+        ];
         let mesh = if !args.scenarios.iter().any(|kind| meshwork.contains(kind)) || args.in_process {
             MeshMode::InProcess
         } else {

@@ -1,5 +1,7 @@
 //! CPU time and memory of a proxy, read from /proc: the process and every
-//! process under it (nginx and nghttpx each run a master and workers).
+//! process under it (nginx and nghttpx each run a master and workers), or
+//! the process alone (`mesh up`'s launcher, whose children are measured as
+//! the sidecars they are).
 
 use std::{collections::HashMap, path::Path, time::Duration};
 
@@ -17,11 +19,24 @@ pub struct ProcSample {
     pub peak_rss: u64,
 }
 
-/// Reads `pid` and its descendants.
-pub fn sample(pid: u32) -> Result<ProcSample> {
+/// Which processes a reading sums.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// The process and all its descendants.
+    Tree,
+    /// The process alone.
+    Process,
+}
+
+/// Reads `pid`, with its descendants or alone.
+pub fn sample(pid: u32, scope: Scope) -> Result<ProcSample> {
     let ticks = ticks_per_second()?;
     let mut total = ProcSample::default();
-    for p in tree(pid)? {
+    let pids = match scope {
+        Scope::Tree => tree(pid)?,
+        Scope::Process => vec![pid],
+    };
+    for p in pids {
         let stat = std::fs::read_to_string(format!("/proc/{p}/stat"));
         let status = std::fs::read_to_string(format!("/proc/{p}/status"));
         let (Ok(stat), Ok(status)) = (stat, status) else {
@@ -58,6 +73,18 @@ fn ticks_per_second() -> Result<u64> {
         .ok()
         .filter(|&t| t > 0)
         .context("sysconf(_SC_CLK_TCK) is not positive")
+}
+
+/// The descendant of `pid` whose arguments contain `args` in a row (as
+/// `--name echo --replica 1`), if one runs.
+pub fn find_descendant(pid: u32, args: &[&str]) -> Result<Option<u32>> {
+    Ok(tree(pid)?.into_iter().skip(1).find(|p| {
+        std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|raw| {
+            let argv: Vec<&[u8]> = raw.split(|&b| b == 0).collect();
+            argv.windows(args.len())
+                .any(|w| w.iter().zip(args).all(|(a, b)| *a == b.as_bytes()))
+        })
+    }))
 }
 
 /// `pid` and all its descendants, found through each process's parent id.
@@ -145,8 +172,23 @@ mod tests {
     }
 
     #[test]
+    fn finds_a_child_by_its_arguments() {
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "sleep 30", "procstat-test-marker"])
+            .spawn()
+            .expect("sh runs");
+        let me = std::process::id();
+        let found = find_descendant(me, &["sleep 30", "procstat-test-marker"]).expect("reads /proc");
+        let missing = find_descendant(me, &["procstat-test-marker", "sleep 30"]).expect("reads /proc");
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(found, Some(child.id()));
+        assert_eq!(missing, None, "arguments must match in their order");
+    }
+
+    #[test]
     fn reads_this_process() {
-        let me = sample(std::process::id()).expect("sample self");
+        let me = sample(std::process::id(), Scope::Tree).expect("sample self");
         assert!(me.rss > 0 && me.peak_rss >= me.rss, "{me:?}");
         // Burn CPU until a clock tick shows it (bounded, for a busy machine).
         let before = me.cpu;
@@ -157,7 +199,7 @@ mod tests {
             for _ in 0..1_000_000 {
                 x = x.wrapping_mul(31).wrapping_add(7);
             }
-            after = sample(std::process::id()).expect("sample self").cpu;
+            after = sample(std::process::id(), Scope::Tree).expect("sample self").cpu;
         }
         std::hint::black_box(x);
         assert!(after > before, "{before:?} → {after:?}");

@@ -50,18 +50,18 @@ async fn every_available_scenario_reports_sane_figures() {
         // In-process sidecars export no spans, so the collector scenario is skipped.
         let expected = match kind {
             ScenarioKind::Nginx | ScenarioKind::Nghttpx => reason.contains("not installed"),
-            ScenarioKind::MeshworkCollector => reason.contains("in-process"),
+            ScenarioKind::MeshworkCollector | ScenarioKind::MeshworkUp => reason.contains("in-process"),
             _ => false,
         };
         assert!(
             expected,
-            "only a missing peer proxy or the in-process collector scenario may be skipped: {kind}: {reason}"
+            "only a missing peer proxy or a scenario that needs sidecar processes may be skipped: {kind}: {reason}"
         );
     }
     for kind in [ScenarioKind::Direct, ScenarioKind::Meshwork] {
         assert!(report.scenario(kind).is_some(), "{kind} did not run");
     }
-    assert_eq!(report.scenarios.len() + report.skipped.len(), 5);
+    assert_eq!(report.scenarios.len() + report.skipped.len(), 6);
 
     let heaviest = report.steps.iter().filter_map(closed_concurrency).max();
     for scenario in &report.scenarios {

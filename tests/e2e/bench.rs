@@ -1,7 +1,8 @@
 //! The benchmark as it is normally run: the sidecars as `mesh-proxy`
 //! processes, measured from /proc, exporting their spans to the bench's own
-//! collector (`--collector`). The bench's smoke test runs them in-process
-//! only, as cargo builds no `mesh-proxy` for that package's tests.
+//! collector (`--collector`), or started by `mesh up` with its dashboard
+//! (`meshwork-up`, and the soak). The bench's smoke test runs them
+//! in-process only, as cargo builds no `mesh-proxy` for that package's tests.
 
 use std::time::Duration;
 
@@ -66,4 +67,107 @@ async fn the_benchmark_measures_sidecar_processes_and_their_span_export() {
     assert!(calls > 0, "no calls were made");
     let spans = report.spans_collected.expect("the collector ran");
     assert!(spans > 0, "no spans reached the collector after {calls} calls");
+}
+
+/// Short steps: the figures are not the point, that every one is read is.
+const BRIEF: [&str; 14] = [
+    "--duration",
+    "500ms",
+    "--warmup",
+    "50ms",
+    "--idle-connections",
+    "5",
+    "--idle-streams",
+    "20",
+    "--growth-concurrency",
+    "1",
+    "--growth-payloads",
+    "100B",
+    "--rate",
+    "200",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_mesh_up_the_launcher_is_measured_beside_its_sidecars() {
+    let argv = ["meshwork-bench", "--mesh-bin", MESH_PROXY, "--scenarios", "meshwork-up"];
+    let args = Cli::try_parse_from(argv.iter().chain(&BRIEF)).expect("arguments").args;
+    let report = meshwork_bench::run(args).await.expect("the benchmark runs");
+    assert!(report.skipped.is_empty(), "{:?}", report.skipped);
+
+    let up = report.scenario(ScenarioKind::MeshworkUp).expect("meshwork-up ran");
+    assert!(up.mode.contains("up`") && up.mode.contains("dashboard"), "{}", up.mode);
+    for result in &up.steps {
+        let what = result.step.label();
+        assert_eq!(result.failure, None, "{what}");
+        let roles: Vec<&str> = result.proxies.iter().map(|p| p.role).collect();
+        assert_eq!(roles, ["outbound", "inbound", "launcher"], "{what}");
+        for proxy in &result.proxies {
+            assert!(proxy.memory.is_some(), "{what}: {}: memory read from /proc", proxy.role);
+        }
+        if result.step == Step::Idle {
+            let memory: Vec<u64> = result.proxies.iter().filter_map(|p| p.memory).collect();
+            assert!(memory.iter().all(|&m| m > 1024 * 1024), "{what}: {memory:?}");
+        }
+        if let Some(load) = &result.load {
+            assert!(load.errors.is_empty(), "{what}: {:?}", load.error_examples);
+            assert!(load.calls > 0, "{what}: no calls");
+            for proxy in &result.proxies[..2] {
+                assert!(proxy.cpu > Some(Duration::ZERO), "{what}: {}: {proxy:?}", proxy.role);
+            }
+        }
+    }
+    let markdown = report.markdown();
+    assert!(markdown.contains("| meshwork-up |"), "{markdown}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_soak_samples_every_sidecar_through_faults_and_restarts() {
+    let argv = [
+        "meshwork-bench",
+        "--mesh-bin",
+        MESH_PROXY,
+        "--soak",
+        "4s",
+        "--soak-sample",
+        "2s",
+        "--soak-restart-every",
+        "1500ms",
+        "--soak-fault-percent",
+        "10",
+        "--rate",
+        "200",
+    ];
+    let args = Cli::try_parse_from(argv).expect("arguments").args;
+    let report = meshwork_bench::run_soak(args).await.expect("the soak runs");
+    println!("{}", report.markdown());
+
+    assert_eq!(report.rows.len(), 2, "a row every 2 s of 4 s");
+    let restarts: u32 = report.rows.iter().map(|r| r.restarts).sum();
+    assert_eq!(restarts, 2, "a replica restarted at 1.5 s and at 3 s");
+    let mut aborted = 0;
+    for row in &report.rows {
+        let names: Vec<&str> = row.sidecars.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["bench", "echo", "echo-1"]);
+        assert!(row.unary.calls > 0 && row.streams.calls > 0, "{row:?}");
+        for sidecar in &row.sidecars {
+            assert!(sidecar.rss > 1024 * 1024, "{}: RSS read: {sidecar:?}", sidecar.name);
+            assert!(
+                sidecar.open_connections.is_some(),
+                "{}: /metrics read: {sidecar:?}",
+                sidecar.name
+            );
+        }
+        // The client's sidecar is never restarted: its CPU is read every period.
+        assert!(row.sidecars[0].cpu > Some(Duration::ZERO), "{row:?}");
+        assert!(row.launcher_rss > 1024 * 1024, "{row:?}");
+        for (code, n) in row.errors() {
+            // The fault's status, and what a call in flight to a replica going down sees.
+            let expected = ["Aborted", "Unavailable", "Cancelled", "DeadlineExceeded"];
+            assert!(expected.contains(&code.as_str()), "unexpected {n} × {code}: {row:?}");
+        }
+        aborted += row.errors().get("Aborted").copied().unwrap_or(0);
+    }
+    assert!(aborted > 0, "the fault aborted no call");
+    let markdown = report.markdown();
+    assert!(markdown.contains("echo-1: RSS MiB / conns / CPU µs/call"), "{markdown}");
 }

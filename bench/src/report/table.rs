@@ -22,7 +22,7 @@ pub fn markdown(report: &Report) -> String {
     out.push('\n');
     out.push_str(
         "| step | scenario | calls/s | vs direct | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors \
-         | proxy CPU µs/call (out + in) | proxy memory (out / in) |\n",
+         | proxy CPU µs/call (out + in [+ launcher]) | proxy memory (out / in [/ launcher]) |\n",
     );
     out.push_str("|---|---|--:|--:|--:|--:|--:|--:|--:|---|--:|--:|\n");
     let direct = report.scenario(ScenarioKind::Direct);

@@ -1,10 +1,13 @@
 //! A proxy child process: started in a process group of its own with its
 //! output in a log file, and the whole group (nginx and nghttpx fork
-//! workers) killed when it is dropped, also on error or panic.
+//! workers) killed when it is dropped, also on error or panic. A child that
+//! supervises processes of its own (`mesh up`) is asked to stop first, so
+//! that it stops them.
 
 use std::{
     path::{Path, PathBuf},
     process::Stdio,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, bail};
@@ -16,6 +19,8 @@ pub struct ProxyChild {
     child: Child,
     pid: u32,
     log: PathBuf,
+    /// How long it gets to end after SIGTERM before SIGKILL; none: SIGKILL at once.
+    stop_grace: Option<Duration>,
 }
 
 impl ProxyChild {
@@ -40,7 +45,14 @@ impl ProxyChild {
             child,
             pid,
             log: log.to_path_buf(),
+            stop_grace: None,
         })
+    }
+
+    /// Stopped by SIGTERM, then SIGKILL if it is still running after `grace`.
+    pub fn with_stop_grace(mut self, grace: Duration) -> ProxyChild {
+        self.stop_grace = Some(grace);
+        self
     }
 
     pub fn pid(&self) -> u32 {
@@ -66,6 +78,14 @@ impl ProxyChild {
 
 impl Drop for ProxyChild {
     fn drop(&mut self) {
+        if let (Some(grace), Ok(pid)) = (self.stop_grace, i32::try_from(self.pid)) {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGTERM);
+            let until = Instant::now() + grace;
+            // Blocking, in a drop: a scenario ends between steps, with nothing else to run.
+            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         if let Ok(group) = i32::try_from(self.pid) {
             let _ = nix::sys::signal::killpg(Pid::from_raw(group), Signal::SIGKILL);
         }

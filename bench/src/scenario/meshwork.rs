@@ -19,12 +19,12 @@ use super::{
 use crate::{args::ScenarioKind, background::Background, plan::MeshMode};
 
 /// The addresses of the two sidecars.
-struct Ports {
-    echo_inbound: SocketAddr,
-    echo_outbound: SocketAddr,
-    echo_admin: SocketAddr,
-    client_outbound: SocketAddr,
-    client_admin: SocketAddr,
+pub(super) struct Ports {
+    pub echo_inbound: SocketAddr,
+    pub echo_outbound: SocketAddr,
+    pub echo_admin: SocketAddr,
+    pub client_outbound: SocketAddr,
+    pub client_admin: SocketAddr,
 }
 
 pub async fn start(mode: &MeshMode, echo: SocketAddr, spans_to: Option<&str>) -> Result<Target> {
@@ -40,7 +40,7 @@ pub async fn start(mode: &MeshMode, echo: SocketAddr, spans_to: Option<&str>) ->
 }
 
 /// mesh.toml: the echo service (callable by `bench` only) and the `bench` client.
-fn config_text(state_dir: &Path, app: SocketAddr, ports: &Ports) -> String {
+pub(super) fn config_text(state_dir: &Path, app: SocketAddr, ports: &Ports) -> String {
     format!(
         r#"# Written by meshwork-bench for one run.
 trust_domain = "{TRUST_DOMAIN}"
@@ -68,15 +68,21 @@ admin = "{client_admin}"
     )
 }
 
+impl Ports {
+    pub(super) fn free() -> Result<Ports> {
+        let [echo_inbound, echo_outbound, echo_admin, client_outbound, client_admin] = free_ports()?;
+        Ok(Ports {
+            echo_inbound,
+            echo_outbound,
+            echo_admin,
+            client_outbound,
+            client_admin,
+        })
+    }
+}
+
 async fn processes(bin: &Path, echo: SocketAddr, dir: TempDir, spans_to: Option<&str>) -> Result<Target> {
-    let [echo_inbound, echo_outbound, echo_admin, client_outbound, client_admin] = free_ports()?;
-    let ports = Ports {
-        echo_inbound,
-        echo_outbound,
-        echo_admin,
-        client_outbound,
-        client_admin,
-    };
+    let ports = Ports::free()?;
     let config = dir.path().join("mesh.toml");
     std::fs::write(&config, config_text(dir.path(), echo, &ports)).context("writing mesh.toml")?;
     let mut children = Vec::new();

@@ -4,10 +4,11 @@
 
 mod child;
 mod direct;
+mod mesh_up;
 mod meshwork;
 mod nghttpx;
 mod nginx;
-mod pki;
+pub(crate) mod pki;
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -24,6 +25,7 @@ use crate::{
     args::ScenarioKind,
     load,
     plan::{MeshMode, Plan},
+    procstat::Scope,
 };
 
 /// How long a scenario may take to start answering.
@@ -38,6 +40,8 @@ pub struct Proxy {
     pub role: &'static str,
     /// None when the proxy runs inside this process.
     pub pid: Option<u32>,
+    /// What its readings sum: its process tree, or (the launcher) itself alone.
+    pub scope: Scope,
 }
 
 /// A running scenario. Dropping it stops its processes and removes its files.
@@ -74,6 +78,18 @@ pub async fn start(kind: ScenarioKind, plan: &Plan, echo: SocketAddr, spans_to: 
             target.kind = kind;
             Setup::Ready(target)
         }
+        ScenarioKind::MeshworkUp => match &plan.mesh {
+            MeshMode::InProcess => Setup::Skipped("the sidecars run in-process, so there is no launcher".into()),
+            MeshMode::Process(sidecar) => {
+                // `mesh` runs the launcher; it is built with `mesh-proxy`, beside it.
+                let mesh = sidecar.with_file_name("mesh");
+                if mesh.is_file() {
+                    Setup::Ready(mesh_up::start(&mesh, echo).await?)
+                } else {
+                    Setup::Skipped(format!("no `mesh` binary beside {}", sidecar.display()))
+                }
+            }
+        },
         ScenarioKind::Nginx => match &plan.nginx_bin {
             Some(bin) => Setup::Ready(nginx::start(bin, plan.proxy_workers, echo).await?),
             None => Setup::Skipped("nginx is not installed (Debian: apt-get install nginx)".into()),
@@ -102,10 +118,12 @@ impl Target {
             Proxy {
                 role: "outbound",
                 pid: pid(0),
+                scope: Scope::Tree,
             },
             Proxy {
                 role: "inbound",
                 pid: pid(1),
+                scope: Scope::Tree,
             },
         ];
         Target {
@@ -186,7 +204,7 @@ fn open_files_limit() -> u64 {
 }
 
 /// `GET path` over HTTP/1.1: the status code and the body.
-async fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
+pub(crate) async fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
     let exchange = async {
         let mut stream = TcpStream::connect(addr).await?;
         let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
