@@ -12,14 +12,14 @@
 use std::{collections::BTreeMap, fmt::Write as _, net::SocketAddr, path::Path, time::Duration};
 
 use anyhow::{Context, Result, bail};
-use tokio::{process::Command, time::Instant};
+use tokio::time::Instant;
 
 use crate::{
     echo::EchoServer,
     load::{self, LoadResult},
     plan::{CallKind, Plan},
     procstat::{self, ProcSample, Scope},
-    scenario::{ProxyChild, http_get, pki},
+    scenario::{ProxyChild, http_get, pki, spawn_launcher},
 };
 
 /// Replicas of the echo service; one is restarted at a time.
@@ -32,7 +32,9 @@ const PAYLOAD: usize = 100;
 const DEFAULT_DEADLINE: Duration = Duration::from_secs(1);
 /// How long a restarted replica's app stays down.
 const REPLICA_DOWN: Duration = Duration::from_millis(500);
-const LAUNCHER_GRACE: Duration = Duration::from_secs(15);
+/// How long a restarted replica may take to be ready again (`mesh up` waits
+/// 200 ms before starting its sidecar again).
+const REPLICA_BACK: Duration = Duration::from_secs(15);
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What the soak was asked to do.
@@ -192,17 +194,7 @@ impl Mesh {
             .collect::<Result<Vec<_>>>()?;
         let config = dir.path().join("mesh.toml");
         std::fs::write(&config, layout.config_text(dir.path(), plan.fault_percent)).context("writing mesh.toml")?;
-        let mut command = Command::new(mesh_bin);
-        command
-            .arg("up")
-            .arg("--config")
-            .arg(&config)
-            .arg("--dashboard")
-            .arg(layout.dashboard().to_string())
-            .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT");
-        let launcher =
-            ProxyChild::spawn("mesh up", command, &dir.path().join("mesh-up.log"))?.with_stop_grace(LAUNCHER_GRACE);
+        let launcher = spawn_launcher(mesh_bin, &config, layout.dashboard(), &dir.path().join("mesh-up.log"))?;
         let mut mesh = Mesh {
             layout,
             echo,
@@ -272,6 +264,16 @@ impl Mesh {
         }
         tokio::time::sleep(REPLICA_DOWN).await;
         self.echo[usize::from(replica)] = Some(EchoServer::start_on(self.layout.app(replica), 1)?);
+        // Back when its new sidecar is ready, so that the next row reads the new process.
+        let admin = self.layout.admin(replica);
+        let deadline = Instant::now() + REPLICA_BACK;
+        while !matches!(http_get(admin, "/ready").await, Ok((200, _))) {
+            self.launcher.check_running()?;
+            if Instant::now() >= deadline {
+                bail!("echo replica {replica} was not ready again {REPLICA_BACK:?} after its restart");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         Ok(())
     }
 }

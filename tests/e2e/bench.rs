@@ -26,20 +26,8 @@ async fn the_benchmark_measures_sidecar_processes_and_their_span_export() {
         "--scenarios",
         "meshwork",
         "--collector",
-        "--duration",
-        "500ms",
-        "--warmup",
-        "50ms",
-        "--idle-connections",
-        "5",
-        "--idle-streams",
-        "20",
-        "--growth-concurrency",
-        "1",
-        "--growth-payloads",
-        "100B",
     ];
-    let args = Cli::try_parse_from(argv).expect("arguments").args;
+    let args = Cli::try_parse_from(argv.iter().chain(&BRIEF)).expect("arguments").args;
     let report = meshwork_bench::run(args).await.expect("the benchmark runs");
 
     let meshwork = report.scenario(ScenarioKind::Meshwork).expect("meshwork ran");

@@ -24,8 +24,23 @@ use crate::{
 /// sidecar with nothing in flight ends at once.
 const LAUNCHER_GRACE: Duration = Duration::from_secs(15);
 
-/// Starts `mesh up` (the `mesh` binary beside `sidecar_bin`) in front of
-/// the echo server at `echo`.
+/// `mesh up --config <config> --dashboard <dashboard>`, its output in `log`,
+/// stopped by SIGTERM (so that it stops its children) when dropped. Its
+/// children's spans go to its own receiver, as on a new machine.
+pub(crate) fn spawn_launcher(mesh: &Path, config: &Path, dashboard: SocketAddr, log: &Path) -> Result<ProxyChild> {
+    let mut command = Command::new(mesh);
+    command
+        .arg("up")
+        .arg("--config")
+        .arg(config)
+        .arg("--dashboard")
+        .arg(dashboard.to_string())
+        .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT");
+    Ok(ProxyChild::spawn("mesh up", command, log)?.with_stop_grace(LAUNCHER_GRACE))
+}
+
+/// Starts `mesh up` (the `mesh` binary) in front of the echo server at `echo`.
 pub async fn start(mesh: &Path, echo: SocketAddr) -> Result<Target> {
     let dir = tempfile::Builder::new()
         .prefix("meshwork-bench-up-")
@@ -36,18 +51,7 @@ pub async fn start(mesh: &Path, echo: SocketAddr) -> Result<Target> {
     let [dashboard] = free_ports()?;
     let config = dir.path().join("mesh.toml");
     std::fs::write(&config, config_text(dir.path(), echo, &ports)).context("writing mesh.toml")?;
-    let mut command = Command::new(mesh);
-    command
-        .arg("up")
-        .arg("--config")
-        .arg(&config)
-        .arg("--dashboard")
-        .arg(dashboard.to_string())
-        // Its spans go to the launcher's own receiver, as on a new machine.
-        .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT");
-    let log = dir.path().join("mesh-up.log");
-    let launcher = ProxyChild::spawn("mesh up", command, &log)?.with_stop_grace(LAUNCHER_GRACE);
+    let launcher = spawn_launcher(mesh, &config, dashboard, &dir.path().join("mesh-up.log"))?;
     let launcher_pid = launcher.pid();
     let mut target = Target {
         kind: ScenarioKind::MeshworkUp,

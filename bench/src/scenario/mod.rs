@@ -20,6 +20,7 @@ use tokio::{
 };
 
 pub use child::ProxyChild;
+pub(crate) use mesh_up::spawn_launcher;
 
 use crate::{
     args::ScenarioKind,
