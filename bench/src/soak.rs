@@ -255,8 +255,8 @@ impl Mesh {
         found
     }
 
-    /// Stops replica `r`'s app, kills its sidecar (`mesh up` starts it
-    /// again), and starts the app again.
+    /// Stops `replica`'s app, kills its sidecar (`mesh up` starts it
+    /// again), starts the app again and waits until the new sidecar is ready.
     async fn restart_replica(&mut self, replica: u16, sidecar: Option<u32>) -> Result<()> {
         self.echo[usize::from(replica)] = None;
         if let Some(pid) = sidecar.and_then(|p| i32::try_from(p).ok()) {
@@ -303,7 +303,7 @@ pub async fn run(plan: &Plan, soak: SoakPlan) -> Result<SoakReport> {
     let mut before = read(&mesh);
     let mut rows = Vec::new();
     while started.elapsed() < soak.duration {
-        let period = soak.sample.min(soak.duration - started.elapsed());
+        let period = soak.sample.min(soak.duration.saturating_sub(started.elapsed()));
         let period_end = Instant::now() + period;
         let unary = load::open_loop(&clients, PAYLOAD, soak.rate, period, Some(soak.deadline));
         let streams = load::closed_loop(
