@@ -183,11 +183,7 @@ struct Mesh {
 
 impl Mesh {
     async fn start(mesh_bin: &Path, plan: &SoakPlan) -> Result<Mesh> {
-        let dir = tempfile::Builder::new()
-            .prefix("meshwork-bench-soak-")
-            .tempdir()
-            .context("creating a temp dir")?;
-        pki::mesh_certs(dir.path())?;
+        let dir = pki::mesh_dir("soak")?;
         let layout = Layout::find()?;
         let echo = (0..REPLICAS)
             .map(|r| EchoServer::start_on(layout.app(r), 1).map(Some))

@@ -42,11 +42,7 @@ pub(crate) fn spawn_launcher(mesh: &Path, config: &Path, dashboard: SocketAddr, 
 
 /// Starts `mesh up` (the `mesh` binary) in front of the echo server at `echo`.
 pub async fn start(mesh: &Path, echo: SocketAddr) -> Result<Target> {
-    let dir = tempfile::Builder::new()
-        .prefix("meshwork-bench-up-")
-        .tempdir()
-        .context("creating a temp dir")?;
-    pki::mesh_certs(dir.path())?;
+    let dir = pki::mesh_dir("up")?;
     let ports = Ports::free()?;
     let [dashboard] = free_ports()?;
     let config = dir.path().join("mesh.toml");

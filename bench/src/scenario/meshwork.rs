@@ -28,11 +28,7 @@ pub(super) struct Ports {
 }
 
 pub async fn start(mode: &MeshMode, echo: SocketAddr, spans_to: Option<&str>) -> Result<Target> {
-    let dir = tempfile::Builder::new()
-        .prefix("meshwork-bench-mesh-")
-        .tempdir()
-        .context("creating a temp dir")?;
-    pki::mesh_certs(dir.path())?;
+    let dir = pki::mesh_dir("mesh")?;
     match mode {
         MeshMode::Process(bin) => processes(bin, echo, dir, spans_to).await,
         MeshMode::InProcess => in_process(echo, dir).await,

@@ -20,6 +20,17 @@ pub const TRUST_DOMAIN: &str = "bench.local";
 pub const CLIENT: &str = "bench";
 pub const SERVICE: &str = "echo";
 
+/// A temp dir named `meshwork-bench-<purpose>-…` holding the mesh's
+/// certificates, for one scenario's mesh.toml and state; removed when dropped.
+pub fn mesh_dir(purpose: &str) -> Result<tempfile::TempDir> {
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("meshwork-bench-{purpose}-"))
+        .tempdir()
+        .context("creating a temp dir")?;
+    mesh_certs(dir.path())?;
+    Ok(dir)
+}
+
 /// Issues the mesh CA and the two workloads' leaves into `<state_dir>/certs`,
 /// where `mesh proxy` looks for them.
 pub fn mesh_certs(state_dir: &Path) -> Result<()> {
