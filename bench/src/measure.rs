@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 
 use crate::{
     load::{self, Client},
-    plan::{Plan, Step},
+    plan::{CallKind, Plan, Step},
     procstat::{self, ProcSample},
     report::{ProxyUsage, StepResult},
     scenario::Target,
@@ -22,7 +22,7 @@ pub async fn run_steps(target: &Target, plan: &Plan) -> Result<Vec<StepResult>> 
     for client in &clients {
         client
             .clone()
-            .unary(load::request(crate::plan::CallKind::Unary, 16))
+            .unary(load::request(CallKind::Unary, 16))
             .await
             .context("first call through the scenario")?;
     }
@@ -46,20 +46,22 @@ async fn run_step(step: Step, target: &Target, clients: &[Client], plan: &Plan) 
             concurrency,
             payload,
         } => {
+            let calls = load::echo_calls(clients, kind, payload, plan.deadline);
             if !plan.warmup.is_zero() {
-                load::closed_loop(clients, kind, payload, concurrency, plan.warmup, plan.deadline).await;
+                load::closed_loop(&calls, concurrency, plan.warmup).await;
             }
             let before = start_sampling(target);
-            let result = load::closed_loop(clients, kind, payload, concurrency, plan.duration, plan.deadline).await;
+            let result = load::closed_loop(&calls, concurrency, plan.duration).await;
             let after = samples(target);
             StepResult::load(step, result, usage(target, &before, &after, |_, a| Some(a.peak_rss)))
         }
         Step::Open { rate, payload } => {
+            let calls = load::echo_calls(clients, CallKind::Unary, payload, plan.deadline);
             if !plan.warmup.is_zero() {
-                load::open_loop(clients, payload, rate, plan.warmup, plan.deadline).await;
+                load::open_loop(&calls, rate, plan.warmup).await;
             }
             let before = start_sampling(target);
-            let result = load::open_loop(clients, payload, rate, plan.duration, plan.deadline).await;
+            let result = load::open_loop(&calls, rate, plan.duration).await;
             let after = samples(target);
             StepResult::load(step, result, usage(target, &before, &after, |_, a| Some(a.peak_rss)))
         }

@@ -293,6 +293,11 @@ pub async fn run(plan: &Plan, soak: SoakPlan) -> Result<SoakReport> {
         humantime::format_duration(soak.sample)
     );
     let clients = load::connect_many(mesh.layout.client_outbound(), 1).await?;
+    let unary_calls = load::echo_calls(&clients, CallKind::Unary, PAYLOAD, Some(soak.deadline));
+    let stream = CallKind::ServerStream {
+        messages: STREAM_MESSAGES,
+    };
+    let stream_calls = load::echo_calls(&clients, stream, PAYLOAD, Some(soak.deadline));
     let started = Instant::now();
     let mut next_restart = started + soak.restart_every;
     let mut next_replica = 0u16;
@@ -301,17 +306,8 @@ pub async fn run(plan: &Plan, soak: SoakPlan) -> Result<SoakReport> {
     while started.elapsed() < soak.duration {
         let period = soak.sample.min(soak.duration.saturating_sub(started.elapsed()));
         let period_end = Instant::now() + period;
-        let unary = load::open_loop(&clients, PAYLOAD, soak.rate, period, Some(soak.deadline));
-        let streams = load::closed_loop(
-            &clients,
-            CallKind::ServerStream {
-                messages: STREAM_MESSAGES,
-            },
-            PAYLOAD,
-            STREAM_CONCURRENCY,
-            period,
-            Some(soak.deadline),
-        );
+        let unary = load::open_loop(&unary_calls, soak.rate, period);
+        let streams = load::closed_loop(&stream_calls, STREAM_CONCURRENCY, period);
         let restarts = async {
             let mut restarts = 0;
             while next_restart < period_end {

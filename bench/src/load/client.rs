@@ -6,6 +6,7 @@ use anyhow::{Context, Result};
 use meshwork_proto::echo::{EchoRequest, echo_service_client::EchoServiceClient};
 use tonic::{Status, transport::Channel};
 
+use super::{Caller, Failure};
 use crate::{echo::MAX_MESSAGE, plan::CallKind};
 
 /// A gRPC client on one HTTP/2 connection; clones share the connection and
@@ -81,6 +82,37 @@ pub async fn call(
         Ok(Ok(())) => Ok(()),
         Ok(Err(status)) => Err(status),
         Err(_elapsed) => Err(Status::deadline_exceeded(format!("no answer within {CALL_TIMEOUT:?}"))),
+    }
+}
+
+/// An echo call of one kind, repeated by the load loops.
+#[derive(Clone)]
+pub struct EchoCall {
+    client: Client,
+    kind: CallKind,
+    request: EchoRequest,
+    deadline: Option<Duration>,
+}
+
+/// One [`EchoCall`] per connection in `clients`: `kind` calls of `payload`
+/// bytes, each with `deadline` when given.
+pub fn echo_calls(clients: &[Client], kind: CallKind, payload: usize, deadline: Option<Duration>) -> Vec<EchoCall> {
+    clients
+        .iter()
+        .map(|client| EchoCall {
+            client: client.clone(),
+            kind,
+            request: request(kind, payload),
+            deadline,
+        })
+        .collect()
+}
+
+impl Caller for EchoCall {
+    async fn call(&mut self) -> Result<(), Failure> {
+        call(&mut self.client, self.kind, self.request.clone(), self.deadline)
+            .await
+            .map_err(Failure::from)
     }
 }
 

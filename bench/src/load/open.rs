@@ -12,28 +12,16 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use super::{
-    Client, LoadResult,
-    client::{call, request},
-    recorder::Recorder,
-};
-use crate::plan::CallKind;
+use super::{Caller, Failure, LoadResult, recorder::Recorder};
 
-/// Starts `rate` unary calls a second for `duration`, spread round-robin over
-/// `clients`, and waits for the last answer.
-pub async fn open_loop(
-    clients: &[Client],
-    payload: usize,
-    rate: u32,
-    duration: Duration,
-    deadline: Option<Duration>,
-) -> LoadResult {
+/// Starts `rate` calls a second for `duration`, made by clones of `callers`
+/// taken round-robin, and waits for the last answer.
+pub async fn open_loop<C: Caller>(callers: &[C], rate: u32, duration: Duration) -> LoadResult {
     let interval = Duration::from_secs(1) / rate.max(1);
     let total = u32::try_from(duration.as_nanos() / interval.as_nanos().max(1)).unwrap_or(u32::MAX);
-    let (done, mut answers) = mpsc::unbounded_channel::<(Duration, Result<(), tonic::Status>)>();
+    let (done, mut answers) = mpsc::unbounded_channel::<(Duration, Result<(), Failure>)>();
     let runtime = tokio::runtime::Handle::current();
-    let clients: Vec<Client> = clients.to_vec();
-    let request = request(CallKind::Unary, payload);
+    let callers: Vec<C> = callers.to_vec();
     let pacer = std::thread::Builder::new().name("bench-pacer".into()).spawn(move || {
         let start = Instant::now();
         for i in 0..total {
@@ -45,10 +33,10 @@ pub async fn open_loop(
             if due > now {
                 std::thread::sleep(due - now);
             }
-            let mut client = clients[i as usize % clients.len()].clone();
-            let (request, done) = (request.clone(), done.clone());
+            let mut caller = callers[i as usize % callers.len()].clone();
+            let done = done.clone();
             runtime.spawn(async move {
-                let outcome = call(&mut client, CallKind::Unary, request, deadline).await;
+                let outcome = caller.call().await;
                 // Measured from the due time, not from when the call went out.
                 let _ = done.send((due.elapsed(), outcome));
             });
@@ -59,7 +47,7 @@ pub async fn open_loop(
     if pacer.is_err() {
         recorder.record(
             Duration::ZERO,
-            Err(tonic::Status::resource_exhausted("the pacing thread could not start")),
+            Err(Failure::new("ResourceExhausted", "the pacing thread could not start")),
         );
         return recorder.finish(duration);
     }

@@ -1,11 +1,12 @@
-//! Latencies into an HDR histogram, failures by gRPC status code (with the
-//! first message seen for each, so a report says why), and the summary a
-//! load step reports.
+//! Latencies into an HDR histogram, failures by code (a gRPC status name or
+//! an HTTP status, with the first message seen for each, so a report says
+//! why), and the summary a load step reports.
 
 use std::{collections::BTreeMap, time::Duration};
 
 use hdrhistogram::Histogram;
-use tonic::Status;
+
+use super::Failure;
 
 /// Highest latency the histogram tracks exactly (larger ones saturate).
 const MAX_TRACKED_NS: u64 = 120_000_000_000;
@@ -28,18 +29,15 @@ impl Recorder {
     }
 
     /// A call's outcome: its latency when it succeeded, its status otherwise.
-    pub fn record(&mut self, latency: Duration, outcome: Result<(), Status>) {
+    pub fn record(&mut self, latency: Duration, outcome: Result<(), Failure>) {
         match outcome {
             Ok(()) => {
                 let ns = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX).max(1);
                 self.histogram.saturating_record(ns);
             }
-            Err(status) => {
-                let code = format!("{:?}", status.code());
-                self.error_examples
-                    .entry(code.clone())
-                    .or_insert_with(|| status.message().to_owned());
-                *self.errors.entry(code).or_default() += 1;
+            Err(Failure { code, message }) => {
+                *self.errors.entry(code.clone()).or_default() += 1;
+                self.error_examples.entry(code).or_insert(message);
             }
         }
     }
@@ -109,7 +107,7 @@ pub struct LoadResult {
     pub calls: u64,
     pub elapsed: Duration,
     pub latency: Latency,
-    /// Failed calls by gRPC status code name.
+    /// Failed calls by code (gRPC status name, or `HTTP <status>`).
     pub errors: BTreeMap<String, u64>,
     /// The first status message seen for each code in `errors`.
     pub error_examples: BTreeMap<String, String>,
@@ -139,8 +137,14 @@ mod tests {
         }
         let mut b = Recorder::new();
         b.record(Duration::from_secs(1), Ok(()));
-        b.record(Duration::from_millis(3), Err(Status::unavailable("first")));
-        b.record(Duration::from_millis(3), Err(Status::unavailable("second")));
+        b.record(
+            Duration::from_millis(3),
+            Err(tonic::Status::unavailable("first").into()),
+        );
+        b.record(
+            Duration::from_millis(3),
+            Err(tonic::Status::unavailable("second").into()),
+        );
         a.merge(b);
         let result = a.finish(Duration::from_secs(2));
         assert_eq!(result.calls, 101);
