@@ -6,6 +6,7 @@ mod targets;
 
 use std::time::Duration;
 
+pub use table::{bytes, errors as errors_of, ms, targets_markdown};
 pub use targets::{TargetCheck, Verdict, check_targets};
 
 use crate::{args::ScenarioKind, load::LoadResult, machine::Machine, plan::Step};

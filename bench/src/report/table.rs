@@ -3,7 +3,7 @@
 
 use std::{fmt::Write, time::Duration};
 
-use super::{Report, ScenarioReport, StepResult, Verdict};
+use super::{Report, ScenarioReport, StepResult, TargetCheck, Verdict};
 use crate::{args::ScenarioKind, load::LoadResult, plan::Step};
 
 pub fn markdown(report: &Report) -> String {
@@ -37,15 +37,21 @@ pub fn markdown(report: &Report) -> String {
     }
     if !report.targets.is_empty() {
         out.push_str("\nTargets (issue 4), Meshwork against the other scenarios of this run:\n\n");
-        out.push_str("| target | goal | measured | verdict |\n|---|---|---|---|\n");
-        for t in &report.targets {
-            let verdict = match &t.verdict {
-                Verdict::Pass => "PASS".to_string(),
-                Verdict::Miss => "**MISS**".to_string(),
-                Verdict::NotMeasured(why) => format!("n/a ({why})"),
-            };
-            let _ = writeln!(out, "| {} | {} | {} | {verdict} |", t.name, t.goal, t.measured);
-        }
+        out.push_str(&targets_markdown(&report.targets));
+    }
+    out
+}
+
+/// The targets' table, one row each with its verdict.
+pub fn targets_markdown(targets: &[TargetCheck]) -> String {
+    let mut out = String::from("| target | goal | measured | verdict |\n|---|---|---|---|\n");
+    for t in targets {
+        let verdict = match &t.verdict {
+            Verdict::Pass => "PASS".to_string(),
+            Verdict::Miss => "**MISS**".to_string(),
+            Verdict::NotMeasured(why) => format!("n/a ({why})"),
+        };
+        let _ = writeln!(out, "| {} | {} | {} | {verdict} |", t.name, t.goal, t.measured);
     }
     out
 }
