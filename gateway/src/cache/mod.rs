@@ -21,7 +21,7 @@
 //! generation number per (user, service), which a write moves on, so the
 //! old entries are never found again (O(1); they age out by TTL or size).
 //! Memory is bounded by bytes (`[gateway.cache_store] max_bytes`, 64 MiB
-//! by default), weighed as the request, the key and twice the response.
+//! by default), weighed as the request, the key, twice the response and its JSON.
 //!
 //! A rule's `stale_if_error` keeps an answer that long past its TTL: a call
 //! then goes upstream as for a miss, and if the method fails with an error
@@ -93,6 +93,9 @@ pub struct Entry {
     pub message: DynamicMessage,
     /// The answer encoded: what a gRPC client gets, and what the ETag hashes.
     pub encoded: Bytes,
+    /// The whole answer in JSON, printed once: what a REST hit sends
+    /// (None if it does not print; a hit then reports the error as a miss would).
+    pub json: Option<Bytes>,
     /// A strong validator: the answer's SHA-256, first 128 bits, quoted.
     pub etag: HeaderValue,
     stored: Instant,
@@ -103,6 +106,7 @@ impl Entry {
     fn new(message: DynamicMessage, freshness: Freshness) -> Self {
         use sha2::Digest;
         let encoded = Bytes::from(message.encode_to_vec());
+        let json = crate::rest::response::whole_json(&message).ok();
         let digest = sha2::Sha256::digest(&encoded);
         let mut etag = String::with_capacity(34);
         etag.push('"');
@@ -114,6 +118,7 @@ impl Entry {
         Entry {
             message,
             encoded,
+            json,
             etag: HeaderValue::try_from(etag).unwrap_or_else(|_| HeaderValue::from_static("\"0\"")),
             stored: Instant::now(),
             freshness,
@@ -209,7 +214,8 @@ fn weight(key: &Key, entry: &Arc<Entry>) -> u32 {
         + key.request.len()
         + key.user.as_ref().map_or(0, |u| u.len())
         + key.preferences.as_ref().map_or(0, |p| p.len())
-        + 2 * entry.encoded.len();
+        + 2 * entry.encoded.len()
+        + entry.json.as_ref().map_or(0, Bytes::len);
     u32::try_from(bytes).unwrap_or(u32::MAX)
 }
 

@@ -188,7 +188,10 @@ async fn cached_call(
         *response.status_mut() = StatusCode::NOT_MODIFIED;
         response
     } else {
-        response::unary(&entry.message, route.response_body.as_ref())?
+        match (&route.response_body, &entry.json) {
+            (None, Some(json)) => response::json_response(json.clone()),
+            (response_body, _) => response::unary(&entry.message, response_body.as_ref())?,
+        }
     };
     let fields = response.headers_mut();
     fields.insert(header::ETAG, entry.etag.clone());

@@ -75,12 +75,23 @@ fn to_json(message: &DynamicMessage, response_body: Option<&FieldDescriptor>) ->
 
 /// A unary answer: 200 with the JSON.
 pub fn unary(message: &DynamicMessage, response_body: Option<&FieldDescriptor>) -> Result<Response<Body>, Status> {
-    let json = to_json(message, response_body)?;
-    let mut response = Response::new(Body::new(Full::new(Bytes::from(json))));
+    Ok(json_response(Bytes::from(to_json(message, response_body)?)))
+}
+
+/// The whole message in JSON, as [`unary`] sends it without a
+/// `response_body`: what the cache keeps beside the answer, so that a hit
+/// is not printed again.
+pub fn whole_json(message: &DynamicMessage) -> Result<Bytes, Status> {
+    to_json(message, None).map(Bytes::from)
+}
+
+/// 200 with `json`, already printed.
+pub fn json_response(json: Bytes) -> Response<Body> {
+    let mut response = Response::new(Body::new(Full::new(json)));
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    Ok(response)
+    response
 }
 
 /// A server stream: 200 at once, then one record per message as it
