@@ -91,6 +91,12 @@ pub struct BenchArgs {
     /// with a fault and replica restarts (BENCHMARKS.md, "Soak").
     #[arg(long, value_parser = humantime::parse_duration, conflicts_with = "in_process")]
     pub soak: Option<Duration>,
+    /// Instead of the table: the edge benchmark. The Meshwork gateway (under
+    /// `mesh up`, once per traffic policy) beside grpc-gateway and nginx, REST
+    /// and gRPC calls of the shop's contracts at --concurrency and at --rate
+    /// (BENCHMARKS.md, "The edge").
+    #[arg(long, conflicts_with_all = ["in_process", "soak"])]
+    pub edge: bool,
     /// How often the soak takes a row.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "1m")]
     pub soak_sample: Duration,

@@ -12,6 +12,7 @@ mod args;
 mod background;
 mod collector;
 mod echo;
+pub mod edge;
 mod load;
 mod machine;
 mod measure;
@@ -51,6 +52,42 @@ pub async fn run(args: BenchArgs) -> Result<Report> {
         std::fs::write(path, report.markdown()).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(report)
+}
+
+/// Runs the edge benchmark (`--edge`: the gateway against grpc-gateway and
+/// nginx, see [`edge`]), with the same guarantees as [`run`].
+pub async fn run_edge(args: BenchArgs) -> Result<edge::EdgeReport> {
+    let plan = edge_plan(&args)?;
+    let report = tokio::select! {
+        report = edge::run(&plan) => report?,
+        signal = interrupted() => bail!("interrupted by {signal}: stopped every edge it had started"),
+    };
+    if let Some(path) = &args.output {
+        std::fs::write(path, report.markdown()).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(report)
+}
+
+/// The edge benchmark's settings: `--duration` (or `--quick`), `--warmup`,
+/// `--concurrency`, `--rate`, and the `mesh` binary beside the sidecar's.
+fn edge_plan(args: &BenchArgs) -> Result<edge::EdgePlan> {
+    let plan = Plan::from_args(args)?;
+    let mesh = match &plan.mesh {
+        MeshMode::Process(sidecar) => sidecar.with_file_name("mesh"),
+        MeshMode::InProcess => bail!("--edge runs `mesh up`, so it needs the `mesh` binary, not --in-process"),
+    };
+    if !mesh.is_file() {
+        bail!("--edge runs `mesh up`: no `mesh` binary at {}", mesh.display());
+    }
+    Ok(edge::EdgePlan {
+        duration: plan.duration,
+        warmup: plan.warmup,
+        concurrency: args.concurrency,
+        rate: args.rate,
+        mesh,
+        nginx: plan.nginx_bin,
+        nginx_workers: plan.proxy_workers,
+    })
 }
 
 /// Runs the soak `args.soak` asks for (see [`soak`]), with the same

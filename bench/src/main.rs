@@ -26,6 +26,9 @@ fn main() -> ExitCode {
         }
     };
     let markdown = runtime.block_on(async {
+        if cli.args.edge {
+            return meshwork_bench::run_edge(cli.args).await.map(|r| r.markdown());
+        }
         match cli.args.soak {
             Some(_) => meshwork_bench::run_soak(cli.args).await.map(|r| r.markdown()),
             None => meshwork_bench::run(cli.args).await.map(|r| r.markdown()),

@@ -87,6 +87,15 @@ pub fn find_descendant(pid: u32, args: &[&str]) -> Result<Option<u32>> {
     }))
 }
 
+/// The descendant of `pid` whose command name (`/proc/<pid>/comm`) is
+/// `name`: for programs that rewrite their arguments, as redis-server does.
+pub fn find_descendant_named(pid: u32, name: &str) -> Result<Option<u32>> {
+    Ok(tree(pid)?
+        .into_iter()
+        .skip(1)
+        .find(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|comm| comm.trim_end() == name)))
+}
+
 /// `pid` and all its descendants, found through each process's parent id.
 fn tree(pid: u32) -> Result<Vec<u32>> {
     let mut children: HashMap<u32, Vec<u32>> = HashMap::new();

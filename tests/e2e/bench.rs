@@ -159,3 +159,79 @@ async fn the_soak_samples_every_sidecar_through_faults_and_restarts() {
     let markdown = report.markdown();
     assert!(markdown.contains("echo-1: RSS MiB / conns / CPU µs/call"), "{markdown}");
 }
+
+/// The edge benchmark end to end: `mesh up` with the gateway under each
+/// traffic policy, grpc-gateway built from Debian's Go packages (which
+/// `scripts/test` installs) in front of the same sidecars, and nginx. Every
+/// case answers without an error, every edge process is read, and every
+/// target of issue 12 is judged on figures of this run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_edge_benchmark_measures_the_gateway_beside_grpc_gateway_and_nginx() {
+    use meshwork_bench::edge::{Call, Edge};
+
+    let argv = [
+        "meshwork-bench",
+        "--mesh-bin",
+        MESH_PROXY,
+        "--edge",
+        "--duration",
+        "400ms",
+        "--warmup",
+        "50ms",
+        "--concurrency",
+        "4",
+        "--rate",
+        "200",
+    ];
+    let args = Cli::try_parse_from(argv).expect("arguments").args;
+    let report = meshwork_bench::run_edge(args).await.expect("the edge benchmark runs");
+
+    assert!(report.skipped.is_empty(), "every edge ran: {:?}", report.skipped);
+    for (edge, call) in [
+        (Edge::Meshwork, Call::RestGet),
+        (Edge::Meshwork, Call::GrpcGet),
+        (Edge::Meshwork, Call::RestPost),
+        (Edge::Meshwork, Call::RestHit),
+        (Edge::Meshwork, Call::RestHitRedisLimit),
+        (Edge::GrpcGateway, Call::RestGet),
+        (Edge::GrpcGateway, Call::RestPost),
+        (Edge::Nginx, Call::RestHit),
+        (Edge::Nginx, Call::RestHitLimitReq),
+    ] {
+        assert!(report.row(edge, call).is_some(), "{edge:?} {call:?} was measured");
+    }
+    for row in &report.rows {
+        let what = format!("{} {}", row.edge.name(), row.call.label());
+        for load in [&row.closed, &row.open] {
+            assert!(load.calls > 0, "{what}: no calls answered");
+            assert!(load.errors.is_empty(), "{what}: {:?}", load.error_examples);
+        }
+        if row.edge != Edge::Backend {
+            let edge = &row.closed_usage[0];
+            assert!(
+                edge.cpu_per_call.is_some() && edge.peak_rss > Some(1024 * 1024),
+                "{what}: {edge:?}"
+            );
+        }
+    }
+    let redis = report.row(Edge::Meshwork, Call::RestHitRedisLimit).expect("measured");
+    assert!(
+        redis
+            .closed_usage
+            .iter()
+            .any(|u| u.role == "redis" && u.cpu_per_call > Some(Duration::ZERO)),
+        "the Redis limit reached Redis: {:?}",
+        redis.closed_usage
+    );
+    assert_eq!(report.targets.len(), 6, "{:?}", report.targets);
+    for target in &report.targets {
+        assert!(
+            !matches!(target.verdict, meshwork_bench::Verdict::NotMeasured(_)),
+            "{}: {:?}",
+            target.name,
+            target.verdict
+        );
+    }
+    let markdown = report.markdown();
+    assert!(markdown.contains("| grpc-gateway | REST GET product |"), "{markdown}");
+}

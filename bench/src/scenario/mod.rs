@@ -182,7 +182,7 @@ impl Target {
 /// clash with another program is tiny). All `N` are held until all are
 /// found: released one by one, the kernel may hand the same port out twice,
 /// and a sidecar then refuses its mesh.toml.
-fn free_ports<const N: usize>() -> Result<[SocketAddr; N]> {
+pub(crate) fn free_ports<const N: usize>() -> Result<[SocketAddr; N]> {
     let listeners = (0..N)
         .map(|_| std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port"))
         .collect::<Result<Vec<_>>>()?;
@@ -198,7 +198,7 @@ fn free_ports<const N: usize>() -> Result<[SocketAddr; N]> {
 /// Open files a peer proxy may have: nginx holds an upstream connection per
 /// proxied stream (a thousand open streams need a thousand and more), so the
 /// usual soft limit of 1,024 is too low. As high as the hard limit allows.
-fn open_files_limit() -> u64 {
+pub(crate) fn open_files_limit() -> u64 {
     let hard =
         nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).map_or(65536, |(_, hard)| hard);
     hard.min(65536)
