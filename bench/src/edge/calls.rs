@@ -17,7 +17,7 @@ use meshwork_proto::shop::catalog::v1::{GetProductRequest, catalog_service_clien
 use tonic::transport::Channel;
 
 use super::backend::PRODUCT_ID;
-use crate::load::{Caller, Failure};
+use crate::load::{self, Caller, Failure};
 
 /// A call that takes longer than this counts as failed.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -117,14 +117,8 @@ pub struct GrpcGetProduct {
 
 impl GrpcGetProduct {
     pub async fn connect(addr: SocketAddr) -> Result<GrpcGetProduct> {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
-            .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true)
-            .connect()
-            .await
-            .with_context(|| format!("connecting to {addr}"))?;
         Ok(GrpcGetProduct {
-            client: CatalogServiceClient::new(channel),
+            client: CatalogServiceClient::new(load::channel(addr).await?),
         })
     }
 }

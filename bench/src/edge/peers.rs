@@ -11,7 +11,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use tokio::process::Command;
 
-use crate::scenario::{ProxyChild, open_files_limit};
+use crate::scenario::{ProxyChild, nginx_conf};
 
 /// The contracts grpc-gateway is generated from: the same files the mesh
 /// compiles in, as `(path under proto/, Go package, text)`.
@@ -156,12 +156,6 @@ pub fn start_nginx(
     prefix: &Path,
 ) -> Result<ProxyChild> {
     let p = prefix.display();
-    let nofile = open_files_limit();
-    let user = if nix::unistd::geteuid().is_root() {
-        "user root;"
-    } else {
-        ""
-    };
     let location = |extra: &str| {
         format!(
             "location / {{ proxy_pass http://json; proxy_http_version 1.1; proxy_set_header Connection \"\"; {extra} }}"
@@ -169,26 +163,8 @@ pub fn start_nginx(
     };
     let cache = "proxy_cache shop; proxy_cache_valid 200 30s; proxy_cache_key $request_method$request_uri; \
                  add_header Cache-Status $upstream_cache_status;";
-    let conf = format!(
-        r#"# Written by meshwork-bench for one run.
-daemon off;
-master_process on;
-{user}
-worker_processes {workers};
-worker_rlimit_nofile {nofile};
-pid {p}/nginx.pid;
-error_log {p}/error.log warn;
-events {{ worker_connections 8192; }}
-http {{
-    access_log off;
-    client_body_temp_path {p}/client_body;
-    proxy_temp_path {p}/proxy;
-    fastcgi_temp_path {p}/fastcgi;
-    uwsgi_temp_path {p}/uwsgi;
-    scgi_temp_path {p}/scgi;
-    keepalive_requests 10000000;
-    keepalive_timeout 300s;
-    proxy_cache_path {p}/cache levels=1:2 keys_zone=shop:10m max_size=64m inactive=60s use_temp_path=off;
+    let site = format!(
+        r#"    proxy_cache_path {p}/cache levels=1:2 keys_zone=shop:10m max_size=64m inactive=60s use_temp_path=off;
     limit_req_zone $server_name zone=everyone:1m rate=1000000r/s;
     upstream json {{
         server {json};
@@ -198,9 +174,7 @@ http {{
     }}
     server {{ listen {plain} backlog=4096; {plain_location} }}
     server {{ listen {cached} backlog=4096; {cache_location} }}
-    server {{ listen {limited} backlog=4096; {limited_location} }}
-}}
-"#,
+    server {{ listen {limited} backlog=4096; {limited_location} }}"#,
         plain = ports.plain,
         cached = ports.cache,
         limited = ports.cache_limited,
@@ -208,6 +182,7 @@ http {{
         cache_location = location(cache),
         limited_location = location(&format!("{cache} limit_req zone=everyone burst=1000000 nodelay;")),
     );
+    let conf = nginx_conf(prefix, workers, &site);
     let path = prefix.join("nginx.conf");
     write(&path, &conf)?;
     let mut command = Command::new(bin);

@@ -16,15 +16,19 @@ pub type Client = EchoServiceClient<Channel>;
 /// A call that takes longer than this is counted as DEADLINE_EXCEEDED.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// One HTTP/2 connection (h2c) to `addr`.
-pub async fn connect(addr: SocketAddr) -> Result<Client> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+/// One HTTP/2 connection (h2c, prior knowledge) to `addr`, for any gRPC client.
+pub async fn channel(addr: SocketAddr) -> Result<Channel> {
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true)
         .connect()
         .await
-        .with_context(|| format!("connecting to {addr}"))?;
-    Ok(EchoServiceClient::new(channel)
+        .with_context(|| format!("connecting to {addr}"))
+}
+
+/// An echo client on one connection to `addr`.
+pub async fn connect(addr: SocketAddr) -> Result<Client> {
+    Ok(EchoServiceClient::new(channel(addr).await?)
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE))
 }

@@ -12,7 +12,7 @@ mod open;
 mod recorder;
 
 pub use caller::{Caller, Failure};
-pub use client::{Client, connect_many, echo_calls, probe, request};
+pub use client::{Client, channel, connect_many, echo_calls, probe, request};
 pub use closed::closed_loop;
 pub use idle::{hold_connections, hold_streams};
 pub use open::open_loop;

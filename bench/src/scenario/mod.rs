@@ -21,6 +21,7 @@ use tokio::{
 
 pub use child::ProxyChild;
 pub(crate) use mesh_up::spawn_launcher;
+pub(crate) use nginx::main_conf as nginx_conf;
 
 use crate::{
     args::ScenarioKind,
@@ -198,7 +199,7 @@ pub(crate) fn free_ports<const N: usize>() -> Result<[SocketAddr; N]> {
 /// Open files a peer proxy may have: nginx holds an upstream connection per
 /// proxied stream (a thousand open streams need a thousand and more), so the
 /// usual soft limit of 1,024 is too low. As high as the hard limit allows.
-pub(crate) fn open_files_limit() -> u64 {
+fn open_files_limit() -> u64 {
     let hard =
         nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).map_or(65536, |(_, hard)| hard);
     hard.min(65536)

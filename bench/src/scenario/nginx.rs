@@ -50,8 +50,10 @@ pub async fn start(bin: &Path, workers: usize, echo: SocketAddr) -> Result<Targe
     Ok(target)
 }
 
-/// What both instances share: foreground, every path inside `prefix`.
-fn main_conf(prefix: &Path, workers: usize, site: &str) -> String {
+/// What every nginx of the bench shares (these two, and the edge
+/// benchmark's JSON proxy): foreground, every path inside `prefix`, the
+/// limits of a gRPC deployment, and `site` in the `http` block.
+pub(crate) fn main_conf(prefix: &Path, workers: usize, site: &str) -> String {
     let p = prefix.display();
     let nofile = open_files_limit();
     // Run as root, nginx's workers would switch to `nobody`, who cannot
