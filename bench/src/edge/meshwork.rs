@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use super::{Measured, backend::PRODUCT_ID};
 use crate::{
     procstat::{self, Scope},
-    scenario::{ProxyChild, free_ports, http_get, spawn_launcher},
+    scenario::{ProxyChild, free_ports, http_get, pki::TRUST_DOMAIN, spawn_launcher},
 };
 
 /// How long `mesh up` may take until the gateway answers.
@@ -130,7 +130,7 @@ burst = 1000000
     };
     format!(
         r#"# Written by meshwork-bench for one run of the edge benchmark.
-trust_domain = "bench.local"
+trust_domain = "{TRUST_DOMAIN}"
 state_dir = '{state}'
 leaf_lifetime = "24h"
 
