@@ -19,10 +19,11 @@ use std::{
 
 use bytes::Bytes;
 use h2::{Reason, SendStream};
+use http::{HeaderMap, HeaderValue};
 use http_body::{Body, Frame};
 use tokio::sync::oneshot;
 
-use crate::connection::BoxError;
+use crate::{connection::BoxError, grpc::status::percent_encode};
 
 /// Bytes sent without waiting for the stream's send window.
 pub const EAGER_LIMIT: usize = 64 * 1024;
@@ -48,7 +49,7 @@ where
         // What may go without waiting for the window has gone already.
         eager: 0,
         stopped: Some(stopped),
-        broken: Reason::CANCEL,
+        broken: OnBreak::Reset(Reason::CANCEL),
     });
     Some(stop)
 }
@@ -72,7 +73,7 @@ where
             Poll::Pending => return Eager::Waiting(None),
             Poll::Ready(frame) => frame,
         };
-        match on_frame(frame, &*body, stream, Reason::CANCEL) {
+        match on_frame(frame, &*body, stream, OnBreak::Reset(Reason::CANCEL)) {
             Step::Done => return Eager::Done,
             Step::Continue => {}
             Step::Data(data) if sent + data.len() > EAGER_LIMIT => return Eager::Waiting(Some(data)),
@@ -93,14 +94,28 @@ enum Step {
     Data(Bytes),
 }
 
+/// How a body that fails without a reset of its own (its connection was
+/// lost) ends the stream it is sent on. One that was reset passes its
+/// reason on.
+#[derive(Debug, Clone, Copy)]
+enum OnBreak {
+    Reset(Reason),
+    /// A gRPC response whose headers have gone: it ends with trailers
+    /// saying UNAVAILABLE, as linkerd2-proxy does, which every gRPC client
+    /// reads as the call's status. A reset would read as INTERNAL (gRPC's
+    /// mapping of `INTERNAL_ERROR`), a fault of the server, when it was the
+    /// way to the server that failed.
+    GrpcUnavailable,
+}
+
 /// What to do with one frame of the body: trailers and the end are sent at
-/// once; data is handed back to be sent. A body that fails resets the
-/// stream with the reason its own stream was reset with, else `broken`.
+/// once; data is handed back to be sent. A body that fails ends the stream
+/// as `broken` says.
 fn on_frame<B>(
     frame: Option<Result<Frame<Bytes>, B::Error>>,
     body: &B,
     stream: &mut SendStream<Bytes>,
-    broken: Reason,
+    broken: OnBreak,
 ) -> Step
 where
     B: Body<Data = Bytes>,
@@ -113,12 +128,17 @@ where
         }
         Some(Err(error)) => {
             let error: BoxError = error.into();
-            let reason = error
-                .downcast_ref::<h2::Error>()
-                .and_then(h2::Error::reason)
-                .unwrap_or(broken);
-            tracing::debug!(%error, ?reason, "body broke off; resetting the stream it was sent on");
-            stream.send_reset(reason);
+            let reset = error.downcast_ref::<h2::Error>().and_then(h2::Error::reason);
+            match (reset, broken) {
+                (None, OnBreak::GrpcUnavailable) => {
+                    tracing::debug!(%error, "response broke off; ending it as UNAVAILABLE");
+                    let _ = stream.send_trailers(unavailable(&error));
+                }
+                (Some(reason), _) | (None, OnBreak::Reset(reason)) => {
+                    tracing::debug!(%error, ?reason, "body broke off; resetting the stream it was sent on");
+                    stream.send_reset(reason);
+                }
+            }
             Step::Done
         }
         Some(Ok(frame)) => match frame.into_data() {
@@ -135,6 +155,17 @@ where
             }
         },
     }
+}
+
+/// The trailers of a gRPC response that broke off because of `error`.
+fn unavailable(error: &BoxError) -> HeaderMap {
+    let mut trailers = HeaderMap::with_capacity(2);
+    trailers.insert("grpc-status", HeaderValue::from_static("14"));
+    let message = percent_encode(&format!("the response broke off upstream: {error}"));
+    if let Ok(value) = HeaderValue::try_from(message) {
+        trailers.insert("grpc-message", value);
+    }
+    trailers
 }
 
 /// Sends one chunk; true when that ended the request (or the stream is
@@ -164,21 +195,26 @@ pub struct Pipe<B> {
     /// For a request: resolves when the response body is dropped, as the
     /// caller is then gone.
     stopped: Option<oneshot::Receiver<()>>,
-    /// The reset reason when the body fails without one of its own.
-    broken: Reason,
+    /// How the stream ends when the body fails without a reset of its own.
+    broken: OnBreak,
 }
 
 impl<B> Pipe<B> {
-    /// Sends a response body; a body that fails resets the stream with
-    /// `INTERNAL_ERROR` unless its upstream gave a reason.
-    pub fn response(body: B, stream: SendStream<Bytes>) -> Self {
+    /// Sends a response body. One that fails without a reset of its own
+    /// ends as UNAVAILABLE when it is a gRPC response (`grpc`), else resets
+    /// the stream with `INTERNAL_ERROR`.
+    pub fn response(body: B, stream: SendStream<Bytes>, grpc: bool) -> Self {
         Pipe {
             body,
             stream,
             pending: None,
             eager: EAGER_LIMIT,
             stopped: None,
-            broken: Reason::INTERNAL_ERROR,
+            broken: if grpc {
+                OnBreak::GrpcUnavailable
+            } else {
+                OnBreak::Reset(Reason::INTERNAL_ERROR)
+            },
         }
     }
 }

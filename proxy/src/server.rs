@@ -255,9 +255,10 @@ where
                 };
                 let (head, body) = rsp.into_parts();
                 let end = body.is_end_stream();
+                let grpc = is_grpc(&head.headers);
                 match reply.send_response(Response::from_parts(head, ()), end) {
                     Ok(_) if end => return Poll::Ready(()),
-                    Ok(stream) => Pipe::response(body, stream),
+                    Ok(stream) => Pipe::response(body, stream, grpc),
                     Err(error) => {
                         // The stream is gone, or h2 refused the head (a
                         // header HTTP/2 forbids): the caller must not wait.
@@ -273,6 +274,17 @@ where
     }
 }
 
+/// Whether a response is gRPC over HTTP/2 (`application/grpc`, with or
+/// without a `+codec`), whose trailers carry its status. gRPC-Web is not:
+/// its trailers travel in the body.
+fn is_grpc(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("application/grpc"))
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('+') || rest.starts_with(';'))
+}
+
 #[cfg(test)]
 mod tests {
     use std::{
@@ -280,6 +292,7 @@ mod tests {
         sync::{Arc, atomic::Ordering},
     };
 
+    use http_body::Frame;
     use http_body_util::{BodyExt, Full};
     use tokio::{
         net::{TcpListener, TcpStream},
@@ -292,8 +305,8 @@ mod tests {
 
     /// Serves one connection on a fresh port with `service`; the handle
     /// yields how `serve` ended.
-    async fn serve_one(
-        service: impl Stack<Full<Bytes>>,
+    async fn serve_one<B: ResponseBody>(
+        service: impl Stack<B>,
     ) -> (SocketAddr, Trigger, JoinHandle<Result<(), ConnectionError>>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
@@ -578,5 +591,73 @@ mod tests {
             .expect("gives up")
             .expect("no panic");
         assert!(matches!(ended, Err(ConnectionError::HandshakeTimeout(_))), "{ended:?}");
+    }
+
+    /// A response whose body sends one chunk and then fails the way a lost
+    /// upstream connection does: an I/O error, no reset reason.
+    async fn broken_off(content_type: &'static str) -> Result<Response<BrokenOff>, Infallible> {
+        let chunks: Vec<Result<Frame<Bytes>, BoxError>> = vec![
+            Ok(Frame::data(Bytes::from_static(b"\0\0\0\0\x01x"))),
+            Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "connection lost").into()),
+        ];
+        let mut rsp = Response::new(http_body_util::StreamBody::new(futures::stream::iter(chunks)));
+        rsp.headers_mut()
+            .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(content_type));
+        Ok(rsp)
+    }
+
+    type BrokenOff =
+        http_body_util::StreamBody<futures::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, BoxError>>>>;
+
+    /// Calls a server whose responses break off, and returns what the
+    /// caller saw: trailers after the chunk, or the stream's error (which
+    /// may come before h2 hands over the head, as all of it is sent at once).
+    async fn call_broken_off(content_type: &'static str) -> Result<Option<http::HeaderMap>, h2::Error> {
+        let (addr, _trigger, _served) = serve_one(tower::service_fn(move |_| broken_off(content_type))).await;
+        let mut send = client(addr, 65_535).await;
+        let (response, _) = send.send_request(post("/pkg.Service/Method"), true).expect("send");
+        let mut body = response.await?.into_body();
+        let mut received = Vec::new();
+        while let Some(chunk) = body.data().await {
+            received.extend_from_slice(&chunk?);
+        }
+        assert_eq!(&received[..], b"\0\0\0\0\x01x");
+        body.trailers().await
+    }
+
+    #[tokio::test]
+    async fn a_grpc_response_that_breaks_off_ends_as_unavailable() {
+        let trailers = call_broken_off("application/grpc")
+            .await
+            .expect("trailers, not a reset")
+            .expect("trailers");
+        assert_eq!(trailers["grpc-status"], "14");
+        let message = trailers["grpc-message"].to_str().expect("ascii");
+        assert!(
+            message.contains("broke off") && message.contains("connection lost"),
+            "{message}"
+        );
+    }
+
+    #[tokio::test]
+    async fn any_other_response_that_breaks_off_is_reset() {
+        let error = call_broken_off("application/grpc-web")
+            .await
+            .expect_err("a reset, not trailers");
+        assert_eq!(error.reason(), Some(h2::Reason::INTERNAL_ERROR));
+    }
+
+    #[test]
+    fn grpc_responses_are_told_by_their_content_type() {
+        let with = |value: &'static str| {
+            let mut headers = http::HeaderMap::new();
+            headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(value));
+            is_grpc(&headers)
+        };
+        assert!(with("application/grpc"));
+        assert!(with("application/grpc+proto"));
+        assert!(!with("application/grpc-web"));
+        assert!(!with("application/json"));
+        assert!(!is_grpc(&http::HeaderMap::new()));
     }
 }
