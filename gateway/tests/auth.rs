@@ -4,10 +4,7 @@
 //! fetch of the JWKS per unknown key however many requests bring it, and
 //! none for keys already known.
 
-use std::{
-    path::Path,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use http::{HeaderMap, HeaderValue, header::AUTHORIZATION};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -67,25 +64,19 @@ impl Users {
         (login.user.expect("user").id, login.access_token)
     }
 
-    /// The newest signing key's private PEM, straight from the data dir.
-    fn newest_key(&self) -> String {
-        newest_key(self.dir.path())
+    /// The newest signing key's private PEM, straight from the service's database.
+    async fn newest_key(&self) -> String {
+        use meshwork_service_kit::db::sqlx;
+        sqlx::any::install_default_drivers();
+        let url = format!("sqlite://{}", self.dir.path().join("users.db").display());
+        let mut db = <sqlx::AnyConnection as sqlx::Connection>::connect(&url)
+            .await
+            .expect("the users database");
+        sqlx::query_scalar("SELECT private_pem FROM signing_keys ORDER BY created_at_ms DESC LIMIT 1")
+            .fetch_one(&mut db)
+            .await
+            .expect("a key")
     }
-}
-
-fn newest_key(data_dir: &Path) -> String {
-    let mut files: Vec<_> = std::fs::read_dir(data_dir.join(meshwork_users::KEYS_DIR))
-        .expect("keys")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "pem"))
-        .collect();
-    files.sort_by_key(|p| {
-        p.file_stem()
-            .and_then(|s| s.to_str())
-            .and_then(|s| s.parse::<i64>().ok())
-            .expect("dated key file")
-    });
-    std::fs::read_to_string(files.last().expect("a key")).expect("read key")
 }
 
 fn kid_of(token: &str) -> String {
@@ -174,7 +165,7 @@ async fn tokens_of_the_users_service_verify_and_each_fault_is_named() {
     assert_eq!(auth.jwks_fetches(), 1, "a known key needs no fetch");
 
     let kid = kid_of(&token);
-    let key = users.newest_key();
+    let key = users.newest_key().await;
     let check = |token: String| {
         let auth = auth.clone();
         async move { auth.authenticate(&bearer(&token)).await }
@@ -356,7 +347,7 @@ async fn keys_follow_rotation_while_the_service_runs() {
 async fn concurrent_unknown_kids_cause_one_fetch() {
     let users = Users::start(Settings::default()).await;
     let (_, token) = users.login("ann@example.com").await;
-    let key = users.newest_key();
+    let key = users.newest_key().await;
     let auth = Authenticator::with_refetch_interval(&auth_config(), users.channel(), Duration::from_millis(100));
 
     // Fifty requests at once on a cold cache: one fetch serves them all.

@@ -24,3 +24,4 @@ mod sidecar_pair;
 mod storefront;
 mod support;
 mod tracing;
+mod users_replicas;

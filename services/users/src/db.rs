@@ -4,7 +4,7 @@
 use meshwork_service_kit::db::{self, Database, Db, sqlx};
 use sqlx::{FromRow, Row, any::AnyRow};
 
-use crate::{Error, NAME};
+use crate::{Error, NAME, key_store::KeyStore};
 
 /// Never edit a released migration; append a new one. Integers that hold
 /// milliseconds are BIGINT (PostgreSQL's INTEGER is 32 bits; to SQLite both are
@@ -44,6 +44,15 @@ CREATE TABLE oauth_codes (
     scope          TEXT NOT NULL,
     expires_at_ms  BIGINT NOT NULL,
     used           INTEGER NOT NULL DEFAULT 0
+);
+",
+    "
+-- The token signing keys (see key_store.rs): Ed25519 private keys, PKCS#8 PEM,
+-- named by their creation time. In the database rather than in each replica's
+-- data folder, so replicas on different machines sign with one key set.
+CREATE TABLE signing_keys (
+    created_at_ms BIGINT PRIMARY KEY,
+    private_pem   TEXT NOT NULL
 );
 ",
 ];
@@ -108,6 +117,11 @@ impl Store {
         Ok(Store {
             db: db::open(database, NAME, MIGRATIONS).await?,
         })
+    }
+
+    /// The signing keys, in the same database.
+    pub fn keys(&self) -> KeyStore {
+        KeyStore::new(self.db.clone())
     }
 
     /// Inserts the account; the UNIQUE index decides a race between two registrations

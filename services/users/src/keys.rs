@@ -5,8 +5,12 @@
 //! A key retired at time T (when its successor was made) signed its last
 //! token at T, which expires at T + token TTL; it stays published until then
 //! plus [`PUBLISH_MARGIN`] for verifiers' clock leeway, and is deleted at the
-//! first rotation after that. Each key's `kid` is its RFC 7638 thumbprint, so
-//! replicas sharing the data dir agree on it without talking to each other.
+//! first rotation after that. The keys live in the service's database
+//! ([`KeyStore`]), so every replica signs and publishes from one set; each
+//! re-reads it every [`REFRESH`] (less than the margin), so a replica that
+//! did not rotate itself stops signing with a retired key before any
+//! verifier can drop it. Each key's `kid` is its RFC 7638 thumbprint, so
+//! replicas agree on it without talking to each other.
 
 use std::{
     path::{Path, PathBuf},
@@ -22,14 +26,17 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::{
-    Error,
-    key_files::{self, StoredKey},
+    Error, key_files,
+    key_store::{KeyStore, StoredKey},
     settings::{Settings, TOKEN_ISSUER},
 };
 
 /// How long past its last token's expiry a retired key stays published: more
 /// than any verifier's leeway on `exp`.
 pub const PUBLISH_MARGIN: Duration = Duration::from_secs(60);
+/// How often each replica re-reads the key set (keys another replica made
+/// or deleted). Less than [`PUBLISH_MARGIN`]: see the module's description.
+pub const REFRESH: Duration = Duration::from_secs(30);
 
 /// One signing key, parsed once.
 struct Key {
@@ -80,11 +87,13 @@ struct Claims<'a> {
 
 /// Signs tokens with the newest key and publishes the set.
 pub struct Signer {
+    store: KeyStore,
+    /// Where the public key file goes.
     data_dir: PathBuf,
     ring: ArcSwap<KeyRing>,
     audience: String,
     ttl: Duration,
-    /// One reload or rotation at a time (they read and write the folder).
+    /// One reload or rotation at a time (they read and write the key set).
     changing: tokio::sync::Mutex<()>,
 }
 
@@ -95,14 +104,14 @@ impl std::fmt::Debug for Signer {
 }
 
 impl Signer {
-    /// Loads the keys from `data_dir`, creating the first on first start.
-    pub async fn load_or_create(data_dir: &Path, settings: &Settings) -> Result<Self, Error> {
-        let dir = data_dir.to_path_buf();
-        let now = now_ms();
-        let stored = blocking(move || key_files::load_or_create(&dir, now)).await?;
+    /// Loads the keys from `store`, creating the first on first start (or
+    /// importing those an earlier version left in `data_dir`).
+    pub async fn load_or_create(store: KeyStore, data_dir: &Path, settings: &Settings) -> Result<Self, Error> {
+        let stored = store.load_or_create(data_dir, now_ms()).await?;
         let ring = build(&[], stored)?;
         write_public(data_dir, &ring).await?;
         Ok(Signer {
+            store,
             data_dir: data_dir.to_path_buf(),
             ring: ArcSwap::from_pointee(ring),
             audience: settings.audience.clone(),
@@ -143,7 +152,7 @@ impl Signer {
         Ok((jsonwebtoken::encode(&key.header, &claims, &key.encoding)?, exp))
     }
 
-    /// The published keys, newest first, after reading the folder again so a
+    /// The published keys, newest first, after reading the set again so a
     /// key another replica made is included.
     pub async fn jwks(&self) -> Result<Jwks, Error> {
         self.reload().await?;
@@ -157,13 +166,12 @@ impl Signer {
         Ok(Jwks { keys })
     }
 
-    /// Re-reads the folder (keys made or deleted by another replica).
-    async fn reload(&self) -> Result<(), Error> {
+    /// Re-reads the key set (keys made or deleted by another replica).
+    pub async fn reload(&self) -> Result<(), Error> {
         let _one = self.changing.lock().await;
-        let dir = self.data_dir.join(key_files::KEYS_DIR);
-        let stored = blocking(move || key_files::list(&dir)).await?;
+        let stored = self.store.list().await?;
         if stored.is_empty() {
-            // Someone emptied the folder: keep signing with what we have.
+            // Someone emptied the table: keep signing with what we have.
             return Ok(());
         }
         let ring = build(&self.ring.load().keys, stored)?;
@@ -181,53 +189,53 @@ impl Signer {
     }
 
     /// Makes a new signing key unless the newest is younger than `every`
-    /// (another replica rotated already), and deletes keys no token can need.
-    pub async fn rotate(&self, every: Duration) -> Result<(), Error> {
+    /// (less `slack`, so a tick that comes a little early still rotates) or
+    /// another replica rotated already, and deletes keys no token can need.
+    pub async fn rotate(&self, every: Duration, slack: Duration) -> Result<(), Error> {
         let _one = self.changing.lock().await;
-        let data_dir = self.data_dir.clone();
         let now = now_ms();
-        let ttl = self.ttl;
-        let old = self.ring.load_full();
-        let (ring, created) = blocking(move || {
-            let mut stored = key_files::list(&data_dir.join(key_files::KEYS_DIR))?;
-            let newest = stored.last().map_or(i64::MIN, |k| k.created_ms);
-            // A tenth of slack, so a tick that comes a little early still rotates.
-            let due = now.saturating_sub(newest) + (every.as_millis() / 10) as i64 >= every.as_millis() as i64;
-            if due {
-                stored.push(key_files::create(&data_dir, now)?);
+        let mut stored = self.store.list().await?;
+        let newest = stored.last().map_or(i64::MIN, |k| k.created_ms);
+        let due = now.saturating_sub(newest).saturating_add(slack.as_millis() as i64) >= every.as_millis() as i64;
+        if due {
+            stored.push(self.store.create(now).await?);
+        }
+        let ring = build(&self.ring.load().keys, stored)?;
+        let mut kept = Vec::with_capacity(ring.keys.len());
+        for (i, key) in ring.keys.iter().enumerate() {
+            if ring.published(i, now, self.ttl) {
+                kept.push(key.clone());
+            } else {
+                self.store.remove(key.created_ms).await?;
             }
-            let ring = build(&old.keys, stored)?;
-            for i in 0..ring.keys.len() {
-                if !ring.published(i, now, ttl) {
-                    key_files::remove(&data_dir, ring.keys[i].created_ms)?;
-                }
-            }
-            let kept = (0..ring.keys.len())
-                .filter(|&i| ring.published(i, now, ttl))
-                .map(|i| ring.keys[i].clone())
-                .collect();
-            Ok((KeyRing { keys: kept }, due))
-        })
-        .await?;
-        if created {
+        }
+        let ring = KeyRing { keys: kept };
+        if due {
             tracing::info!(kid = %ring.newest().jwk.kid, keys = ring.keys.len(), "rotated the token signing key");
         }
         self.install(ring).await
     }
 }
 
-/// Rotates `signer`'s key every `every` until the signer is dropped (the
-/// first tick comes at once, so a key older than `every` is replaced at start).
-pub fn spawn_rotation(signer: &Arc<Signer>, every: Duration) {
+/// Keeps `signer`'s key set current until the signer is dropped: re-reads
+/// it every [`REFRESH`] and, with `rotation`, makes a new key that often
+/// (checked on the same ticks; the first comes at once, so a key older than
+/// the interval is replaced at start).
+pub fn spawn_upkeep(signer: &Arc<Signer>, rotation: Option<Duration>) {
     let signer = Arc::downgrade(signer);
+    let tick = rotation.map_or(REFRESH, |every| every.min(REFRESH));
     tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(every);
+        let mut ticks = tokio::time::interval(tick);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
             let Some(signer) = signer.upgrade() else { break };
-            if let Err(e) = signer.rotate(every).await {
-                tracing::warn!(error = %e, "key rotation failed; signing with the current key");
+            let done = match rotation {
+                Some(every) => signer.rotate(every, tick / 10).await,
+                None => signer.reload().await,
+            };
+            if let Err(e) = done {
+                tracing::warn!(error = %e, "cannot read or rotate the signing keys; signing with the current key");
             }
         }
     });
@@ -249,10 +257,10 @@ fn build(known: &[Arc<Key>], stored: Vec<StoredKey>) -> Result<KeyRing, Error> {
 }
 
 fn parse(stored: StoredKey) -> Result<Key, Error> {
-    let name = format!("{}/{}.pem", key_files::KEYS_DIR, stored.created_ms);
+    let name = format!("the signing key created at {} ms", stored.created_ms);
     let pair = rcgen::KeyPair::from_pem(&stored.pem).map_err(|e| Error::Key(format!("bad key in {name}: {e}")))?;
     if !pair.is_compatible(&rcgen::PKCS_ED25519) {
-        return Err(Error::Key(format!("{name} does not hold an Ed25519 key")));
+        return Err(Error::Key(format!("{name} is not an Ed25519 key")));
     }
     let x = URL_SAFE_NO_PAD.encode(pair.public_key_raw());
     let kid = thumbprint(&x);
@@ -302,7 +310,9 @@ fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{NAME, db::Store};
     use jsonwebtoken::{DecodingKey, Validation};
+    use meshwork_service_kit::Database;
 
     #[derive(serde::Deserialize)]
     struct Decoded {
@@ -321,6 +331,19 @@ mod tests {
         jsonwebtoken::decode::<Decoded>(token, &key, &validation).map(|d| d.claims)
     }
 
+    /// A signer whose keys are in the SQLite database `db_dir/users.db` and
+    /// whose public key file goes in `data_dir`.
+    async fn signer(db_dir: &Path, data_dir: &Path, settings: &Settings) -> Signer {
+        let store = Store::open(&Database::sqlite_in(db_dir, NAME)).await.unwrap();
+        Signer::load_or_create(store.keys(), data_dir, settings).await.unwrap()
+    }
+
+    /// The key among `jwks` that `token` names.
+    fn key_of<'a>(token: &str, jwks: &'a [Jwk]) -> Option<&'a Jwk> {
+        let kid = jsonwebtoken::decode_header(token).ok()?.kid?;
+        jwks.iter().find(|k| k.kid == kid)
+    }
+
     #[test]
     fn the_kid_is_the_rfc_7638_thumbprint() {
         // RFC 8037 appendix A.3.
@@ -337,7 +360,7 @@ mod tests {
             token_ttl: Duration::from_secs(5),
             ..Settings::default()
         };
-        let signer = Signer::load_or_create(dir.path(), &settings).await.unwrap();
+        let signer = signer(dir.path(), dir.path(), &settings).await;
         let now = now_ms() / 1000;
         let roles = vec!["admin".to_string()];
         let (old_token, exp) = signer.sign("user-1", &roles, now).unwrap();
@@ -353,10 +376,10 @@ mod tests {
         assert_eq!((claims.nbf, claims.exp, claims.roles), (now, exp, roles));
 
         // Not due yet: the newest key is younger than the interval.
-        signer.rotate(Duration::from_secs(3600)).await.unwrap();
+        signer.rotate(Duration::from_secs(3600), Duration::ZERO).await.unwrap();
         assert_eq!(signer.jwks().await.unwrap().keys, first);
 
-        signer.rotate(Duration::from_millis(1)).await.unwrap();
+        signer.rotate(Duration::from_millis(1), Duration::ZERO).await.unwrap();
         let both = signer.jwks().await.unwrap().keys;
         assert_eq!(both.len(), 2, "{both:?}");
         assert_eq!(both[1], first[0], "the old key is still published, after the new one");
@@ -370,7 +393,7 @@ mod tests {
         );
 
         // A restart finds both, and the public key file is the new key's.
-        let again = Signer::load_or_create(dir.path(), &settings).await.unwrap();
+        let again = self::signer(dir.path(), dir.path(), &settings).await;
         assert_eq!(again.jwks().await.unwrap().keys, both);
         let public = std::fs::read(dir.path().join(key_files::PUBLIC_KEY_FILE)).unwrap();
         let mut validation = Validation::new(Algorithm::EdDSA);
@@ -387,5 +410,59 @@ mod tests {
         assert!(ring.published(0, later - 1, settings.token_ttl));
         assert!(!ring.published(0, later, settings.token_ttl));
         assert!(ring.published(1, i64::MAX, settings.token_ttl), "the newest always is");
+    }
+
+    /// Two replicas with data folders of their own (two pods) on one
+    /// database: one key set, whichever of them rotates.
+    #[tokio::test]
+    async fn replicas_on_one_database_sign_and_publish_one_key_set() {
+        let (db, pod_a, pod_b) = (
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+        );
+        let settings = Settings::default();
+        let a = signer(db.path(), pod_a.path(), &settings).await;
+        let b = signer(db.path(), pod_b.path(), &settings).await;
+        let jwks = a.jwks().await.unwrap().keys;
+        assert_eq!(jwks.len(), 1, "the second replica found the first one's key: {jwks:?}");
+        assert_eq!(b.jwks().await.unwrap().keys, jwks);
+        let (token, _) = b.sign("user-1", &[], now_ms() / 1000).unwrap();
+        assert!(decode(&token, key_of(&token, &jwks).expect("kid published by a")).is_ok());
+
+        // A rotates; B publishes the new key at once and, once it re-reads
+        // the set (every REFRESH), signs with it.
+        a.rotate(Duration::from_millis(1), Duration::ZERO).await.unwrap();
+        let rotated = a.jwks().await.unwrap().keys;
+        assert_eq!(rotated.len(), 2);
+        b.reload().await.unwrap();
+        assert_eq!(b.jwks().await.unwrap().keys, rotated);
+        let (token, _) = b.sign("user-1", &[], now_ms() / 1000).unwrap();
+        assert_eq!(key_of(&token, &rotated), Some(&rotated[0]), "b signs with a's new key");
+        assert!(
+            std::fs::read(pod_b.path().join(key_files::PUBLIC_KEY_FILE)).unwrap()
+                == std::fs::read(pod_a.path().join(key_files::PUBLIC_KEY_FILE)).unwrap(),
+            "both pods' public key files follow the new key"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_key_files_of_an_earlier_version_are_imported_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let pem = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519)
+            .unwrap()
+            .serialize_pem();
+        std::fs::create_dir(dir.path().join(key_files::KEYS_DIR)).unwrap();
+        std::fs::write(dir.path().join(key_files::KEYS_DIR).join("1000.pem"), &pem).unwrap();
+        let settings = Settings::default();
+        let imported = signer(dir.path(), dir.path(), &settings).await;
+        let ring = imported.ring.load();
+        assert_eq!(ring.keys.len(), 1);
+        assert_eq!(ring.newest().created_ms, 1000, "the old key signs on");
+        drop(ring);
+        // Deleting the old file changes nothing: the key lives in the database now.
+        std::fs::remove_dir_all(dir.path().join(key_files::KEYS_DIR)).unwrap();
+        let again = signer(dir.path(), dir.path(), &settings).await;
+        assert_eq!(again.jwks().await.unwrap().keys, imported.jwks().await.unwrap().keys);
     }
 }

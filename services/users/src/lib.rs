@@ -2,9 +2,10 @@
 //! hashes and roles, log-in that returns an EdDSA JWT, the keys that verify those
 //! tokens (a JWKS, following key rotation), and per-user preferences.
 //!
-//! State in the data dir: `users.db` (unless the accounts live in PostgreSQL), the
-//! JWT signing keys `users-jwt-keys/*.pem` (PKCS#8, mode 0600), and
-//! `users-jwt-public.pem`, the current key's public half. Settings beyond the
+//! State: the accounts, OAuth clients and the JWT signing keys in `users.db` in
+//! the data dir, or in the service's PostgreSQL database (which replicas on
+//! several machines share); and `users-jwt-public.pem` in the data dir, the
+//! current key's public half. Settings beyond the
 //! common arguments come from `MESH_USERS_*` (see [`settings`]).
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
@@ -12,6 +13,7 @@
 mod db;
 mod error;
 mod key_files;
+mod key_store;
 mod keys;
 mod oauth;
 mod password;
@@ -26,7 +28,7 @@ use meshwork_service_kit::{Database, ServeArgs};
 
 pub use error::Error;
 pub use key_files::{KEYS_DIR, PRIVATE_KEY_FILE, PUBLIC_KEY_FILE};
-pub use keys::PUBLISH_MARGIN;
+pub use keys::{PUBLISH_MARGIN, REFRESH};
 pub use service::Users;
 pub use settings::{DEFAULT_AUDIENCE, Settings, TOKEN_ISSUER, TOKEN_TTL};
 

@@ -34,16 +34,16 @@ pub struct Users {
 }
 
 impl Users {
-    /// Opens (or creates) the accounts in `database` and the signing keys in
-    /// `data_dir`, and rotates the key while running if `settings` say so
-    /// (until dropped).
+    /// Opens (or creates) the accounts and the signing keys in `database`
+    /// (the public key file goes in `data_dir`), keeps the key set current
+    /// and rotates it while running if `settings` say so (until dropped).
     pub async fn open(
         data_dir: &Path,
         database: &meshwork_service_kit::Database,
         settings: Settings,
     ) -> anyhow::Result<Self> {
         let store = Store::open(database).await?;
-        let signer = Arc::new(Signer::load_or_create(data_dir, &settings).await?);
+        let signer = Arc::new(Signer::load_or_create(store.keys(), data_dir, &settings).await?);
         if let Some(every) = settings.key_rotation {
             // Each key stays published for a token lifetime after it is replaced.
             let published = settings.token_ttl.as_secs_f64() / every.as_secs_f64();
@@ -54,8 +54,8 @@ impl Users {
                     settings.token_ttl
                 );
             }
-            keys::spawn_rotation(&signer, every);
         }
+        keys::spawn_upkeep(&signer, settings.key_rotation);
         Ok(Users {
             store,
             signer,

@@ -26,7 +26,7 @@ pub const TOKEN_ISSUER: &str = "meshwork-users";
 pub const DEFAULT_AUDIENCE: &str = "meshwork";
 /// How long a token is valid unless [`TOKEN_TTL_ENV`] says otherwise.
 pub const TOKEN_TTL: Duration = Duration::from_secs(3600);
-/// The shortest rotation interval accepted: each rotation writes a file.
+/// The shortest rotation interval accepted: each rotation writes a row.
 const MIN_ROTATION: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
