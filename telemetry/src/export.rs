@@ -6,10 +6,12 @@
 
 use std::{sync::Arc, time::Duration};
 
-use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor};
 
-use crate::drops::{Counters, CountingExporter, CountingProcessor};
+use crate::{
+    drops::{Counters, CountingExporter, CountingProcessor},
+    otlp::{self, OtlpExporter},
+};
 
 pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:4317";
 /// Spans that may wait for export. A quarter of the SDK's 2,048: every
@@ -88,22 +90,19 @@ fn env_number(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
 }
 
-/// The span processor that exports as `settings` say. The gRPC channel is
-/// built on the export runtime ([`crate::runtime`]), so its connection
-/// tasks, the encoding of each batch and its I/O all run there, never on
+/// The span processor that exports as `settings` say. Each batch is
+/// encoded on the batch processor's thread and sent from the export runtime
+/// ([`crate::runtime`]), which holds the collector's connection: never on
 /// the caller's runtime.
 pub fn processor(settings: &ExportSettings, counters: Arc<Counters>) -> Result<CountingProcessor, ExportError> {
     let runtime = crate::runtime::handle().map_err(ExportError::Thread)?;
-    let _on_export_runtime = runtime.enter();
     let endpoint = settings.endpoint.clone();
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_tonic()
-        .with_endpoint(endpoint.clone())
-        .with_timeout(settings.timeout)
-        .build()
-        .map_err(|error| ExportError::Build {
-            endpoint: endpoint.clone(),
-            reason: error.to_string(),
+    let exporter =
+        OtlpExporter::new(&endpoint, otlp::headers_from_env(), settings.timeout, runtime).map_err(|reason| {
+            ExportError::Build {
+                endpoint: endpoint.clone(),
+                reason,
+            }
         })?;
     // The builder's defaults read the remaining OTEL_BSP_* variables.
     let config = BatchConfigBuilder::default()

@@ -14,6 +14,7 @@ mod drops;
 mod export;
 pub mod grpc_status;
 mod guard;
+mod otlp;
 pub mod propagation;
 mod runtime;
 mod setup;
