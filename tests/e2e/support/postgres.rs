@@ -22,8 +22,10 @@ use nix::{
     unistd::Pid,
 };
 
-/// The PostgreSQL server's port (below Linux's ephemeral range, like the meshes').
-pub const POSTGRES_PORT: u16 = 35432;
+/// The PostgreSQL server's port: below 32768, where Linux's ephemeral ports
+/// begin (an outgoing connection of another test may hold a port up there, and
+/// the server then cannot bind it), and outside every mesh test's port range.
+pub const POSTGRES_PORT: u16 = 24432;
 /// The superuser `initdb` makes; the server trusts local connections.
 const USER: &str = "meshwork";
 /// The shop's services, each with a database in the mesh.
