@@ -1,11 +1,13 @@
 //! `mesh k8s`: the whole mesh from mesh.toml as Kubernetes manifests for a
 //! namespace: one multi-document YAML file on stdout, or one file per
 //! object in `--out <dir>`. What goes into the objects is in `render.rs`;
-//! the mesh.toml the pods read is in `pod_config.rs`; where things are
-//! inside a pod is in [`layout`]. Certificates are not rendered here:
+//! the mesh.toml the pods read is in `pod_config.rs`, the contract files it
+//! names in `contracts.rs`; where things are inside a pod is in [`layout`].
+//! Certificates are not rendered here:
 //! `mesh certs --secrets` writes them as Secrets (or cert-manager's CSI
 //! driver or SPIRE issues them, see the README).
 
+mod contracts;
 mod database;
 mod pod_config;
 mod render;
@@ -113,11 +115,14 @@ pub fn render(
         bail!("--app-image {unknown}=...: mesh.toml has no service '{unknown}'");
     }
     let pod_config = pod_config::rewrite(text, config, namespace, cluster_domain)?;
+    let contracts = contracts::compile(config)?;
+    contracts::check_size(&pod_config, &contracts)?;
     let opts = render::Options {
         namespace,
         image,
         app_images,
         pod_config: &pod_config,
+        contracts: &contracts,
         database,
         cluster_domain,
     };

@@ -3,7 +3,8 @@
 //! its headless Service's DNS name; the sidecar's inbound and admin bind the
 //! pod's address (peers and the kubelet reach them there) while app and
 //! outbound stay on 127.0.0.1, as on one machine; certificates and data live
-//! where the pod mounts them. The result is parsed again before it is
+//! where the pod mounts them, contract files are the sets compiled for the
+//! ConfigMap. The result is parsed again before it is
 //! written, so a pod never gets a file its sidecar would refuse.
 
 use std::{net::SocketAddr, path::Path};
@@ -12,7 +13,7 @@ use anyhow::{Context, Result, bail};
 use meshwork_config::MeshConfig;
 use toml::{Table, Value};
 
-use super::layout;
+use super::{contracts, layout};
 
 /// `<service>.<namespace>.svc.<cluster-domain>`, the headless Service's name.
 fn headless_host(service: &str, namespace: &str, cluster_domain: &str) -> String {
@@ -35,6 +36,12 @@ pub fn rewrite(text: &str, config: &MeshConfig, namespace: &str, cluster_domain:
         entry.remove("replicas");
         // A folder on the machine that rendered this, not in the image.
         entry.remove("workdir");
+        // Contract files, compiled into one set beside this file (see `contracts`).
+        if contracts::shipped(service) {
+            let mut sources = Table::new();
+            sources.insert("descriptor_sets".into(), vec![contracts::file_name(name)].into());
+            entry.insert("contracts".into(), sources.into());
+        }
     }
     if let Some(gateway) = &config.gateway {
         let entry = table(&mut root, "gateway")?;

@@ -1,5 +1,5 @@
 //! The Kubernetes objects of a mesh, as JSON values (written out as YAML):
-//! the namespace, the ConfigMap with the pods' mesh.toml, and per service a
+//! the namespace, the ConfigMap with the pods' mesh.toml and contracts, and per service a
 //! headless Service and a Deployment whose pods run the sidecar as a native
 //! sidecar (an init container with `restartPolicy: Always`: the app starts
 //! once the sidecar is up, and the sidecar outlives the app at shutdown)
@@ -13,6 +13,7 @@
 use std::{collections::BTreeMap, net::SocketAddr};
 
 use anyhow::{Result, bail};
+use base64::{Engine, prelude::BASE64_STANDARD};
 use meshwork_config::{GATEWAY_WORKLOAD, MeshConfig, Service, app_env};
 use serde_json::{Value, json};
 
@@ -27,6 +28,8 @@ pub struct Options<'a> {
     pub app_images: &'a BTreeMap<String, String>,
     /// The rewritten mesh.toml (see `pod_config`).
     pub pod_config: &'a str,
+    /// The contract sets it names, by file name (see `contracts`).
+    pub contracts: &'a BTreeMap<String, Vec<u8>>,
     pub database: &'a super::database::Database,
     pub cluster_domain: &'a str,
 }
@@ -39,12 +42,7 @@ pub fn objects(config: &MeshConfig, opts: &Options<'_>) -> Result<Vec<Value>> {
             "kind": "Namespace",
             "metadata": { "name": opts.namespace, "labels": labels("mesh") },
         }),
-        json!({
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": metadata(layout::CONFIG_MAP, "mesh", opts),
-            "data": { layout::CONFIG_FILE: opts.pod_config },
-        }),
+        config_map(opts),
     ];
     out.extend(opts.database.objects(
         |name| metadata(name, name, opts),
@@ -109,6 +107,26 @@ pub fn objects(config: &MeshConfig, opts: &Options<'_>) -> Result<Vec<Value>> {
         }
     }
     Ok(out)
+}
+
+/// The pods' mesh.toml and the contract sets it names, mounted in every
+/// sidecar and the gateway.
+fn config_map(opts: &Options<'_>) -> Value {
+    let mut map = json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": metadata(layout::CONFIG_MAP, "mesh", opts),
+        "data": { layout::CONFIG_FILE: opts.pod_config },
+    });
+    if !opts.contracts.is_empty() {
+        let encoded: serde_json::Map<String, Value> = opts
+            .contracts
+            .iter()
+            .map(|(file, bytes)| (file.clone(), BASE64_STANDARD.encode(bytes).into()))
+            .collect();
+        map["binaryData"] = encoded.into();
+    }
+    map
 }
 
 /// The Redis the gateway's replicas share their rate-limit counters in,
@@ -238,14 +256,6 @@ fn service_deployment(name: &str, service: &Service, opts: &Options<'_>) -> Resu
              give it a command (and --app-image {name}=<image>)"
         ),
     };
-    if let Some(contracts) = &service.contracts
-        && contracts.files().next().is_some()
-    {
-        bail!(
-            "services.{name}.contracts: contract files are not shipped to pods yet; \
-             use `reflection = true` (the sidecar asks the app) or build the contracts into the image"
-        );
-    }
     let container = json!({
         "name": name,
         "image": image,

@@ -391,3 +391,78 @@ fn gateway_replicas_share_the_redis_rendered_for_them() {
     );
     assert!(!pods.contains("local_port"), "{pods}");
 }
+
+/// A service whose contracts are `.proto` files (the polyglot example's
+/// reviews, with imports from two include folders): the pods get them
+/// compiled, in the ConfigMap beside their mesh.toml, and that folder alone
+/// gives the registry every method with its idempotency and REST route, as
+/// on one machine.
+#[test]
+fn contract_files_travel_to_pods_in_the_config_map() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/polyglot/mesh.toml");
+    let text = std::fs::read_to_string(&path).expect("the polyglot example's mesh.toml");
+    let config = MeshConfig::parse(&text, &path).expect("valid");
+    let images = BTreeMap::from([("reviews".to_string(), "reviews:1".to_string())]);
+    let docs = render(
+        &config,
+        &text,
+        "shop",
+        "mesh:test",
+        &images,
+        "cluster.local",
+        &Database::Postgres,
+    )
+    .expect("renders");
+    let objects = parse_stream(&stream(&docs));
+    let map = of_kind(&objects, "ConfigMap")
+        .find(|o| o["metadata"]["name"] == layout::CONFIG_MAP)
+        .expect("the mesh ConfigMap");
+    let binary = map["binaryData"].as_object().expect("binaryData");
+    assert_eq!(
+        binary.keys().collect::<Vec<_>>(),
+        ["contracts-reviews.pb"],
+        "only reviews names contract files"
+    );
+
+    // The ConfigMap as a pod mounts it: one folder with its keys as files.
+    let mounted = tempfile::tempdir().expect("tempdir");
+    let pod_toml = map["data"][layout::CONFIG_FILE].as_str().expect("mesh.toml");
+    assert!(
+        pod_toml.contains("descriptor_sets = [\"contracts-reviews.pb\"]"),
+        "{pod_toml}"
+    );
+    std::fs::write(mounted.path().join(layout::CONFIG_FILE), pod_toml).expect("write");
+    for (file, encoded) in binary {
+        use base64::Engine;
+        let bytes = base64::prelude::BASE64_STANDARD
+            .decode(encoded.as_str().expect("base64 text"))
+            .expect("base64");
+        std::fs::write(mounted.path().join(file), bytes).expect("write");
+    }
+    let mesh = meshwork_contracts::Mesh::load(&mounted.path().join(layout::CONFIG_FILE))
+        .unwrap_or_else(|e| panic!("a pod's sidecar would refuse its ConfigMap: {e}"));
+    let method = |name: &str| {
+        mesh.registry
+            .method(&format!("/reviews.v1.ReviewService/{name}"))
+            .unwrap_or_else(|| panic!("{name} missing from the pod's registry"))
+    };
+    assert_eq!(
+        method("ListReviews").idempotency,
+        meshwork_contracts::Idempotency::NoSideEffects
+    );
+    assert_eq!(
+        method("AddReview").idempotency,
+        meshwork_contracts::Idempotency::Idempotent
+    );
+    // The REST rule is an extension option: it survives only if the set
+    // was encoded with its extensions.
+    let descriptor = &method("GetRating").descriptor;
+    let http = descriptor
+        .parent_pool()
+        .get_extension_by_name("google.api.http")
+        .expect("google/api/annotations.proto among the pod's contracts");
+    let options = descriptor.options();
+    assert!(options.has_extension(&http), "GetRating lost its REST rule");
+    let rule = format!("{:?}", options.get_extension(&http));
+    assert!(rule.contains("/v1/products/{product_id}/rating"), "{rule}");
+}
