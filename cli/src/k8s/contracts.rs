@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Result, bail};
-use meshwork_config::{MeshConfig, Service};
+use meshwork_config::{ContractSources, MeshConfig, Service};
 use meshwork_contracts::ContractSet;
 
 /// What Kubernetes allows in one ConfigMap (its data and binaryData together).
@@ -21,13 +21,13 @@ pub fn file_name(service: &str) -> String {
     format!("contracts-{service}.pb")
 }
 
-/// Whether `service`'s contracts are files that pods need shipped to them
+/// `service`'s contracts, if they are files that pods need shipped to them
 /// (reflection asks the app in the pod instead).
-pub fn shipped(service: &Service) -> bool {
+pub fn shipped(service: &Service) -> Option<&ContractSources> {
     service
         .contracts
         .as_ref()
-        .is_some_and(|sources| sources.files().next().is_some())
+        .filter(|sources| sources.files().next().is_some())
 }
 
 /// Each shipped service's contracts as an encoded `FileDescriptorSet`, by
@@ -35,8 +35,7 @@ pub fn shipped(service: &Service) -> bool {
 /// (`google.api.http`), so REST routes survive the trip.
 pub fn compile(config: &MeshConfig) -> Result<BTreeMap<String, Vec<u8>>> {
     let mut files = BTreeMap::new();
-    for (name, service) in config.services.iter().filter(|(_, s)| shipped(s)) {
-        let Some(sources) = &service.contracts else { continue };
+    for (name, sources) in config.services.iter().filter_map(|(name, s)| Some((name, shipped(s)?))) {
         let set = ContractSet::load(sources)
             .map_err(|e| anyhow::anyhow!("{}: services.{name}.contracts: {e}", config.source.display()))?;
         files.insert(file_name(name), set.pool().encode_to_vec());

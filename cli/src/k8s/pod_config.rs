@@ -37,7 +37,7 @@ pub fn rewrite(text: &str, config: &MeshConfig, namespace: &str, cluster_domain:
         // A folder on the machine that rendered this, not in the image.
         entry.remove("workdir");
         // Contract files, compiled into one set beside this file (see `contracts`).
-        if contracts::shipped(service) {
+        if contracts::shipped(service).is_some() {
             let mut sources = Table::new();
             sources.insert("descriptor_sets".into(), vec![contracts::file_name(name)].into());
             entry.insert("contracts".into(), sources.into());

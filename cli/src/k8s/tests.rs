@@ -9,15 +9,21 @@ use serde_json::Value;
 use super::{database::Database, layout, parse_stream, render, stream};
 
 fn shop() -> (MeshConfig, Vec<Value>) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../mesh.toml");
-    let text = std::fs::read_to_string(&path).expect("the repository's mesh.toml");
+    rendered("mesh.toml", &BTreeMap::new())
+}
+
+/// The repository's mesh.toml at `file`, rendered for the namespace `shop`
+/// and read back.
+fn rendered(file: &str, app_images: &BTreeMap<String, String>) -> (MeshConfig, Vec<Value>) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(file);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{file}: {e}"));
     let config = MeshConfig::parse(&text, &path).expect("valid");
     let docs = render(
         &config,
         &text,
         "shop",
         "mesh:test",
-        &BTreeMap::new(),
+        app_images,
         "cluster.local",
         &Database::Postgres,
     )
@@ -399,21 +405,8 @@ fn gateway_replicas_share_the_redis_rendered_for_them() {
 /// on one machine.
 #[test]
 fn contract_files_travel_to_pods_in_the_config_map() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/polyglot/mesh.toml");
-    let text = std::fs::read_to_string(&path).expect("the polyglot example's mesh.toml");
-    let config = MeshConfig::parse(&text, &path).expect("valid");
     let images = BTreeMap::from([("reviews".to_string(), "reviews:1".to_string())]);
-    let docs = render(
-        &config,
-        &text,
-        "shop",
-        "mesh:test",
-        &images,
-        "cluster.local",
-        &Database::Postgres,
-    )
-    .expect("renders");
-    let objects = parse_stream(&stream(&docs));
+    let (_, objects) = rendered("examples/polyglot/mesh.toml", &images);
     let map = of_kind(&objects, "ConfigMap")
         .find(|o| o["metadata"]["name"] == layout::CONFIG_MAP)
         .expect("the mesh ConfigMap");
