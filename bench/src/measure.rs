@@ -5,7 +5,7 @@
 use anyhow::{Context, Result};
 
 use crate::{
-    load::{self, Client},
+    load::{self, Client, LoadResult},
     plan::{CallKind, Plan, Step},
     procstat::{self, ProcSample},
     report::{ProxyUsage, StepResult},
@@ -50,20 +50,14 @@ async fn run_step(step: Step, target: &Target, clients: &[Client], plan: &Plan) 
             if !plan.warmup.is_zero() {
                 load::closed_loop(&calls, concurrency, plan.warmup).await;
             }
-            let before = start_sampling(target);
-            let result = load::closed_loop(&calls, concurrency, plan.duration).await;
-            let after = samples(target);
-            StepResult::load(step, result, usage(target, &before, &after, |_, a| Some(a.peak_rss)))
+            measured_load(step, target, load::closed_loop(&calls, concurrency, plan.duration)).await
         }
         Step::Open { rate, payload } => {
             let calls = load::echo_calls(clients, CallKind::Unary, payload, plan.deadline);
             if !plan.warmup.is_zero() {
                 load::open_loop(&calls, rate, plan.warmup).await;
             }
-            let before = start_sampling(target);
-            let result = load::open_loop(&calls, rate, plan.duration).await;
-            let after = samples(target);
-            StepResult::load(step, result, usage(target, &before, &after, |_, a| Some(a.peak_rss)))
+            measured_load(step, target, load::open_loop(&calls, rate, plan.duration)).await
         }
         Step::IdleConnections(n) => {
             let before = samples(target);
@@ -81,6 +75,20 @@ async fn run_step(step: Step, target: &Target, clients: &[Client], plan: &Plan) 
             Err(error) => StepResult::failed(step, error),
         },
     }
+}
+
+/// Runs the measured part of a load step, with the proxies' CPU and peak
+/// memory and the machine's stolen time read around it.
+async fn measured_load(step: Step, target: &Target, load: impl Future<Output = LoadResult>) -> StepResult {
+    let before = start_sampling(target);
+    let stolen_before = procstat::stolen();
+    let result = load.await;
+    let stolen = stolen_before
+        .zip(procstat::stolen())
+        .map(|(before, after)| after.saturating_sub(before));
+    let after = samples(target);
+    let proxies = usage(target, &before, &after, |_, a| Some(a.peak_rss));
+    StepResult::load(step, result, proxies, stolen)
 }
 
 /// Opens the connections first, so the reading covers the streams alone.

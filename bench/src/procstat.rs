@@ -64,6 +64,24 @@ pub fn reset_peak(pid: u32) -> bool {
     })
 }
 
+/// CPU time the hypervisor has taken from this machine's CPUs since boot,
+/// summed over them: the `steal` column of /proc/stat's `cpu` line. On a
+/// virtual machine a CPU that sleeps when idle waits for the host to run it
+/// again when woken, and that wait counts here: a step with much stolen
+/// time measured the host's scheduling as much as the proxies. `None` where
+/// the kernel does not report it.
+pub fn stolen() -> Option<Duration> {
+    let ticks = ticks_per_second().ok()?;
+    let text = std::fs::read_to_string("/proc/stat").ok()?;
+    Some(Duration::from_secs_f64(steal_ticks(&text)? as f64 / ticks as f64))
+}
+
+/// The `steal` field (the 8th number) of the `cpu` line of /proc/stat.
+fn steal_ticks(text: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with("cpu "))?;
+    line.split_whitespace().nth(8)?.parse().ok()
+}
+
 /// Clock ticks per second, the unit of utime and stime in /proc/<pid>/stat.
 fn ticks_per_second() -> Result<u64> {
     let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
@@ -170,6 +188,14 @@ mod tests {
             }
         );
         assert!(parse_stat("garbage").is_err());
+    }
+
+    #[test]
+    fn steal_of_the_cpu_line() {
+        let text = "cpu  2323283 10857 370332 6277522 18768 0 33232 39803 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n";
+        assert_eq!(steal_ticks(text), Some(39803));
+        assert_eq!(steal_ticks("cpu  1 2 3 4\n"), None, "a kernel without the field");
+        assert!(stolen().is_some(), "this Linux reports steal time");
     }
 
     #[test]

@@ -49,6 +49,10 @@ async fn the_benchmark_measures_sidecar_processes_and_their_span_export() {
         }
         if let Some(load) = &result.load {
             assert!(load.errors.is_empty(), "{what}: {:?}", load.error_examples);
+            assert!(
+                result.stolen.is_some(),
+                "{what}: the host's stolen time read from /proc/stat"
+            );
             calls += load.calls;
         }
     }

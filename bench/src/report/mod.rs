@@ -32,15 +32,19 @@ pub struct StepResult {
     pub proxies: Vec<ProxyUsage>,
     /// Why the step could not be measured.
     pub failure: Option<String>,
+    /// Load steps: CPU time the hypervisor took from the machine during the
+    /// measured part ([`crate::procstat::stolen`]), where the kernel tells.
+    pub stolen: Option<Duration>,
 }
 
 impl StepResult {
-    pub fn load(step: Step, load: LoadResult, proxies: Vec<ProxyUsage>) -> StepResult {
+    pub fn load(step: Step, load: LoadResult, proxies: Vec<ProxyUsage>, stolen: Option<Duration>) -> StepResult {
         StepResult {
             step,
             load: Some(load),
             proxies,
             failure: None,
+            stolen,
         }
     }
 
@@ -50,6 +54,7 @@ impl StepResult {
             load: None,
             proxies,
             failure: None,
+            stolen: None,
         }
     }
 
@@ -59,6 +64,7 @@ impl StepResult {
             load: None,
             proxies: Vec::new(),
             failure: Some(format!("{error:#}")),
+            stolen: None,
         }
     }
 
@@ -94,6 +100,9 @@ impl StepResult {
         }
         if let Some(cpu) = self.cpu_per_call() {
             parts.push(format!("{:.1} µs CPU/call", cpu.as_secs_f64() * 1e6));
+        }
+        if let Some(stolen) = self.stolen.filter(|s| !s.is_zero()) {
+            parts.push(format!("host stole {} ms", table::ms(stolen)));
         }
         let memory: Vec<String> = self
             .proxies

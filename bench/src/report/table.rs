@@ -22,9 +22,9 @@ pub fn markdown(report: &Report) -> String {
     out.push('\n');
     out.push_str(
         "| step | scenario | calls/s | vs direct | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors \
-         | proxy CPU µs/call (out + in [+ launcher]) | proxy memory (out / in [/ launcher]) |\n",
+         | host stole ms | proxy CPU µs/call (out + in [+ launcher]) | proxy memory (out / in [/ launcher]) |\n",
     );
-    out.push_str("|---|---|--:|--:|--:|--:|--:|--:|--:|---|--:|--:|\n");
+    out.push_str("|---|---|--:|--:|--:|--:|--:|--:|--:|---|--:|--:|--:|\n");
     let direct = report.scenario(ScenarioKind::Direct);
     for step in &report.steps {
         for scenario in &report.scenarios {
@@ -81,6 +81,7 @@ fn row(scenario: &ScenarioReport, result: &StepResult, direct: Option<&StepResul
             cells.push("0".into());
         }
     }
+    cells.push(result.stolen.map_or_else(dash, ms));
     cells.push(cpu(result));
     cells.push(memory(result));
     format!("| {} |\n", cells.join(" | "))
