@@ -11,9 +11,12 @@ use std::{
 use parking_lot::Mutex;
 use serde::Serialize;
 
-/// How many lines are kept; older ones are dropped first. At ~150 bytes a
-/// line this is about 1.5 MB at most.
+/// How many lines are kept; older ones are dropped first.
 pub const KEPT_LINES: usize = 10_000;
+/// How much text is kept: the bound that holds whatever the lines' lengths
+/// (each is at most 8 KiB, see `launcher::lines`). 10,000 lines of ~150
+/// bytes fit in it.
+pub const KEPT_BYTES: usize = 2 * 1024 * 1024;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct LogLine {
@@ -25,7 +28,31 @@ pub struct LogLine {
     pub line: String,
 }
 
-static RING: LazyLock<Mutex<VecDeque<LogLine>>> = LazyLock::new(|| Mutex::new(VecDeque::with_capacity(1024)));
+impl LogLine {
+    fn text_bytes(&self) -> usize {
+        self.workload.len() + self.line.len()
+    }
+}
+
+/// The kept lines, oldest first, and the bytes of text they hold.
+#[derive(Default)]
+struct Ring {
+    lines: VecDeque<LogLine>,
+    bytes: usize,
+}
+
+impl Ring {
+    fn push(&mut self, entry: LogLine) {
+        self.bytes += entry.text_bytes();
+        self.lines.push_back(entry);
+        while self.lines.len() > KEPT_LINES || self.bytes > KEPT_BYTES {
+            let Some(oldest) = self.lines.pop_front() else { break };
+            self.bytes -= oldest.text_bytes();
+        }
+    }
+}
+
+static RING: LazyLock<Mutex<Ring>> = LazyLock::new(Mutex::default);
 static SEQ: AtomicU64 = AtomicU64::new(0);
 
 /// Keeps one line a child printed; `label` may carry the table's padding and bar.
@@ -35,17 +62,12 @@ pub fn record(label: &str, line: &str) {
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
     let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let entry = LogLine {
+    RING.lock().push(LogLine {
         seq,
         at_ms,
         workload,
         line: line.to_string(),
-    };
-    let mut ring = RING.lock();
-    if ring.len() == KEPT_LINES {
-        ring.pop_front();
-    }
-    ring.push_back(entry);
+    });
 }
 
 /// What to look for; every given part must match.
@@ -65,6 +87,7 @@ pub fn search(query: &Query) -> Vec<LogLine> {
     let limit = query.limit.unwrap_or(200).min(KEPT_LINES);
     let ring = RING.lock();
     let mut found: Vec<LogLine> = ring
+        .lines
         .iter()
         .rev()
         .filter(|l| {
@@ -90,6 +113,37 @@ pub fn search(query: &Query) -> Vec<LogLine> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn line(seq: u64, text: String) -> LogLine {
+        LogLine {
+            seq,
+            at_ms: 0,
+            workload: "w".into(),
+            line: text,
+        }
+    }
+
+    #[test]
+    fn the_ring_holds_its_bounds_in_lines_and_in_bytes() {
+        let mut ring = Ring::default();
+        for seq in 0..(KEPT_LINES as u64 + 10) {
+            ring.push(line(seq, "short".into()));
+        }
+        assert_eq!(ring.lines.len(), KEPT_LINES);
+        assert_eq!(ring.lines.front().map(|l| l.seq), Some(10), "the oldest go first");
+
+        let long = "x".repeat(8 * 1024);
+        for seq in 0..1_000 {
+            ring.push(line(seq, long.clone()));
+        }
+        assert!(ring.bytes <= KEPT_BYTES, "{} bytes kept", ring.bytes);
+        assert_eq!(ring.bytes, ring.lines.iter().map(LogLine::text_bytes).sum::<usize>());
+        assert!(
+            ring.lines.len() >= KEPT_BYTES / (long.len() + 1) - 1,
+            "{} lines",
+            ring.lines.len()
+        );
+    }
 
     #[test]
     fn lines_are_found_by_workload_and_trace() {

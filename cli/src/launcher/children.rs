@@ -18,7 +18,7 @@ use nix::{
     unistd::Pid,
 };
 use tokio::{
-    io::{AsyncBufReadExt, AsyncRead, BufReader},
+    io::{AsyncRead, BufReader},
     process::Command,
     sync::mpsc,
     time::timeout,
@@ -360,8 +360,9 @@ fn report_unclean(exit: &Exit) {
 
 /// Copies a child's output to ours, a line at a time, behind its label.
 async fn forward_lines(stream: impl AsyncRead + Unpin, label: String) {
-    let mut lines = BufReader::new(stream).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
+    let mut reader = BufReader::new(stream);
+    let mut buf = Vec::with_capacity(256);
+    while let Ok(Some(line)) = super::lines::next_line(&mut reader, &mut buf).await {
         crate::dashboard::logs::record(&label, &line);
         println!("{label} {line}");
     }
@@ -388,6 +389,41 @@ mod tests {
             env: Vec::new(),
             workdir: None,
         }
+    }
+
+    /// What a child printed, as the dashboard keeps it, once `count` lines are in.
+    async fn kept_lines(workload: &str, count: usize) -> Vec<String> {
+        let query = crate::dashboard::logs::Query {
+            workload: Some(workload.into()),
+            ..Default::default()
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let lines: Vec<String> = crate::dashboard::logs::search(&query)
+                .into_iter()
+                .map(|l| l.line)
+                .collect();
+            if lines.len() >= count || Instant::now() > deadline {
+                return lines;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_child_printing_bytes_that_are_not_utf8_or_endless_lines_is_still_read() {
+        let mut supervisor = Supervisor::new(4);
+        let script = r"printf 'bad \377 byte\n'; head -c 100000 /dev/zero | tr '\0' x; printf '\nstill read\n'";
+        supervisor.spawn(&sh("odd-output", script)).expect("spawn");
+        let exit = supervisor.next_exit().await;
+        assert_eq!(exit.describe(), "exited with status 0");
+        let lines = kept_lines("odd-output", 3).await;
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert_eq!(lines[0], "bad \u{fffd} byte");
+        let cut = super::super::lines::MAX_LINE;
+        assert!(lines[1].starts_with(&"x".repeat(cut)), "{}", lines[1].len());
+        assert!(lines[1].ends_with(&format!("({} more bytes of this line dropped)", 100_000 - cut)));
+        assert_eq!(lines[2], "still read");
     }
 
     #[tokio::test]

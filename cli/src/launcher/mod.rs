@@ -5,6 +5,7 @@
 //! expire, and on Ctrl-C or SIGTERM stops apps first, then sidecars.
 
 mod children;
+mod lines;
 mod ports;
 mod probe;
 
