@@ -6,7 +6,7 @@ mod targets;
 
 use std::time::Duration;
 
-pub use table::{bytes, errors as errors_of, ms, targets_markdown};
+pub use table::{bytes, errors as errors_of, ms, stolen_ms, targets_markdown};
 pub use targets::{TargetCheck, Verdict, check_targets};
 
 use crate::{args::ScenarioKind, load::LoadResult, machine::Machine, plan::Step};
@@ -102,7 +102,7 @@ impl StepResult {
             parts.push(format!("{:.1} µs CPU/call", cpu.as_secs_f64() * 1e6));
         }
         if let Some(stolen) = self.stolen.filter(|s| !s.is_zero()) {
-            parts.push(format!("host stole {} ms", table::ms(stolen)));
+            parts.push(format!("host stole {} ms", table::stolen_ms(stolen)));
         }
         let memory: Vec<String> = self
             .proxies

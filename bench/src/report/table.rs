@@ -81,7 +81,7 @@ fn row(scenario: &ScenarioReport, result: &StepResult, direct: Option<&StepResul
             cells.push("0".into());
         }
     }
-    cells.push(result.stolen.map_or_else(dash, ms));
+    cells.push(result.stolen.map_or_else(dash, stolen_ms));
     cells.push(cpu(result));
     cells.push(memory(result));
     format!("| {} |\n", cells.join(" | "))
@@ -142,6 +142,11 @@ fn memory(result: &StepResult) -> String {
 
 pub fn ms(d: Duration) -> String {
     format!("{:.3}", d.as_secs_f64() * 1000.0)
+}
+
+/// CPU time the host stole: counted in 10 ms ticks, so whole milliseconds.
+pub fn stolen_ms(d: Duration) -> String {
+    d.as_millis().to_string()
 }
 
 fn signed_ms(value: Duration, base: Duration) -> String {

@@ -174,8 +174,8 @@ fn added_latency(
     {
         measured.push_str(&format!(
             " (host stole {} ms of CPU during meshwork's step, {} ms during direct's)",
-            super::ms(on_mesh),
-            super::ms(on_direct)
+            super::stolen_ms(on_mesh),
+            super::stolen_ms(on_direct)
         ));
     }
     TargetCheck {
