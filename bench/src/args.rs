@@ -36,6 +36,12 @@ pub struct BenchArgs {
     /// Fixed request rate of the open-loop step (the added-latency targets), calls per second.
     #[arg(long, default_value_t = 1000)]
     pub rate: u32,
+    /// In the open-loop step, take turns every 20 ms between the scenario's
+    /// path and direct calls to the same echo server, so that both meet the
+    /// same moments of the machine; the added latency (table and targets) is
+    /// then over those direct calls. Each path gets half of the step's calls.
+    #[arg(long)]
+    pub paired: bool,
     /// Send every load call with this deadline (`grpc-timeout`), as most production
     /// gRPC clients do; the sidecars then enforce and re-encode it on every call.
     /// Default: no deadline.

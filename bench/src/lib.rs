@@ -134,6 +134,14 @@ async fn run_plan(plan: &Plan) -> Result<Report> {
                 "; sidecars export spans to an OTLP collector in the bench"
             } else {
                 ""
+            }
+            + &if plan.paired {
+                format!(
+                    "; the open-loop step takes turns every {} with direct calls, and its added latency is over those",
+                    humantime::format_duration(measure::PAIRED_SLICE)
+                )
+            } else {
+                String::new()
             },
         notes: plan.notes.clone(),
         steps: plan.steps.clone(),
@@ -160,7 +168,8 @@ async fn run_plan(plan: &Plan) -> Result<Report> {
             }
             Setup::Ready(target) => {
                 eprintln!("{kind}: {}", target.mode);
-                let steps = measure::run_steps(&target, plan)
+                let paired_direct = (plan.paired && kind != ScenarioKind::Direct).then_some(echo.addr);
+                let steps = measure::run_steps(&target, plan, paired_direct)
                     .await
                     .with_context(|| format!("measuring the {kind} scenario"))?;
                 let mode = match &collector {

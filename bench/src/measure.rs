@@ -2,6 +2,8 @@
 //! /proc figures, apply the load (or open idle connections and streams), read
 //! them again.
 
+use std::{net::SocketAddr, time::Duration};
+
 use anyhow::{Context, Result};
 
 use crate::{
@@ -15,10 +17,19 @@ use crate::{
 /// Streams per connection in the open-streams step, under every proxy's
 /// per-connection limit (1,024 here, 128 in nginx's defaults).
 const STREAMS_PER_CONNECTION: usize = 500;
+/// How long each path's turn lasts in a paired open loop: 20 calls at
+/// 1,000 calls/s, short beside the host's bursts of stolen time.
+pub(crate) const PAIRED_SLICE: Duration = Duration::from_millis(20);
 
 /// Runs every step of `plan` against `target`, printing progress to stderr.
-pub async fn run_steps(target: &Target, plan: &Plan) -> Result<Vec<StepResult>> {
+/// With `paired_direct` (the echo server's address), the open-loop step takes
+/// turns with direct calls to it.
+pub async fn run_steps(target: &Target, plan: &Plan, paired_direct: Option<SocketAddr>) -> Result<Vec<StepResult>> {
     let clients = load::connect_many(target.addr, plan.connections).await?;
+    let direct_clients = match paired_direct {
+        Some(addr) => Some(load::connect_many(addr, plan.connections).await?),
+        None => None,
+    };
     for client in &clients {
         client
             .clone()
@@ -28,14 +39,20 @@ pub async fn run_steps(target: &Target, plan: &Plan) -> Result<Vec<StepResult>> 
     }
     let mut results = Vec::new();
     for step in &plan.steps {
-        let result = run_step(*step, target, &clients, plan).await;
+        let result = run_step(*step, target, &clients, direct_clients.as_deref(), plan).await;
         eprintln!("  {:<28} {}", step.label(), result.summary());
         results.push(result);
     }
     Ok(results)
 }
 
-async fn run_step(step: Step, target: &Target, clients: &[Client], plan: &Plan) -> StepResult {
+async fn run_step(
+    step: Step,
+    target: &Target,
+    clients: &[Client],
+    direct_clients: Option<&[Client]>,
+    plan: &Plan,
+) -> StepResult {
     match step {
         Step::Idle => {
             let now = samples(target);
@@ -54,6 +71,10 @@ async fn run_step(step: Step, target: &Target, clients: &[Client], plan: &Plan) 
         }
         Step::Open { rate, payload } => {
             let calls = load::echo_calls(clients, CallKind::Unary, payload, plan.deadline);
+            if let Some(direct_clients) = direct_clients {
+                let direct = load::echo_calls(direct_clients, CallKind::Unary, payload, plan.deadline);
+                return paired_open_loop(step, target, &calls, &direct, rate, plan).await;
+            }
             if !plan.warmup.is_zero() {
                 load::open_loop(&calls, rate, plan.warmup).await;
             }
@@ -89,6 +110,30 @@ async fn measured_load(step: Step, target: &Target, load: impl Future<Output = L
     let after = samples(target);
     let proxies = usage(target, &before, &after, |_, a| Some(a.peak_rss));
     StepResult::load(step, result, proxies, stolen)
+}
+
+/// The open loop taking turns between the scenario's path and direct calls;
+/// the direct ones are kept beside the step's own figures.
+async fn paired_open_loop<C: load::Caller>(
+    step: Step,
+    target: &Target,
+    calls: &[C],
+    direct: &[C],
+    rate: u32,
+    plan: &Plan,
+) -> StepResult {
+    if !plan.warmup.is_zero() {
+        load::open_loop_paired(calls, direct, rate, plan.warmup, PAIRED_SLICE).await;
+    }
+    let mut paired_direct = None;
+    let path = async {
+        let [path, direct] = load::open_loop_paired(calls, direct, rate, plan.duration, PAIRED_SLICE).await;
+        paired_direct = Some(direct);
+        path
+    };
+    let mut result = measured_load(step, target, path).await;
+    result.paired_direct = paired_direct;
+    result
 }
 
 /// Opens the connections first, so the reading covers the streams alone.

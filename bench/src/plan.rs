@@ -99,6 +99,8 @@ pub struct Plan {
     pub deadline: Option<Duration>,
     /// Whether the sidecars export spans to the bench's own collector.
     pub collector: bool,
+    /// Whether the open-loop step takes turns with direct calls (`--paired`).
+    pub paired: bool,
     /// The headline steps the targets are judged on.
     pub headline: Step,
     pub fixed_rate: Step,
@@ -213,6 +215,7 @@ impl Plan {
             proxy_workers,
             deadline: args.deadline,
             collector: args.collector,
+            paired: args.paired,
             headline,
             fixed_rate,
             high_concurrency,

@@ -1,6 +1,7 @@
 //! The benchmark as it is normally run: the sidecars as `mesh-proxy`
 //! processes, measured from /proc, exporting their spans to the bench's own
-//! collector (`--collector`), or started by `mesh up` with its dashboard
+//! collector (`--collector`), their open-loop step paired with direct calls
+//! (`--paired`), or started by `mesh up` with its dashboard
 //! (`meshwork-up`, and the soak). The bench's smoke test runs them
 //! in-process only, as cargo builds no `mesh-proxy` for that package's tests.
 
@@ -26,6 +27,7 @@ async fn the_benchmark_measures_sidecar_processes_and_their_span_export() {
         "--scenarios",
         "meshwork",
         "--collector",
+        "--paired",
     ];
     let args = Cli::try_parse_from(argv.iter().chain(&BRIEF)).expect("arguments").args;
     let report = meshwork_bench::run(args).await.expect("the benchmark runs");
@@ -54,6 +56,24 @@ async fn the_benchmark_measures_sidecar_processes_and_their_span_export() {
                 "{what}: the host's stolen time read from /proc/stat"
             );
             calls += load.calls;
+        }
+        if let Step::Open { rate, .. } = result.step {
+            let path = result.load.as_ref().map_or(0, |l| l.calls);
+            let direct = result
+                .paired_direct
+                .as_ref()
+                .expect("--paired: direct calls beside the step's");
+            assert!(direct.errors.is_empty(), "{what}: {:?}", direct.error_examples);
+            // 500 ms at the rate, in 20 ms turns: every call scheduled went one way or the other.
+            assert_eq!(
+                path + direct.calls,
+                u64::from(rate) / 2,
+                "{what}: {path} + {}",
+                direct.calls
+            );
+            assert!(path > 0 && direct.calls > 0, "{what}: {path} / {}", direct.calls);
+        } else {
+            assert!(result.paired_direct.is_none(), "{what}: only the open loop is paired");
         }
     }
     assert!(calls > 0, "no calls were made");

@@ -15,5 +15,5 @@ pub use caller::{Caller, Failure};
 pub use client::{Client, channel, connect_many, echo_calls, probe, request};
 pub use closed::closed_loop;
 pub use idle::{hold_connections, hold_streams};
-pub use open::open_loop;
+pub use open::{open_loop, open_loop_paired};
 pub use recorder::{Latency, LoadResult};

@@ -35,6 +35,9 @@ pub struct StepResult {
     /// Load steps: CPU time the hypervisor took from the machine during the
     /// measured part ([`crate::procstat::stolen`]), where the kernel tells.
     pub stolen: Option<Duration>,
+    /// Open loop with `--paired`: the direct calls that took turns with
+    /// this step's, which its added latency is measured against.
+    pub paired_direct: Option<LoadResult>,
 }
 
 impl StepResult {
@@ -45,6 +48,7 @@ impl StepResult {
             proxies,
             failure: None,
             stolen,
+            paired_direct: None,
         }
     }
 
@@ -55,6 +59,7 @@ impl StepResult {
             proxies,
             failure: None,
             stolen: None,
+            paired_direct: None,
         }
     }
 
@@ -65,6 +70,7 @@ impl StepResult {
             proxies: Vec::new(),
             failure: Some(format!("{error:#}")),
             stolen: None,
+            paired_direct: None,
         }
     }
 

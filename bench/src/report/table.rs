@@ -70,7 +70,7 @@ fn row(scenario: &ScenarioReport, result: &StepResult, direct: Option<&StepResul
             cells.push(versus(
                 result.step,
                 load,
-                direct.and_then(|d| d.load.as_ref()),
+                result.paired_direct.as_ref().or(direct.and_then(|d| d.load.as_ref())),
                 scenario.kind,
             ));
             cells.extend([l.p50, l.p90, l.p99, l.p999, l.max].map(ms));
@@ -88,7 +88,7 @@ fn row(scenario: &ScenarioReport, result: &StepResult, direct: Option<&StepResul
 }
 
 /// Throughput as a share of direct (closed loop), or latency added over
-/// direct at p50 / p99 (open loop).
+/// direct at p50 / p99 (open loop; over its paired direct calls, if any).
 fn versus(step: Step, load: &LoadResult, direct: Option<&LoadResult>, kind: ScenarioKind) -> String {
     let Some(direct) = direct.filter(|_| kind != ScenarioKind::Direct) else {
         return "–".into();
