@@ -1,8 +1,8 @@
 //! A child's output cut into lines the launcher can hold: each at most
 //! [`MAX_LINE`] bytes, whatever the child writes. `tokio`'s `lines()` would
 //! buffer a line without end until its newline, and stop at the first byte
-//! that is not UTF-8; then nobody reads the pipe, it fills, and the child
-//! blocks on its next write. journald cuts lines for the same reason (at 48 KiB).
+//! that is not UTF-8; the pipe's read end then closes, and the child dies of
+//! SIGPIPE on its next write. journald cuts lines for the same reason (at 48 KiB).
 
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt};
 
